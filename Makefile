@@ -1,0 +1,62 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   the whole flow on the embedded default (no cloud account, no GPU, no network)
+#   make test   installs everything the tests need (incl. redis-server) and runs them
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# PyTorch: the CUDA build where an NVIDIA driver is present, else the CPU build of this version.
+TORCH_CPU_VERSION ?= 2.13.0
+# Extra pip arguments for torch only, e.g. TORCH_PIP_ARGS="--index-url <PyTorch's CPU wheel index>".
+TORCH_PIP_ARGS ?=
+TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo "torch==$(TORCH_CPU_VERSION)")
+PYTEST_ARGS ?=
+
+.PHONY: install install-test demo test lint typecheck bench services clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.torch: | $(PY)
+	$(PIP) install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(PIP) install --quiet -e ".[worker,aws]"
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(PIP) install --quiet -e ".[worker,aws,test,dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test services
+
+## Real services the tests start themselves: redis-server from the distribution's packages.
+services:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server"; \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	    command -v systemctl >/dev/null 2>&1 && $$SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; \
+	  else echo "no apt-get: install redis-server yourself (tests start and stop their own)"; exit 1; fi; }
+
+demo: install
+	SDQ_DATA_DIR=$${SDQ_DATA_DIR:-$(CURDIR)/.sdq} HF_HUB_OFFLINE=1 $(VENV)/bin/sdq demo --out demo-out
+
+test: install-test
+	@HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
+
+lint: install-test
+	$(VENV)/bin/ruff check producer gpu_worker storage tests bench
+	$(VENV)/bin/ruff format --check producer gpu_worker storage tests bench
+
+typecheck: install-test
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .sdq demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,62 @@
+"""The GPU worker's errors: torch, diffusers and Hub errors are translated into these where they are raised.
+
+Each class carries the `ErrorCode` a failed job reports, so the actor can turn any `WorkerError` into a
+`JobError` without a lookup table.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from producer.jobs import ErrorCode
+
+
+class WorkerError(Exception):
+    """Root of every error the GPU worker raises on purpose."""
+
+    #: What a job that failed with this error reports as `JobError.code`.
+    error_code: ClassVar[ErrorCode] = ErrorCode.INTERNAL
+
+
+class ModelNotFoundError(WorkerError):
+    """No model under that reference: a missing local path, an unknown or unreachable hub repo, an unsupported URL.
+
+    Retrying on the same worker does not help; the request names something that is not there.
+    """
+
+    error_code = ErrorCode.MODEL_NOT_FOUND
+
+
+class ModelLoadError(WorkerError):
+    """The model was found but could not be loaded: missing or corrupt weights, a bad config, an unknown pipeline."""
+
+    error_code = ErrorCode.MODEL_LOAD_FAILED
+
+
+class JobCanceledError(WorkerError):
+    """The job was canceled while it ran; raised from a progress callback to stop denoising at the next step.
+
+    Not a failure: the job ends `canceled`, so its `error_code` is never reported (it is only a fallback).
+    """
+
+    error_code = ErrorCode.INTERNAL
+
+
+class JobTimeoutError(WorkerError):
+    """The job ran past its time limit and was stopped."""
+
+    error_code = ErrorCode.TIMEOUT
+
+
+class OutOfMemoryError(WorkerError):
+    """The accelerator ran out of memory (a smaller size or fewer images per job may fit)."""
+
+    error_code = ErrorCode.OUT_OF_MEMORY
+
+
+class LeaseLostError(WorkerError):
+    """This attempt no longer holds the job (another attempt took it over, or it ended): stop without writing."""
+
+
+class TransientError(WorkerError):
+    """A failure worth retrying elsewhere or later (storage or Redis blip); the job goes back to the queue."""

@@ -1,0 +1,44 @@
+"""What route handlers need, built once per app and found through `request.app.state`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from fastapi import Request
+
+from storage import ObjectStore, Presigner, StorageError
+
+from ..jobs import JobRecord
+from ..service import JobService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Deps:
+    """The API's collaborators."""
+
+    service: JobService
+    objects: ObjectStore
+    url_expiry: timedelta
+
+    @staticmethod
+    def of(request: Request) -> Deps:
+        deps: Deps = request.app.state.deps
+        return deps
+
+    def with_urls(self, record: JobRecord) -> JobRecord:
+        """The record with a fresh presigned URL on every output (URLs are never stored: they would expire)."""
+        if not record.outputs or not isinstance(self.objects, Presigner):
+            return record
+        outputs = []
+        for output in record.outputs:
+            try:
+                url = self.objects.presign_get(output.key, expires_in=self.url_expiry)
+            except StorageError as exc:
+                log.warning("cannot presign %s: %s", output.key, exc)
+                url = None
+            outputs.append(output.model_copy(update={"url": url}))
+        return record.model_copy(update={"outputs": outputs})

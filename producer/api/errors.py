@@ -1,0 +1,81 @@
+"""How errors look on the wire: always JSON `{"error": {"code", "message", "fields"?}}`, never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ..errors import JobConflictError, JobNotFoundError, ModelNotAllowedError, QueueUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(
+    status: int, code: str, message: str, *, fields: list[dict[str, str]] | None = None, headers: Any = None
+) -> JSONResponse:
+    """The one shape every error response has."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    if fields is not None:
+        body["fields"] = fields
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _field(error: dict[str, Any]) -> dict[str, str]:
+    loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
+    if error.get("type") == "json_invalid":
+        return {"field": "body", "message": "request body is not valid JSON"}
+    message = str(error.get("msg", "invalid"))
+    return {"field": ".".join(loc) or "body", "message": message.removeprefix("Value error, ")}
+
+
+async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    fields = [_field(e) for e in exc.errors()]
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+    return error_response(422, "validation_error", f"invalid request: {summary}", fields=fields)
+
+
+async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed", 403: "forbidden"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def _not_found(request: Request, exc: JobNotFoundError) -> JSONResponse:
+    return error_response(404, "not_found", str(exc))
+
+
+async def _model(request: Request, exc: ModelNotAllowedError) -> JSONResponse:
+    return error_response(422, "validation_error", str(exc), fields=[{"field": "model", "message": str(exc)}])
+
+
+async def _conflict(request: Request, exc: JobConflictError) -> JSONResponse:
+    return error_response(409, "conflict", str(exc))
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("queue unavailable: %s", exc)
+    return error_response(503, "unavailable", "the queue is unavailable; retry shortly", headers={"Retry-After": "5"})
+
+
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    incident = uuid.uuid4().hex[:12]
+    log.exception("unhandled error (incident %s)", incident)
+    return error_response(500, "internal", f"internal error (incident {incident}); nothing was enqueued")
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers."""
+    app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http)  # type: ignore[arg-type]
+    app.add_exception_handler(JobNotFoundError, _not_found)  # type: ignore[arg-type]
+    app.add_exception_handler(ModelNotAllowedError, _model)  # type: ignore[arg-type]
+    app.add_exception_handler(JobConflictError, _conflict)  # type: ignore[arg-type]
+    app.add_exception_handler(QueueUnavailableError, _unavailable)
+    app.add_exception_handler(redis.RedisError, _unavailable)
+    app.add_exception_handler(Exception, _internal)

@@ -1,0 +1,189 @@
+"""`sdq demo`: the whole flow on one machine, with real processes and no cloud, GPU or network.
+
+Embedded Redis → `sdq api` → SDK over HTTP → Redis/Dramatiq → `sdq worker` (the built-in `tiny` model) → local
+storage → signed download URLs → an `index.html` gallery and a timing table.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from .client import Client
+from .embedded import EmbeddedRedis
+from .jobs import JobRecord, JobRequest, OutputFormat
+from .settings import CommonSettings
+
+console = Console(width=max(100, Console().width))
+
+#: Small images and few steps: the demo runs on a 2-core CPU in well under two minutes.
+DEFAULTS: dict[str, object] = {"width": 128, "height": 128, "steps": 20}
+PROMPTS: list[tuple[str, dict[str, object]]] = [
+    ("a lighthouse on a cliff at dusk, oil painting", {}),
+    ("a red fox in fresh snow, telephoto photograph", {"width": 192, "height": 128}),
+    ("isometric pixel-art village with a windmill", {"num_images": 2}),
+    ("macro shot of a dew drop on a leaf", {"output_format": OutputFormat.JPEG}),
+    ("a neon-lit street in the rain, cinematic", {"width": 128, "height": 192}),
+    ("a bowl of ramen, studio lighting", {"output_format": OutputFormat.WEBP}),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _spawn(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as handle:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "producer.cli", command, "--log-level", "warning"],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_healthy(url: str, api: subprocess.Popen[bytes], log: Path, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if api.poll() is not None:
+            raise DemoError(f"the API exited during start-up; see {log}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise DemoError(f"the API did not become healthy in {timeout_s:g} s; see {log}")
+
+
+def run_demo(out: Path, *, jobs: int = 6) -> int:
+    """Run the demo; returns the process exit status (0 when every job succeeded)."""
+    try:
+        return _run(out, jobs)
+    except DemoError as exc:
+        console.print(f"[red]demo failed[/]: {exc}")
+        return 1
+
+
+class DemoError(Exception):
+    """A part of the demo stack did not come up; the message says where to look."""
+
+
+def _run(out: Path, jobs: int) -> int:
+    settings = CommonSettings()
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "SDQ_PORT": str(port), "SDQ_API_URL": url, "HF_HUB_OFFLINE": "1"}
+    env["SDQ_DATA_DIR"] = str(settings.data_dir.resolve())
+    started = time.monotonic()
+    with ExitStack() as stack:
+        if settings.redis_url is None:
+            embedded = stack.enter_context(EmbeddedRedis(settings.data_dir))
+            console.print(f"embedded Redis at [bold]{embedded.url}[/]")
+        api = _spawn("api", env, logs / "api.log")
+        stack.callback(_stop, api)
+        worker = _spawn("worker", env, logs / "worker.log")
+        stack.callback(_stop, worker)
+        _wait_healthy(url, api, logs / "api.log")
+        console.print(f"API at [bold]{url}[/]; worker started (logs in {logs})")
+        with Client(url) as client:
+            requests = [JobRequest(**{**DEFAULTS, "prompt": p, **kw}) for p, kw in _prompts(jobs)]  # type: ignore[arg-type]
+            submitted = [client.submit(request) for request in requests]
+            records = _follow(client, submitted)
+            files = {r.id: client.download(r, out) for r in records if r.status.value == "succeeded"}
+    _gallery(out, records, files)
+    _table(records, time.monotonic() - started)
+    failed = [r for r in records if r.status.value != "succeeded"]
+    for record in failed:
+        console.print(f"[red]job {record.id} {record.status.value}[/]: {record.error}")
+    console.print(f"gallery: [bold]{(out / 'index.html').resolve()}[/]")
+    return 1 if failed else 0
+
+
+def _prompts(count: int) -> list[tuple[str, dict[str, object]]]:
+    return [PROMPTS[i % len(PROMPTS)] for i in range(count)]
+
+
+def _follow(client: Client, submitted: list[JobRecord]) -> list[JobRecord]:
+    records = {r.id: r for r in submitted}
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[state]}")) as bar:
+        tasks = {r.id: bar.add_task(r.request.prompt[:40], total=r.request.steps, state="queued") for r in submitted}
+        deadline = time.monotonic() + 600
+        while not all(r.status.is_terminal for r in records.values()) and time.monotonic() < deadline:
+            for job_id, record in list(records.items()):
+                if record.status.is_terminal:
+                    continue
+                record = records[job_id] = client.get(job_id)
+                if record.progress:  # the scheduler's real step count may differ from the request's
+                    bar.update(tasks[job_id], total=record.progress.total, completed=record.progress.step)
+                bar.update(tasks[job_id], state=record.status.value)
+            time.sleep(0.2)
+    return [client.get(job_id) for job_id in records]
+
+
+def _gallery(out: Path, records: list[JobRecord], files: dict[str, list[Path]]) -> None:
+    figures = []
+    for record in records:
+        for path, output in zip(files.get(record.id, []), record.outputs, strict=False):
+            caption = html.escape(f"{record.request.prompt} — seed {output.seed}, {output.width}×{output.height}")
+            figures.append(
+                f'<figure><img src="{html.escape(path.name)}" alt=""><figcaption>{caption}</figcaption></figure>'
+            )
+    page = (
+        "<!doctype html><meta charset=utf-8><title>sdqueue demo</title>"
+        "<style>body{font-family:sans-serif;display:flex;flex-wrap:wrap;gap:1em}"
+        "figure{width:256px;margin:0}img{width:256px;image-rendering:pixelated}</style>"
+        "<h1 style='width:100%'>sdqueue demo</h1>" + "".join(figures)
+    )
+    (out / "index.html").write_text(page, encoding="utf-8")
+
+
+def _table(records: list[JobRecord], wall_s: float) -> None:
+    table = Table(title=f"{len(records)} jobs in {wall_s:.1f} s, start-up included (times in seconds)")
+    for column in ("job", "size", "n", "status", "wait", "load", "infer", "encode", "upload"):
+        table.add_column(column, justify="right" if column not in ("job", "status") else "left", no_wrap=True)
+
+    def seconds(value: float | None) -> str:
+        return "—" if value is None else f"{value:.2f}"
+
+    for r in records:
+        t = r.timings
+        table.add_row(
+            r.id[:8],
+            f"{r.request.width}×{r.request.height}",
+            str(r.request.num_images),
+            r.status.value,
+            seconds(t.queue_wait_s),
+            seconds(t.load_s),
+            seconds(t.inference_s),
+            seconds(t.encode_s),
+            seconds(t.upload_s),
+        )
+    console.print(table)

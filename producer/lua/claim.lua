@@ -1,0 +1,49 @@
+-- claim(KEYS=[job], ARGV=[worker, lease_s, max_attempts, index_prefix, ttl_s])
+-- A worker takes a job. Returns {outcome, detail}:
+--   {"claimed", attempt}  run it; `attempt` is the fencing token for every later write
+--   {"busy", seconds}     another live attempt holds the lease; try again after `seconds`
+--   {"skip", status}      nothing to run (terminal, canceled, or the record is gone)
+local job = KEYS[1]
+local worker, lease_s, max_attempts = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local index_prefix, ttl_s = ARGV[4], tonumber(ARGV[5])
+local t = redis.call("TIME")
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+
+local status = redis.call("HGET", job, "status")
+if not status then return {"skip", "missing"} end
+if status == "succeeded" or status == "failed" or status == "canceled" then return {"skip", status} end
+
+local seq = redis.call("HGET", job, "seq")
+local function move(to)
+  redis.call("ZREM", index_prefix .. status, redis.call("HGET", job, "id"))
+  redis.call("ZADD", index_prefix .. to, seq, redis.call("HGET", job, "id"))
+  redis.call("HSET", job, "status", to)
+end
+local function finish(to, err)
+  move(to)
+  redis.call("HSET", job, "finished_at", tostring(now))
+  redis.call("HDEL", job, "lease_until")
+  if err then redis.call("HSET", job, "error", err) end
+  redis.call("EXPIRE", job, ttl_s)
+end
+
+if redis.call("HGET", job, "cancel") == "1" then
+  finish("canceled", nil)
+  return {"skip", "canceled"}
+end
+if status == "running" then
+  local lease = tonumber(redis.call("HGET", job, "lease_until") or "0")
+  if lease > now then return {"busy", tostring(lease - now)} end
+end
+local attempts = tonumber(redis.call("HGET", job, "attempts") or "0")
+if attempts >= max_attempts then
+  local last = redis.call("HGET", job, "worker") or "unknown"
+  finish("failed", cjson.encode({code = "worker_lost", message = "the job ran " .. attempts ..
+    " times without finishing (its worker died or lost the job each time; last worker: " .. last .. ")"}))
+  return {"skip", "failed"}
+end
+attempts = redis.call("HINCRBY", job, "attempts", 1)
+move("running")
+redis.call("HSET", job, "worker", worker, "started_at", tostring(now), "lease_until", tostring(now + lease_s))
+redis.call("HDEL", job, "progress")
+return {"claimed", tostring(attempts)}

@@ -1,0 +1,114 @@
+"""Fixtures for the storage tests: a real S3 emulator (moto's HTTP server) and a reference file route."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import boto3.session
+import pytest
+from moto.server import ThreadedMotoServer
+
+from storage import InvalidSignatureError, LinkSigner, LocalStore, ObjectNotFoundError, PresigningStore, S3Store
+from storage.signing import FILES_PATH
+
+BUCKET = "sdqueue-test"
+REGION = "us-east-1"
+SECRET = b"0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """URL of a moto S3 server on a free local port, for the whole session."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def aws_session() -> boto3.session.Session:
+    """A boto3 session with dummy credentials, so no test reads or needs the machine's AWS setup."""
+    return boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(moto_endpoint: str, aws_session: boto3.session.Session) -> str:
+    """Name of a bucket that exists on the moto server."""
+    aws_session.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=BUCKET)
+    return BUCKET
+
+
+@pytest.fixture
+def s3_store(moto_endpoint: str, aws_session: boto3.session.Session, s3_bucket: str) -> S3Store:
+    """An S3 store under a fresh prefix, so tests never see each other's objects."""
+    return S3Store(
+        s3_bucket,
+        f"tests/{uuid.uuid4().hex}",
+        session=aws_session,
+        endpoint_url=moto_endpoint,
+        region=REGION,
+        addressing_style="path",
+    )
+
+
+class _FileRoute(BaseHTTPRequestHandler):
+    """What the API's `GET /v1/files/{key:path}` does: verify the link, then stream the file with its type."""
+
+    server: _FileServer
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        key = unquote(url.path.removeprefix(FILES_PATH))
+        try:
+            self.server.signer.verify(key, query.get("expires", [""])[0], query.get("signature", [""])[0])
+            path, info = self.server.store.open_for_read(key)
+        except InvalidSignatureError as exc:
+            self.send_error(403, str(exc))
+            return
+        except ObjectNotFoundError:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", info.content_type or "application/octet-stream")
+        self.send_header("Content-Length", str(info.size))
+        if info.content_disposition:
+            self.send_header("Content-Disposition", info.content_disposition)
+        self.end_headers()
+        self.wfile.write(path.read_bytes())
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep test output clean
+
+
+class _FileServer(ThreadingHTTPServer):
+    signer: LinkSigner
+    store: LocalStore
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> Iterator[LocalStore]:
+    """A local store whose signed links are served by a reference file route on a free local port."""
+    server = _FileServer(("127.0.0.1", 0), _FileRoute)
+    server.signer = LinkSigner(SECRET, f"http://127.0.0.1:{server.server_address[1]}")
+    server.store = LocalStore(tmp_path / "store", signer=server.signer)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    yield server.store
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def store(request: pytest.FixtureRequest) -> PresigningStore:
+    """Each backend in turn; the contract suite runs once per param."""
+    store: PresigningStore = request.getfixturevalue(f"{request.param}_store")
+    return store
