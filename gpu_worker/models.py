@@ -7,6 +7,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class LoadedModels:
-    """Up to `capacity` loaded pipelines. `get` returns one and the seconds spent loading it (0 when it was hot)."""
+    """Up to `capacity` loaded pipelines, least recently used evicted first."""
 
     def __init__(self, *, cache_dir: Path, device: Any, capacity: int) -> None:
         self.cache_dir = cache_dir
@@ -24,8 +26,16 @@ class LoadedModels:
         self.capacity = capacity
         self._pipes: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._in_use: dict[str, threading.Lock] = {}
 
-    def get(self, model: str) -> tuple[Any, float]:
+    @contextmanager
+    def use(self, model: str) -> Iterator[tuple[Any, float]]:
+        """Hold `model`'s pipeline for one job (a pipeline's scheduler is per call, so one job at a time)."""
+        pipe, load_s = self._get(model)
+        with self._in_use[model]:
+            yield pipe, load_s
+
+    def _get(self, model: str) -> tuple[Any, float]:
         with self._lock:
             if model in self._pipes:
                 self._pipes.move_to_end(model)
@@ -37,6 +47,7 @@ class LoadedModels:
             started = time.perf_counter()
             pipe = load_pipeline(model, cache_dir=self.cache_dir, device=self.device)
             self._pipes[model] = pipe
+            self._in_use.setdefault(model, threading.Lock())
             return pipe, time.perf_counter() - started
 
 

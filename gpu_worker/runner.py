@@ -111,12 +111,11 @@ class JobRunner:
         if record.started_at:
             run.timings["queue_wait_s"] = (record.started_at - record.created_at).total_seconds()
         assert request.model is not None and request.seed is not None  # JobMessage guarantees both
-        pipe, run.timings["load_s"] = self.models.get(request.model)
-        warnings = [w for w in (prompt_truncation_warning(pipe, request.prompt),) if w]
-
-        started = time.perf_counter()
-        images = generate(pipe, request, on_step=self._on_step(run))
-        run.timings["inference_s"] = time.perf_counter() - started
+        with self.models.use(request.model) as (pipe, run.timings["load_s"]):
+            warnings = [w for w in (prompt_truncation_warning(pipe, request.prompt),) if w]
+            started = time.perf_counter()
+            images = generate(pipe, request, on_step=self._on_step(run))
+            run.timings["inference_s"] = time.perf_counter() - started
 
         started = time.perf_counter()
         encoded = [encode_image(image, request.output_format) for image in images]

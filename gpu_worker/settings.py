@@ -34,6 +34,13 @@ class WorkerSettings(CommonSettings):
         description="SDQ_LEASE_S: a running job's lease; renewed every lease/3 s, so another worker may take over"
         " a job whose worker went silent this long.",
     )
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="SDQ_TORCH_THREADS: CPU threads for torch; unset = torch's default (one per core). On a shared"
+        " CPU, fewer threads avoid OpenMP spin-waiting against other processes.",
+    )
     max_loaded_models: int = Field(
         default=1, ge=1, le=16, description="SDQ_MAX_LOADED_MODELS: pipelines kept in memory at once."
     )

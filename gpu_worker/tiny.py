@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-#: The file whose presence marks a finished build (it is written last by `save_pretrained`, and the directory only
-#: appears under its final name by an atomic rename).
+# Marks a finished build. The directory only appears under its final name by an atomic rename once everything is
+# written, so a directory without it is a leftover from something else (e.g. an interrupted copy).
 _MARKER = "model_index.json"
 _MAX_TOKENS = 77  # like every SD 1.x/2.x text encoder
 _BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
@@ -49,7 +49,9 @@ def build_tiny_pipeline(path: Path, *, seed: int = 0) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.build-", dir=path.parent))
     try:
         _build(staging, seed=seed)
-        if path.exists():  # an incomplete leftover, e.g. a partial copy: move it out of the way first
+        if _is_complete(path):  # another builder finished first; keep theirs, it may already be in use
+            return
+        if path.exists():  # an incomplete leftover: move it out of the way first
             _discard(path)
         try:
             os.rename(staging, path)

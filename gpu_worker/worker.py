@@ -7,6 +7,7 @@ import signal
 import threading
 from types import FrameType
 
+import torch
 from dramatiq import Worker
 from dramatiq.middleware import Retries, TimeLimit
 
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 def run_worker(settings: WorkerSettings, *, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set); running jobs get `shutdown_timeout_s` to finish. Returns 0."""
     stop = stop or threading.Event()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
     middleware = [TimeLimit(), Retries(), BrokerHeartbeat(interval_s=settings.heartbeat_timeout_s / 4)]
     with open_backends(settings, middleware=middleware) as backends:
         objects = open_store(settings.resolved_storage_url)

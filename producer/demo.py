@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import html
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
@@ -24,6 +19,7 @@ from rich.table import Table
 from .client import Client
 from .embedded import EmbeddedRedis
 from .jobs import JobRecord, JobRequest, OutputFormat
+from .localstack import LocalStack, StackError
 from .settings import CommonSettings
 
 console = Console(width=max(100, Console().width))
@@ -38,46 +34,6 @@ PROMPTS: list[tuple[str, dict[str, object]]] = [
     ("a neon-lit street in the rain, cinematic", {"width": 128, "height": 192}),
     ("a bowl of ramen, studio lighting", {"output_format": OutputFormat.WEBP}),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _spawn(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as handle:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "producer.cli", command, "--log-level", "warning"],
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_healthy(url: str, api: subprocess.Popen[bytes], log: Path, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if api.poll() is not None:
-            raise DemoError(f"the API exited during start-up; see {log}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise DemoError(f"the API did not become healthy in {timeout_s:g} s; see {log}")
 
 
 def run_demo(out: Path, *, jobs: int = 6) -> int:
@@ -96,24 +52,20 @@ class DemoError(Exception):
 def _run(out: Path, jobs: int) -> int:
     settings = CommonSettings()
     out.mkdir(parents=True, exist_ok=True)
-    logs = out / "logs"
-    logs.mkdir(exist_ok=True)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "SDQ_PORT": str(port), "SDQ_API_URL": url, "HF_HUB_OFFLINE": "1"}
-    env["SDQ_DATA_DIR"] = str(settings.data_dir.resolve())
+    env = {**os.environ, "SDQ_DATA_DIR": str(settings.data_dir.resolve()), "HF_HUB_OFFLINE": "1"}
     started = time.monotonic()
     with ExitStack() as stack:
-        if settings.redis_url is None:
+        if settings.redis_url is None:  # started here so that this process, which outlives the others, owns it
             embedded = stack.enter_context(EmbeddedRedis(settings.data_dir))
             console.print(f"embedded Redis at [bold]{embedded.url}[/]")
-        api = _spawn("api", env, logs / "api.log")
-        stack.callback(_stop, api)
-        worker = _spawn("worker", env, logs / "worker.log")
-        stack.callback(_stop, worker)
-        _wait_healthy(url, api, logs / "api.log")
-        console.print(f"API at [bold]{url}[/]; worker started (logs in {logs})")
-        with Client(url) as client:
+        local = LocalStack(env, out / "logs")
+        try:
+            local.start(workers=1)
+        except StackError as exc:
+            raise DemoError(str(exc)) from exc
+        stack.callback(local.stop)
+        console.print(f"API at [bold]{local.api_url}[/]; one worker (logs in {out / 'logs'})")
+        with Client(local.api_url) as client:
             requests = [JobRequest(**{**DEFAULTS, "prompt": p, **kw}) for p, kw in _prompts(jobs)]  # type: ignore[arg-type]
             submitted = [client.submit(request) for request in requests]
             records = _follow(client, submitted)

@@ -50,7 +50,7 @@ class EmbeddedRedis:
             digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
             socket = Path(tempfile.gettempdir()) / f"sdq-{digest}.sock"
         self.socket = socket
-        self._process: subprocess.Popen[bytes] | None = None
+        self._owned = False
 
     @property
     def url(self) -> str:
@@ -63,53 +63,51 @@ class EmbeddedRedis:
         with FileLock(str(self.data_dir / "redis.lock")):
             if self._alive():
                 return self.url
-            self._process = subprocess.Popen(
+            launcher = subprocess.run(
                 [
                     redis_server_binary(),
-                    "--port",
-                    "0",
-                    "--unixsocket",
-                    str(self.socket),
-                    "--unixsocketperm",
-                    "700",
-                    "--dir",
-                    str(self.data_dir),
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "everysec",
-                    "--save",
-                    "",
-                    "--logfile",
-                    str(self.data_dir / "redis.log"),
+                    "--port", "0",
+                    "--unixsocket", str(self.socket),
+                    "--unixsocketperm", "700",
+                    "--dir", str(self.data_dir),
+                    "--appendonly", "yes",
+                    "--appendfsync", "everysec",
+                    "--save", "",
+                    "--logfile", str(self.data_dir / "redis.log"),
+                    # A daemon, not our child: it outlives this process while others still use it.
+                    "--daemonize", "yes",
+                    "--pidfile", str(self.data_dir / "redis.pid"),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                start_new_session=True,  # survives a Ctrl-C aimed at the process that started it
-            )
+                check=False,
+                timeout=self.start_timeout_s,
+            )  # fmt: skip
             deadline = time.monotonic() + self.start_timeout_s
             while not self._alive():
-                if self._process.poll() is not None or time.monotonic() > deadline:
+                if launcher.returncode != 0 or time.monotonic() > deadline:
                     raise QueueUnavailableError(f"embedded Redis did not start; see {self.data_dir / 'redis.log'}")
                 time.sleep(0.02)
+            self._owned = True
         return self.url
 
     def stop(self) -> None:
         """Shut the server down if this process started it and no other client is connected."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if not self._owned:
             return
+        self._owned = False
         client = redis.Redis(unix_socket_path=str(self.socket))
         try:
-            others = [c for c in client.client_list() if c.get("name") != "sdq-embedded-stop"]
-            if len(others) > 1:  # someone besides this connection: leave it running for them
+            if len(client.client_list()) > 1:  # someone besides this connection: leave it running for them
                 return
             client.shutdown()  # with append-only persistence, flushes the AOF first
         except redis.ConnectionError:
-            pass  # shutdown closes the connection under us
+            pass  # already gone, or shutdown closed the connection under us
         finally:
             client.close()
-        process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while self.socket.exists() and time.monotonic() < deadline:  # redis removes its socket on exit
+            time.sleep(0.02)
 
     def _alive(self) -> bool:
         if not self.socket.exists():

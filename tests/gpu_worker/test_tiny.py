@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -62,5 +63,13 @@ def test_incomplete_directory_is_replaced(tmp_path: Path) -> None:
     target = tmp_path / "tiny"
     (target / "unet").mkdir(parents=True)  # e.g. an interrupted copy: no model_index.json
     build_tiny_pipeline(target)
+    assert (target / "model_index.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+
+
+def test_concurrent_builders_leave_one_complete_model(tmp_path: Path) -> None:
+    target = tmp_path / "tiny"
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda _: build_tiny_pipeline(target), range(2)))
     assert (target / "model_index.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]

@@ -1,0 +1,42 @@
+"""The embedded default: one shared, persistent redis-server per data directory, stopped only when unused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+
+from producer.embedded import EmbeddedRedis
+
+
+def test_started_once_shared_and_persistent(tmp_path: Path) -> None:
+    first, second = EmbeddedRedis(tmp_path), EmbeddedRedis(tmp_path)
+    assert first.start() == second.start()  # the second process finds the first one's server
+    client = redis.Redis.from_url(first.url)
+    client.set("job", "kept")
+    second.stop()  # did not start it: must not stop it
+    assert client.get("job") == b"kept"
+    client.close()
+    first.stop()
+    assert not EmbeddedRedis(tmp_path)._alive()
+
+    with EmbeddedRedis(tmp_path) as again:  # append-only persistence survives the restart
+        client = redis.Redis.from_url(again.url)
+        assert client.get("job") == b"kept"
+        client.close()
+
+
+def test_the_owner_leaves_it_running_while_others_are_connected(tmp_path: Path) -> None:
+    owner = EmbeddedRedis(tmp_path)
+    other = redis.Redis.from_url(owner.start())
+    other.ping()
+    owner.stop()
+    assert other.ping()  # still serving the other client
+    other.shutdown()
+
+
+def test_a_deep_data_dir_still_gets_a_usable_socket(tmp_path: Path) -> None:
+    deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 5)
+    with EmbeddedRedis(deep) as server:
+        assert len(str(server.socket)) <= 100
+        assert redis.Redis.from_url(server.url).ping()
