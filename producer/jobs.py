@@ -38,7 +38,14 @@ _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _MODEL_REF = re.compile(r"^[A-Za-z0-9][\w.\-/:@+~=]{0,511}$|^/[\w.\-/@+~=]{1,511}$")
 
 
-class JobStatus(str, enum.Enum):
+class _TextEnum(str, enum.Enum):
+    """A string-valued enum that prints as its value (what `enum.StrEnum` does from Python 3.11)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class JobStatus(_TextEnum):
     """Where a job is in its life. `queued` → `running` → one of the terminal states."""
 
     QUEUED = "queued"
@@ -52,14 +59,11 @@ class JobStatus(str, enum.Enum):
         """True once the job can no longer change."""
         return self in _TERMINAL
 
-    def __str__(self) -> str:
-        return self.value
-
 
 _TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
 
 
-class ErrorCode(str, enum.Enum):
+class ErrorCode(_TextEnum):
     """Machine-readable reason a job failed."""
 
     INVALID_INPUT = "invalid_input"
@@ -71,11 +75,8 @@ class ErrorCode(str, enum.Enum):
     STORAGE = "storage_error"
     INTERNAL = "internal"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Scheduler(str, enum.Enum):
+class Scheduler(_TextEnum):
     """Noise schedulers a job may ask for; `default` keeps the one the model ships with."""
 
     DEFAULT = "default"
@@ -86,11 +87,8 @@ class Scheduler(str, enum.Enum):
     UNIPC = "unipc"
     PNDM = "pndm"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class OutputFormat(str, enum.Enum):
+class OutputFormat(_TextEnum):
     """Image encodings, with their MIME type and file extension."""
 
     PNG = "png"
@@ -104,9 +102,6 @@ class OutputFormat(str, enum.Enum):
     @property
     def extension(self) -> str:
         return "jpg" if self is OutputFormat.JPEG else self.value
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def _multiple_of_8(value: int) -> int:

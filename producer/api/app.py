@@ -11,6 +11,7 @@ from storage import ObjectStore
 from ..service import JobService
 from . import errors, files, health, jobs
 from .deps import Deps
+from .limits import BodyLimit
 
 
 def create_app(service: JobService, objects: ObjectStore, *, url_expiry: timedelta) -> FastAPI:
@@ -22,6 +23,7 @@ def create_app(service: JobService, objects: ObjectStore, *, url_expiry: timedel
     )
     app.state.deps = Deps(service=service, objects=objects, url_expiry=url_expiry)
     errors.install(app)
+    app.add_middleware(BodyLimit)
     app.include_router(jobs.router)
     app.include_router(files.router)
     app.include_router(health.router)

@@ -10,11 +10,46 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from ..errors import JobConflictError, JobNotFoundError, ModelNotAllowedError, QueueUnavailableError
 
 log = logging.getLogger(__name__)
+
+
+class FieldError(BaseModel):
+    """One invalid field: its dotted path (`width`, `metadata.key`, or `body`) and what is wrong with it."""
+
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable machine-readable `code` and a human `message`."""
+
+    code: str
+    message: str
+    fields: list[FieldError] | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response has this shape."""
+
+    error: ErrorDetail
+
+
+#: For route declarations, so that OpenAPI documents the error shape clients really get.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        404: "No such job.",
+        409: "The job's state does not allow this.",
+        413: "Request body too large.",
+        422: "Invalid request: see `error.fields`.",
+        503: "Redis is unreachable; nothing was enqueued. Retry after `Retry-After` seconds.",
+    }.items()
+}
 
 
 def error_response(

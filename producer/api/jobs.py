@@ -9,8 +9,9 @@ from fastapi import APIRouter, Query, Request, Response
 from ..errors import JobNotFoundError
 from ..jobs import JobPage, JobRecord, JobRequest, JobStatus, is_job_id
 from .deps import Deps
+from .errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
 
 def _id(job_id: str) -> str:

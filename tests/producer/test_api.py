@@ -160,3 +160,25 @@ def test_signed_links_serve_files_and_refuse_tampered_or_expired_ones(stack: Sta
     expired = signer.sign("jobs/demo/0.png", expires_in=timedelta(seconds=1), now=time.time() - 3600)
     response = httpx.get(expired)
     assert response.status_code == 403 and "expired" in response.json()["error"]["message"]
+
+
+def test_oversized_bodies_get_413_and_enqueue_nothing(http: httpx.Client, redis_server: str) -> None:
+    before = _queue_state(redis_server)
+    body = b'{"prompt": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    response = http.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+    def chunks():  # no Content-Length: the limit must hold on the bytes actually streamed
+        for _ in range(40):
+            yield b"x" * 65536
+
+    response = http.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert _queue_state(redis_server) == before
+
+
+def test_openapi_documents_the_error_shape_clients_get(http: httpx.Client) -> None:
+    spec = http.get("/openapi.json").json()
+    responses = spec["paths"]["/v1/jobs"]["post"]["responses"]
+    assert responses["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert {"202", "413", "422", "503"} <= set(responses)

@@ -14,10 +14,10 @@ def test_started_once_shared_and_persistent(tmp_path: Path) -> None:
     assert first.start() == second.start()  # the second process finds the first one's server
     client = redis.Redis.from_url(first.url)
     client.set("job", "kept")
-    second.stop()  # did not start it: must not stop it
+    first.stop()  # the starter leaves first: a client is still connected, so it keeps running
     assert client.get("job") == b"kept"
     client.close()
-    first.stop()
+    second.stop()  # the last one out shuts it down
     assert not EmbeddedRedis(tmp_path)._alive()
 
     with EmbeddedRedis(tmp_path) as again:  # append-only persistence survives the restart
