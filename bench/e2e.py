@@ -49,7 +49,7 @@ def system(data: Path, cache: Path, request: JobRequest, count: int) -> dict[str
     with EmbeddedRedis(data), LocalStack(env, data / "logs") as stack, Client(stack.api_url) as client:
         started = time.perf_counter()
         stack.start_worker()
-        warm = client.wait(client.submit(request).id, poll_interval_s=0.01)  # worker start + model load
+        warm = client.wait(client.submit(request).id, poll_interval_s=0.02)  # worker start + model load
         cold_start_s = time.perf_counter() - started
         assert warm.status is JobStatus.SUCCEEDED, warm.error
 
@@ -58,7 +58,8 @@ def system(data: Path, cache: Path, request: JobRequest, count: int) -> dict[str
             t0 = time.perf_counter()
             ids.append(client.submit(request).id)
             submit_ms.append((time.perf_counter() - t0) * 1000)
-        records = [client.wait(job_id, poll_interval_s=0.01) for job_id in ids]
+        # Server-side timestamps give the figures, so polling slowly does not distort them (it only costs CPU).
+        records = [client.wait(job_id, poll_interval_s=0.25) for job_id in ids]
         wall_s = max(r.finished_at for r in records if r.finished_at).timestamp() - records[0].created_at.timestamp()
         assert all(r.status is JobStatus.SUCCEEDED for r in records)
         latency = [(r.finished_at - r.created_at).total_seconds() for r in records if r.finished_at]

@@ -20,10 +20,18 @@ class WorkerSettings(CommonSettings):
     )
     worker_threads: int = Field(default=1, ge=1, le=16, description="SDQ_WORKER_THREADS: jobs run at once.")
     prefetch: int = Field(
-        default=1,
-        ge=1,
+        default=0,
+        ge=0,
         le=64,
-        description="SDQ_PREFETCH: messages held beyond those running; low, since a dead worker's messages wait.",
+        description="SDQ_PREFETCH: messages held beyond those running. Low: a held message waits for this worker"
+        " (for the heartbeat timeout if it dies) while other workers may be idle.",
+    )
+    poll_interval_s: float = Field(
+        default=0.05,
+        gt=0,
+        le=5,
+        description="SDQ_POLL_INTERVAL_S: longest pause between two fetches, also right after a job ends (Dramatiq"
+        " backs off up to this while jobs run; its default of 1 s would idle the GPU that long after each job).",
     )
     job_timeout_s: float = Field(
         default=1800.0, gt=0, description="SDQ_JOB_TIMEOUT_S: a job still denoising after this fails with `timeout`."

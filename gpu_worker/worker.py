@@ -45,10 +45,16 @@ def run_worker(settings: WorkerSettings, *, stop: threading.Event | None = None)
 
         runner = JobRunner(settings, backends.store, objects, models, resend)
         declare_generate(backends.broker, runner, settings)
-        worker = Worker(backends.broker, queues={settings.queue}, worker_threads=settings.worker_threads)
-        # Hold few messages: whatever a worker holds waits for it if it dies (Dramatiq's default is 2 × threads).
-        worker.queue_prefetch = settings.prefetch
-        worker.delay_prefetch = max(settings.prefetch, 16)
+        worker = Worker(
+            backends.broker,
+            queues={settings.queue},
+            worker_threads=settings.worker_threads,
+            worker_timeout=int(settings.poll_interval_s * 1000),
+        )
+        # Dramatiq counts running messages in its prefetch and defaults to 2 × threads: hold only what runs, plus
+        # SDQ_PREFETCH, since whatever a worker holds waits for it (and for the heartbeat timeout if it dies).
+        worker.queue_prefetch = settings.worker_threads + settings.prefetch
+        worker.delay_prefetch = 16
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             log.info("signal %d: draining", signum)
