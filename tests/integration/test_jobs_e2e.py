@@ -12,9 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from dramatiq import Message
 from PIL import Image
 
-from producer import AsyncClient, Client, JobRecord, JobStatus
+from producer import AsyncClient, Client, JobRecord, JobRequest, JobStatus
+from producer.broker import make_broker
+from producer.jobs import new_job_id
+from producer.store import JobStore
 from tests.support import Stack, start_stack, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -167,3 +171,19 @@ def test_the_cli_submits_waits_and_downloads(stack: Stack, tmp_path: Path) -> No
         timeout=60,
     )
     assert bad.returncode == 2 and "width" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_worker_revalidates_every_message(client: Client, redis_server: str) -> None:
+    """A message that bypassed the API's validation (another producer, an old version) fails its job cleanly."""
+    connection = redis.Redis.from_url(redis_server)
+    store = JobStore(connection, ttl_s=3600)
+    job_id = new_job_id()
+    request = JobRequest(prompt="smuggled", width=64, height=64, steps=1).resolved("tiny")
+    store.create(job_id, request)
+    bad = {"v": 1, "job_id": job_id, "request": {**request.model_dump(mode="json"), "width": 65}}
+    broker = make_broker(connection, heartbeat_timeout_s=60)
+    broker.declare_queue("sdq-generate")
+    broker.enqueue(Message(queue_name="sdq-generate", actor_name="generate", args=(bad,), kwargs={}, options={}))
+    record = client.wait(job_id)
+    assert record.status is JobStatus.FAILED
+    assert record.error is not None and record.error.code.value == "invalid_input" and "width" in record.error.message
