@@ -35,6 +35,7 @@ class _Run:
     lease: Lease
     started: float
     timings: dict[str, float]
+    warnings: list[str]
 
 
 class JobRunner:
@@ -69,12 +70,12 @@ class JobRunner:
             log.info("job %s: nothing to run (%s)", message.job_id, claim.status)
             return
         with Lease(self.store, message.job_id, claim.attempt, lease_s=self.settings.lease_s) as lease:
-            self._attempt(_Run(message, claim.attempt, lease, time.monotonic(), {}))
+            self._attempt(_Run(message, claim.attempt, lease, time.monotonic(), {}, []))
 
     def _attempt(self, run: _Run) -> None:
         job_id, attempt = run.message.job_id, run.attempt
         try:
-            outputs, warnings = self._execute(run)
+            outputs = self._execute(run)
         except LeaseLostError:
             log.warning("job %s attempt %d lost its lease; another attempt owns it", job_id, attempt)
         except JobCanceledError:
@@ -95,24 +96,21 @@ class JobRunner:
             log.exception("job %s failed", job_id)
             self._fail(run, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
         else:
-            record = self.store.get(job_id)
             self.store.settle(
-                job_id,
-                attempt,
-                JobStatus.SUCCEEDED,
-                outputs=outputs,
-                timings=self._timings(run),
-                warnings=[*record.warnings, *warnings],
+                job_id, attempt, JobStatus.SUCCEEDED, outputs=outputs, timings=self._timings(run), warnings=run.warnings
             )
 
-    def _execute(self, run: _Run) -> tuple[list[Output], list[str]]:
+    def _execute(self, run: _Run) -> list[Output]:
         request, job_id = run.message.request, run.message.job_id
         record = self.store.get(job_id)
+        run.warnings.extend(record.warnings)
         if record.started_at:
             run.timings["queue_wait_s"] = (record.started_at - record.created_at).total_seconds()
         assert request.model is not None and request.seed is not None  # JobMessage guarantees both
         with self.models.use(request.model) as (pipe, run.timings["load_s"]):
-            warnings = [w for w in (prompt_truncation_warning(pipe, request.prompt),) if w]
+            truncated = prompt_truncation_warning(pipe, request.prompt)
+            if truncated:
+                run.warnings.append(truncated)
             started = time.perf_counter()
             images = generate(pipe, request, on_step=self._on_step(run))
             run.timings["inference_s"] = time.perf_counter() - started
@@ -144,7 +142,7 @@ class JobRunner:
                 )
             )
         run.timings["upload_s"] = time.perf_counter() - started
-        return outputs, warnings
+        return outputs
 
     def _on_step(self, run: _Run) -> Callable[[int, int], None]:
         last_report = 0.0

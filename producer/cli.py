@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from datetime import timedelta
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,8 @@ from .errors import JobNotFoundError, ProducerError
 from .jobs import JobRecord, OutputFormat
 from .settings import ApiSettings, ClientSettings
 
+#: Entry-point group through which other packages add `sdq` commands.
+PLUGIN_GROUP = "sdqueue.commands"
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="sdqueue: text-to-image jobs on (spot) GPUs.")
 console = Console(stderr=True)
 
@@ -64,17 +67,6 @@ def api(
         )
         application = create_app(service, objects, url_expiry=timedelta(seconds=settings.url_expiry_s))
         uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level, access_log=False)
-
-
-@app.command()
-def worker(log_level: str = "info") -> None:
-    """Run a GPU worker (needs the `worker` extra: torch, diffusers)."""
-    # Imported here so that `import producer` never pulls in torch: the worker is a separate deployable.
-    from gpu_worker.settings import WorkerSettings
-    from gpu_worker.worker import run_worker
-
-    _logging(log_level)
-    raise typer.Exit(run_worker(WorkerSettings()))
 
 
 @app.command()
@@ -154,8 +146,15 @@ def demo(
     raise typer.Exit(run_demo(out, jobs=jobs))
 
 
+def _plugins() -> None:
+    """Add the commands other packages register (`sdq worker` comes from gpu_worker this way)."""
+    for entry in entry_points(group=PLUGIN_GROUP):
+        app.command(entry.name)(entry.load())
+
+
 def main() -> None:
     """Entry point of the `sdq` console script; errors become one readable line, never a traceback."""
+    _plugins()
     try:
         app()
     except JobNotFoundError as exc:

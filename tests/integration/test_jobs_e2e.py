@@ -187,3 +187,9 @@ def test_the_worker_revalidates_every_message(client: Client, redis_server: str)
     record = client.wait(job_id)
     assert record.status is JobStatus.FAILED
     assert record.error is not None and record.error.code.value == "invalid_input" and "width" in record.error.message
+
+
+def test_a_truncated_prompt_is_reported_on_the_job(client: Client) -> None:
+    record = client.wait(client.submit(" ".join(["a photo of a cat"] * 30), width=64, height=64, steps=1).id)
+    assert record.status is JobStatus.SUCCEEDED
+    assert any("77" in warning for warning in record.warnings), record.warnings

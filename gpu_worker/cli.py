@@ -1,0 +1,19 @@
+"""The `sdq worker` command, registered with the CLI through the `sdqueue.commands` entry point."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+
+def worker(log_level: str = "info") -> None:
+    """Run a GPU worker: pull jobs from Redis and run them on this machine's GPU (or CPU)."""
+    try:
+        from .worker import run_worker
+    except ImportError as exc:  # torch/diffusers are the `worker` extra
+        raise typer.BadParameter(f"{exc}; install the worker: pip install 'sdqueue[worker]'") from exc
+    from .settings import WorkerSettings
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise typer.Exit(run_worker(WorkerSettings()))
