@@ -96,8 +96,16 @@ class JobRunner:
             log.exception("job %s failed", job_id)
             self._fail(run, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
         else:
+            timings = self._timings(run)
             self.store.settle(
-                job_id, attempt, JobStatus.SUCCEEDED, outputs=outputs, timings=self._timings(run), warnings=run.warnings
+                job_id, attempt, JobStatus.SUCCEEDED, outputs=outputs, timings=timings, warnings=run.warnings
+            )
+            log.info(
+                "job %s succeeded: %d image(s), attempt %d, %s",
+                job_id,
+                len(outputs),
+                attempt,
+                " ".join(f"{name}={value:.3f}" for name, value in timings.model_dump(exclude_none=True).items()),
             )
 
     def _execute(self, run: _Run) -> list[Output]:
@@ -164,6 +172,7 @@ class JobRunner:
         return on_step
 
     def _fail(self, run: _Run, code: ErrorCode, message: str) -> None:
+        log.warning("job %s failed (%s): %s", run.message.job_id, code.value, message)
         self.store.settle(
             run.message.job_id,
             run.attempt,
