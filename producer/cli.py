@@ -14,7 +14,7 @@ from rich.console import Console
 
 from .client import ApiError, Client
 from .errors import JobNotFoundError, ProducerError
-from .jobs import JobRecord, OutputFormat
+from .jobs import JobRecord, OutputFormat, Scheduler
 from .settings import ApiSettings, ClientSettings
 
 #: Entry-point group through which other packages add `sdq` commands.
@@ -81,6 +81,7 @@ def submit(
     seed: int | None = None,
     num_images: int = 1,
     output_format: OutputFormat = OutputFormat.PNG,
+    scheduler: Scheduler = Scheduler.DEFAULT,
     wait: Annotated[bool, typer.Option(help="Wait until the job finishes.")] = False,
     out: Annotated[Path | None, typer.Option(help="Download the images here (implies --wait).")] = None,
 ) -> None:
@@ -96,6 +97,7 @@ def submit(
         "guidance_scale": guidance_scale,
         "seed": seed,
         "num_images": num_images,
+        "scheduler": scheduler,
         "output_format": output_format,
     }
     with _client() as client:
