@@ -27,10 +27,14 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def baseline(cache: Path, request: JobRequest, count: int) -> tuple[float, float]:
+def baseline(cache: Path, request: JobRequest, count: int, threads: int) -> tuple[float, float]:
     """Images/s of `generate` in a plain loop in this process (after one warm-up call), and the load time."""
+    import torch
+
     from gpu_worker.inference import generate
     from gpu_worker.pipelines import load_pipeline
+
+    torch.set_num_threads(threads)
 
     started = time.perf_counter()
     pipe = load_pipeline("tiny", cache_dir=cache, device="cpu")
@@ -42,8 +46,9 @@ def baseline(cache: Path, request: JobRequest, count: int) -> tuple[float, float
     return count / (time.perf_counter() - started), load_s
 
 
-def system(data: Path, cache: Path, request: JobRequest, count: int) -> dict[str, float]:
+def system(data: Path, cache: Path, request: JobRequest, count: int, threads: int) -> dict[str, float]:
     env = {**os.environ, "SDQ_DATA_DIR": str(data), "SDQ_MODEL_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
+    env["SDQ_TORCH_THREADS"] = str(threads)
     env.pop("SDQ_REDIS_URL", None)
     env.pop("SDQ_STORAGE_URL", None)
     with EmbeddedRedis(data), LocalStack(env, data / "logs") as stack, Client(stack.api_url) as client:
@@ -84,6 +89,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=24)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
+    # The same torch thread count on both sides. One by default: on a 2-core machine the system also runs the API,
+    # Redis and this client, and OpenMP threads spin-waiting against them would measure contention, not sdqueue.
+    parser.add_argument("--torch-threads", type=int, default=1)
     args = parser.parse_args()
     request = JobRequest(prompt="a benchmark", width=args.size, height=args.size, steps=args.steps, seed=1)
     request = request.resolved("tiny")
@@ -94,13 +102,14 @@ def main() -> None:
         started = time.perf_counter()
         build_tiny_pipeline(root / "models" / "tiny")
         build_s = time.perf_counter() - started
-        loop_images_per_s, load_s = baseline(root / "models", request, args.jobs)
-        figures = system(root / "data", root / "models", request, args.jobs)
+        loop_images_per_s, load_s = baseline(root / "models", request, args.jobs, args.torch_threads)
+        figures = system(root / "data", root / "models", request, args.jobs, args.torch_threads)
     result = {
         "bench": "e2e",
         "jobs": args.jobs,
         "size": args.size,
         "steps": args.steps,
+        "torch_threads": args.torch_threads,
         "loop_images_per_s": round(loop_images_per_s, 3),
         "efficiency": round(figures["images_per_s"] / loop_images_per_s, 3),
         "tiny_build_s": round(build_s, 3),
