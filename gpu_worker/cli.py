@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import typer
+
+from producer.cli import configure_logging
 
 
 def worker(log_level: str = "info") -> None:
@@ -15,5 +15,5 @@ def worker(log_level: str = "info") -> None:
         raise typer.BadParameter(f"{exc}; install the worker: pip install 'sdqueue[worker]'") from exc
     from .settings import WorkerSettings
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level)
     raise typer.Exit(run_worker(WorkerSettings()))

@@ -23,7 +23,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="sdqueue: tex
 console = Console(stderr=True)
 
 
-def _logging(level: str) -> None:
+def configure_logging(level: str) -> None:
+    """The log format every `sdq` process uses."""
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
@@ -52,7 +53,7 @@ def api(
     from .runtime import open_backends, signing_secret
     from .service import JobService
 
-    _logging(log_level)
+    configure_logging(log_level)
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = ApiSettings(**overrides)  # type: ignore[arg-type]
     with open_backends(settings) as backends:
