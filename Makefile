@@ -11,6 +11,8 @@ TORCH_CPU_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo "torch==$(TORCH_CPU_VERSION)")
 PYTEST_ARGS ?=
+# Test-only tools outside the virtualenv: Azurite (npm) and checkov (its own venv: it pins many libraries).
+TOOLS ?= .tools
 
 .PHONY: install install-test demo test lint typecheck bench services clean
 
@@ -32,7 +34,7 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test services
+install-test: $(VENV)/.installed-test services $(TOOLS)/.azurite $(TOOLS)/checkov/.installed
 
 ## Real services the tests start themselves: redis-server from the distribution's packages.
 services:
@@ -43,6 +45,19 @@ services:
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
 	    command -v systemctl >/dev/null 2>&1 && $$SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; \
 	  else echo "no apt-get: install redis-server yourself (tests start and stop their own)"; exit 1; fi; }
+
+$(TOOLS)/.azurite:
+	@command -v npm >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; }
+	mkdir -p $(TOOLS)
+	cd $(TOOLS) && npm install --silent --no-audit --no-fund azurite@3 >/dev/null
+	touch $@
+
+$(TOOLS)/checkov/.installed:
+	$(PYTHON) -m venv $(TOOLS)/checkov
+	$(TOOLS)/checkov/bin/python -m pip install --quiet "checkov>=3.2"
+	touch $@
 
 demo: install
 	SDQ_DATA_DIR=$${SDQ_DATA_DIR:-$(CURDIR)/.sdq} HF_HUB_OFFLINE=1 $(VENV)/bin/sdq demo --out demo-out
@@ -59,4 +74,4 @@ typecheck: install-test
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .sdq demo-out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .sdq demo-out .pytest_cache .mypy_cache .ruff_cache
