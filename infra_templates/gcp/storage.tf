@@ -1,0 +1,54 @@
+# The object store: generated images under <prefix>/jobs/, spot checkpoints under <prefix>/checkpoints/.
+
+resource "random_id" "bucket" {
+  byte_length = 4
+}
+
+resource "google_storage_bucket" "objects" {
+  #checkov:skip=CKV_GCP_62:Access logs belong in the organisation's log bucket (Cloud Audit Logs data access); this template does not own one.
+  name                        = "${var.name}-objects-${random_id.bucket.hex}"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  labels                      = local.labels
+  depends_on                  = [google_kms_crypto_key_iam_member.service_agents]
+
+  encryption {
+    default_kms_key_name = google_kms_crypto_key.this.id
+  }
+
+  versioning {
+    enabled = true
+  }
+
+  lifecycle_rule {
+    condition {
+      age            = var.output_retention_days
+      matches_prefix = ["${local.prefix}/jobs/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  lifecycle_rule {
+    condition {
+      age            = var.checkpoint_retention_days
+      matches_prefix = ["${local.prefix}/checkpoints/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  # A retried job overwrites its deterministic keys; the overwritten generations go a day later.
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = 1
+      with_state                 = "ARCHIVED"
+    }
+    action {
+      type = "Delete"
+    }
+  }
+}
