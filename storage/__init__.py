@@ -3,7 +3,9 @@
 `import storage` imports no cloud SDK; each backend imports its own when a store is built.
 """
 
-from storage.base import DEFAULT_EXPIRY, MAX_EXPIRY, ObjectInfo, ObjectStore, Presigner
+from storage.azure import AzureBlobStore
+from storage.base import DEFAULT_EXPIRY, MAX_EXPIRY, Lister, ObjectInfo, ObjectStore, Presigner, PutData
+from storage.credentials import StorageCredentials
 from storage.errors import (
     InvalidExpiryError,
     InvalidKeyError,
@@ -16,21 +18,27 @@ from storage.errors import (
     StoragePermissionError,
 )
 from storage.expiry import check_expiry
+from storage.gcs import GcsStore
 from storage.keys import validate_key
 from storage.local import LocalStore
 from storage.metadata import validate_metadata
-from storage.registry import PresigningStore, open_store
+from storage.registry import FullStore, PresigningStore, open_store
 from storage.s3 import S3Store
 from storage.signing import LinkSigner
+from storage.transfer import download_prefix
 
 # Plain sorted(), as tests/test_imports.py pins it for every package, not ruff's constants-first order.
 __all__ = [  # noqa: RUF022
+    "AzureBlobStore",
     "DEFAULT_EXPIRY",
+    "FullStore",
+    "GcsStore",
     "InvalidExpiryError",
     "InvalidKeyError",
     "InvalidMetadataError",
     "InvalidSignatureError",
     "LinkSigner",
+    "Lister",
     "LocalStore",
     "MAX_EXPIRY",
     "NotSupportedError",
@@ -39,11 +47,14 @@ __all__ = [  # noqa: RUF022
     "ObjectStore",
     "Presigner",
     "PresigningStore",
+    "PutData",
     "S3Store",
     "StorageConfigError",
+    "StorageCredentials",
     "StorageError",
     "StoragePermissionError",
     "check_expiry",
+    "download_prefix",
     "open_store",
     "validate_key",
     "validate_metadata",

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import BinaryIO, Protocol, TypeAlias, runtime_checkable
 
 #: Default lifetime of a presigned URL.
 DEFAULT_EXPIRY = timedelta(hours=1)
 #: Longest lifetime any backend may sign for (S3 SigV4, GCS V4 and Azure user-delegation keys cap at 7 days).
 MAX_EXPIRY = timedelta(days=7)
+#: Objects larger than this go up in parts (S3 multipart, Azure blocks, GCS resumable chunks).
+MULTIPART_THRESHOLD_BYTES = 8 * 1024 * 1024
+
+#: What `put` stores: bytes, a binary file open for reading (read from its current position), or a file's path.
+PutData: TypeAlias = bytes | BinaryIO | Path
 
 
 @dataclass(frozen=True)
@@ -35,13 +41,13 @@ class ObjectStore(Protocol):
     def put(
         self,
         key: str,
-        data: bytes,
+        data: PutData,
         *,
         content_type: str,
         content_disposition: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
-        """Store `data` under `key`, replacing any object there; returns what was stored."""
+        """Store `data` under `key`, replacing any object there, checking integrity; returns what was stored."""
         ...
 
     def get(self, key: str) -> bytes:
@@ -66,4 +72,20 @@ class Presigner(Protocol):
 
         Raises `InvalidExpiryError` when `expires_in` is not positive or exceeds `MAX_EXPIRY`.
         """
+        ...
+
+
+@runtime_checkable
+class Lister(Protocol):
+    """Enumerate objects and stream them to files: what downloading a whole prefix needs."""
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects whose key starts with `prefix` (a plain string prefix, like S3's), in key order.
+
+        Listed infos carry key, size, etag and last_modified; type and metadata need a `head`.
+        """
+        ...
+
+    def get_into(self, key: str, file: BinaryIO) -> int:
+        """Write the bytes of `key` into `file` (in parts for large objects); returns how many were written."""
         ...

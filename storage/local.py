@@ -6,13 +6,16 @@ import hashlib
 import json
 import mimetypes
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import BinaryIO
 
-from storage.base import DEFAULT_EXPIRY, ObjectInfo
+from storage.base import DEFAULT_EXPIRY, ObjectInfo, PutData
+from storage.body import open_body
 from storage.errors import (
     InvalidKeyError,
     NotSupportedError,
@@ -29,6 +32,7 @@ from storage.signing import LinkSigner
 RESERVED_DIR = ".sdqueue"
 _SIDECARS = Path(RESERVED_DIR, "meta")
 _FALLBACK_TYPE = "application/octet-stream"
+_COPY_CHUNK_BYTES = 1024 * 1024
 
 
 class LocalStore:
@@ -51,6 +55,9 @@ class LocalStore:
     def __repr__(self) -> str:
         return f"LocalStore({self.url!r})"
 
+    def close(self) -> None:
+        """Nothing to release: every operation opens and closes its own files."""
+
     @property
     def signer(self) -> LinkSigner | None:
         """The signer behind `presign_get`, which the API's file route uses to `verify` links; None if unsigned."""
@@ -59,23 +66,40 @@ class LocalStore:
     def put(
         self,
         key: str,
-        data: bytes,
+        data: PutData,
         *,
         content_type: str,
         content_disposition: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> ObjectInfo:
-        """Store `data` under `key`, replacing any object there; returns what was stored."""
+        """Store `data` under `key`, replacing any object there; returns what was stored.
+
+        Integrity: the bytes are fsynced before the rename, and their MD5 becomes the etag.
+        """
         path = self._path(key)
-        sidecar = {
-            "content_type": content_type,
-            "content_disposition": content_disposition,
-            "metadata": validate_metadata(metadata),
-            "etag": hashlib.md5(data, usedforsecurity=False).hexdigest(),
-        }
+        checked = validate_metadata(metadata)
+        digest = hashlib.md5(usedforsecurity=False)
+
+        def write(file: BinaryIO) -> None:
+            with open_body(data, threshold_bytes=_COPY_CHUNK_BYTES) as body:
+                if body.data is not None:
+                    digest.update(body.data)
+                    file.write(body.data)
+                    return
+                assert body.file is not None
+                while chunk := body.file.read(_COPY_CHUNK_BYTES):
+                    digest.update(chunk)
+                    file.write(chunk)
+
         with _os_errors(key):
             # Data before sidecar: a crash in between leaves the new bytes with the old type, never a torn file.
-            _write_atomic(path, data)
+            _write_atomic(path, write)
+            sidecar = {
+                "content_type": content_type,
+                "content_disposition": content_disposition,
+                "metadata": checked,
+                "etag": digest.hexdigest(),
+            }
             _write_atomic(self._sidecar(key), json.dumps(sidecar).encode())
         return self.head(key)
 
@@ -109,6 +133,40 @@ class LocalStore:
             content_disposition=sidecar.get("content_disposition"),
         )
 
+    def get_into(self, key: str, file: BinaryIO) -> int:
+        """Copy the bytes of `key` into `file`; returns how many."""
+        path = self._path(key)
+        with _os_errors(key):
+            try:
+                with open(path, "rb") as source:
+                    before = file.tell() if file.seekable() else 0
+                    shutil.copyfileobj(source, file, _COPY_CHUNK_BYTES)
+                    return (file.tell() - before) if file.seekable() else os.fstat(source.fileno()).st_size
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                raise ObjectNotFoundError(f"no object {key!r} in {self.url}") from None
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects whose key starts with `prefix`, in key order (UTF-8 byte order, as S3 lists)."""
+        if prefix:
+            validate_key(prefix.rstrip("/") or "-")
+        # Only the directory the prefix names (up to its last '/') can hold matches: walk just that one.
+        base = self.root / prefix.rpartition("/")[0]
+        keys: list[str] = []
+        with _os_errors(prefix or "/"):
+            for directory, subdirs, files in os.walk(base):
+                relative = Path(directory).relative_to(self.root).as_posix()
+                if relative == ".":
+                    subdirs[:] = [name for name in subdirs if name != RESERVED_DIR]
+                for name in files:
+                    key = name if relative == "." else f"{relative}/{name}"
+                    if key.startswith(prefix) and not name.startswith(".sdq-"):
+                        keys.append(key)
+        for key in sorted(keys, key=lambda k: k.encode("utf-8")):
+            try:
+                yield self.head(key)
+            except (ObjectNotFoundError, InvalidKeyError):  # deleted meanwhile, or a name no backend could hold
+                continue
+
     def delete(self, key: str) -> None:
         """Remove `key` and its sidecar; deleting an absent key is not an error."""
         path = self._path(key)
@@ -141,12 +199,15 @@ class LocalStore:
         return self.root / _SIDECARS / f"{key}.json"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".sdq-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
-            file.write(data)
+            if isinstance(data, bytes):
+                file.write(data)
+            else:
+                data(file)
             file.flush()
             os.fsync(file.fileno())
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide objects from a server running as another user

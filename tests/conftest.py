@@ -14,6 +14,9 @@ import redis
 
 from tests.support import free_port
 
+# Session fixtures for the storage servers (SeaweedFS, moto, Azurite, fake-gcs-server), usable by any test.
+pytest_plugins = ["tests.emulators"]
+
 
 def _redis_server_binary() -> str:
     found = os.environ.get("SDQ_TEST_REDIS_SERVER") or shutil.which("redis-server")

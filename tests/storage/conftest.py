@@ -1,10 +1,15 @@
-"""Fixtures for the storage tests: a real S3 emulator (moto's HTTP server) and a reference file route."""
+"""Fixtures for the storage tests: one store per backend on a real server, and a reference file route.
+
+The servers themselves (SeaweedFS, moto, Azurite, fake-gcs-server) come from tests/emulators.py, once per session.
+"""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -14,8 +19,18 @@ import boto3.session
 import pytest
 from moto.server import ThreadedMotoServer
 
-from storage import InvalidSignatureError, LinkSigner, LocalStore, ObjectNotFoundError, PresigningStore, S3Store
+from storage import (
+    FullStore,
+    InvalidSignatureError,
+    LinkSigner,
+    LocalStore,
+    ObjectNotFoundError,
+    S3Store,
+    StorageCredentials,
+    open_store,
+)
 from storage.signing import FILES_PATH
+from tests.emulators import AzureServer, GcsServer, S3Server
 
 BUCKET = "sdqueue-test"
 REGION = "us-east-1"
@@ -35,7 +50,9 @@ def moto_endpoint() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def aws_session() -> boto3.session.Session:
     """A boto3 session with dummy credentials, so no test reads or needs the machine's AWS setup."""
-    return boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
+    return boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="moto-secret-key", region_name=REGION
+    )
 
 
 @pytest.fixture(scope="session")
@@ -107,8 +124,60 @@ def local_store(tmp_path: Path) -> Iterator[LocalStore]:
     thread.join()
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
-def store(request: pytest.FixtureRequest) -> PresigningStore:
+@pytest.fixture
+def seaweedfs_store(seaweedfs_server: S3Server) -> Iterator[FullStore]:
+    """An S3 store on SeaweedFS (which checks SigV4), opened by URL with its keys as explicit secrets."""
+    seaweedfs_server.create_bucket(BUCKET)
+    credentials = StorageCredentials(
+        aws_access_key_id=seaweedfs_server.access_key_id, aws_secret_access_key=seaweedfs_server.secret_access_key
+    )
+    with closing(
+        open_store(seaweedfs_server.url(BUCKET, f"tests/{uuid.uuid4().hex}"), credentials=credentials)
+    ) as store:
+        yield store
+
+
+@pytest.fixture
+def azurite_store(azurite_server: AzureServer) -> Iterator[FullStore]:
+    """An Azure Blob store on Azurite, opened by URL with the account key as an explicit secret."""
+    azurite_server.create_container(BUCKET)
+    credentials = StorageCredentials(azure_account_key=azurite_server.account_key)
+    with closing(open_store(azurite_server.url(BUCKET, f"tests/{uuid.uuid4().hex}"), credentials=credentials)) as store:
+        yield store
+
+
+@pytest.fixture
+def fake_gcs_store(fake_gcs_server: GcsServer) -> Iterator[FullStore]:
+    """A GCS store on fake-gcs-server: requests go unauthenticated (the emulator knows no OAuth), URLs are signed
+    with a service-account key generated for the session."""
+    fake_gcs_server.create_bucket(BUCKET)
+    credentials = StorageCredentials(gcs_service_account_json=json.dumps(fake_gcs_server.service_account_info))
+    url = fake_gcs_server.url(BUCKET, f"tests/{uuid.uuid4().hex}") + "&anonymous=true"
+    with closing(open_store(url, credentials=credentials)) as store:
+        yield store
+
+
+#: Every backend, named by the server it runs against; each with its marker.
+BACKENDS = [
+    pytest.param("local", id="file"),
+    pytest.param("s3", id="moto", marks=pytest.mark.s3),
+    pytest.param("seaweedfs", id="seaweedfs", marks=pytest.mark.s3),
+    pytest.param("azurite", id="azurite", marks=pytest.mark.azure),
+    pytest.param("fake_gcs", id="fake-gcs", marks=pytest.mark.gcs),
+]
+#: The backends whose server checks presigned URLs itself (moto and fake-gcs-server accept any signature).
+CHECKING_BACKENDS = [param for param in BACKENDS if param.id in ("file", "seaweedfs", "azurite")]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest) -> FullStore:
     """Each backend in turn; the contract suite runs once per param."""
-    store: PresigningStore = request.getfixturevalue(f"{request.param}_store")
+    store: FullStore = request.getfixturevalue(f"{request.param}_store")
+    return store
+
+
+@pytest.fixture(params=CHECKING_BACKENDS)
+def checking_store(request: pytest.FixtureRequest) -> FullStore:
+    """Each backend whose server verifies presigned URLs (signature and expiry)."""
+    store: FullStore = request.getfixturevalue(f"{request.param}_store")
     return store

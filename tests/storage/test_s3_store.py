@@ -1,23 +1,30 @@
-"""What only the S3 backend does: prefixes, SigV4 presigning, integrity headers, SDK errors translated."""
+"""What only the S3 backend does: prefixes, SigV4 presigning, integrity headers, multipart, SDK errors translated."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import boto3.session
+import botocore.session
 import pytest
+from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import ClientError
 
 from storage import (
+    InvalidExpiryError,
     ObjectNotFoundError,
     S3Store,
     StorageConfigError,
+    StorageCredentials,
     StorageError,
     StoragePermissionError,
+    open_store,
 )
+from storage.base import MULTIPART_THRESHOLD_BYTES
 from storage.s3 import _translate
+from tests.emulators import S3Server
 
 pytestmark = pytest.mark.s3
 
@@ -82,3 +89,45 @@ def test_client_errors_become_storage_errors(code: str, status: int, expected: t
 def test_client_and_client_options_are_exclusive(s3_store: S3Store) -> None:
     with pytest.raises(StorageConfigError, match="not both"):
         S3Store("b-1", client=s3_store._client, region="us-east-1")
+
+
+def test_wrong_keys_are_a_permission_error_on_a_server_that_checks(seaweedfs_server: S3Server) -> None:
+    seaweedfs_server.create_bucket("sdqueue-test")
+    wrong = StorageCredentials(aws_access_key_id=seaweedfs_server.access_key_id, aws_secret_access_key="wrong")
+    store = open_store(seaweedfs_server.url("sdqueue-test", "p"), credentials=wrong)
+
+    for operation in (
+        lambda: store.put("a.txt", b"a", content_type="text/plain"),
+        lambda: store.get("a.txt"),
+        lambda: store.head("a.txt"),
+        lambda: list(store.list()),
+    ):
+        with pytest.raises(StoragePermissionError, match="denied"):
+            operation()
+
+
+def test_large_puts_are_multipart_uploads(seaweedfs_store: S3Store) -> None:
+    info = seaweedfs_store.put("big.bin", b"x" * (MULTIPART_THRESHOLD_BYTES + 1), content_type="text/plain")
+    assert info.etag is not None and info.etag.endswith("-2")  # S3's etag of a two-part upload
+
+
+def test_temporary_credentials_cap_the_url_lifetime(moto_endpoint: str) -> None:
+    expiry = datetime.now(timezone.utc) + timedelta(hours=1)
+    botocore_session = botocore.session.Session()
+    botocore_session._credentials = RefreshableCredentials(  # an STS/role session that ends in an hour
+        "AKIA", "secret", "token", expiry, lambda: {}, "sts"
+    )
+    store = S3Store("b-1", session=boto3.session.Session(botocore_session=botocore_session), endpoint_url=moto_endpoint)
+
+    assert "X-Amz-Security-Token=token" in store.presign_get("k", expires_in=timedelta(minutes=30))
+    with pytest.raises(InvalidExpiryError, match="at most"):
+        store.presign_get("k", expires_in=timedelta(hours=2))
+
+
+def test_explicit_keys_and_a_session_are_exclusive(aws_session: boto3.session.Session) -> None:
+    with pytest.raises(StorageConfigError, match="not both"):
+        S3Store("b-1", session=aws_session, access_key_id="a", secret_access_key="b")
+    with pytest.raises(StorageConfigError, match="both"):
+        S3Store("b-1", access_key_id="a")
+    with pytest.raises(StorageConfigError, match="5 MiB"):
+        S3Store("b-1", multipart_threshold_bytes=1024)

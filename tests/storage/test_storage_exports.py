@@ -9,7 +9,7 @@ from pathlib import Path
 import storage
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("boto3", "botocore", "torch", "diffusers", "gpu_worker", "producer", "moto")
+HEAVY = ("boto3", "botocore", "azure", "google", "torch", "diffusers", "gpu_worker", "producer", "moto")
 
 
 def test_all_is_sorted_and_complete() -> None:

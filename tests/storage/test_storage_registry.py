@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from storage import LinkSigner, LocalStore, NotSupportedError, PresigningStore, S3Store, StorageConfigError, open_store
+from storage import (
+    AzureBlobStore,
+    GcsStore,
+    LinkSigner,
+    LocalStore,
+    NotSupportedError,
+    PresigningStore,
+    S3Store,
+    StorageConfigError,
+    StorageCredentials,
+    open_store,
+)
 
 SIGNER = LinkSigner(b"k" * 32, "https://api.example.com")
 
@@ -92,9 +104,9 @@ def test_malformed_s3_urls_are_refused(url: str, message: str) -> None:
         open_store(url)
 
 
-@pytest.mark.parametrize("url", ["gs://bucket/p", "/srv/sdqueue", "", "http://example.com/x"])
+@pytest.mark.parametrize("url", ["wasb://bucket/p", "/srv/sdqueue", "", "http://example.com/x"])
 def test_unknown_scheme_lists_the_supported_ones(url: str) -> None:
-    with pytest.raises(StorageConfigError, match="supported schemes: file://, s3://"):
+    with pytest.raises(StorageConfigError, match="supported schemes: az://, file://, gs://, s3://"):
         open_store(url)
 
 
@@ -107,3 +119,52 @@ def test_a_local_store_reopens_from_its_url(local_store: LocalStore) -> None:
 def test_an_s3_store_reopens_from_its_url(s3_store: S3Store) -> None:
     s3_store.put("k", b"v", content_type="text/plain")
     assert open_store(s3_store.url).get("k") == b"v"
+
+
+def test_az_url_carries_account_container_prefix_and_endpoint() -> None:
+    url = "az://myaccount/outputs/runs/2024?endpoint_url=http://127.0.0.1:10000/myaccount"
+    store = open_store(url, credentials=StorageCredentials(azure_account_key="a2V5"))
+
+    assert isinstance(store, AzureBlobStore)
+    assert (store.account, store.container, store.prefix) == ("myaccount", "outputs", "runs/2024")
+    assert store.url == "az://myaccount/outputs/runs/2024?endpoint_url=http%3A%2F%2F127.0.0.1%3A10000%2Fmyaccount"
+
+
+def test_gs_url_carries_bucket_prefix_and_options(tmp_path: Path) -> None:
+    store = open_store("gs://my-bucket/out/?endpoint_url=http://127.0.0.1:4443&anonymous=true&project=p1")
+
+    assert isinstance(store, GcsStore)
+    assert (store.bucket_name, store.prefix) == ("my-bucket", "out")
+    assert store.url == "gs://my-bucket/out?endpoint_url=http%3A%2F%2F127.0.0.1%3A4443&anonymous=true"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("az://Bad_Account/c", "account names"),
+        ("az://account1", "az://account/container"),
+        ("az://account1/UPPER", "container names"),
+        ("az://account1/c--c", "container names"),
+        ("az://account1/cont?region=x", "unknown option"),
+        ("gs://B/p?anonymous=true", "bucket names"),
+        ("gs://my-bucket/p?anonymous=maybe", "anonymous"),
+        ("gs://my-bucket/a/../b?anonymous=true", "'..'"),
+    ],
+)
+def test_malformed_azure_and_gcs_urls_are_refused(url: str, message: str) -> None:
+    with pytest.raises(StorageConfigError, match=message):
+        open_store(url, credentials=StorageCredentials(azure_account_key="a2V5"))
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "extra"),
+    [("az://account1/cont", "azure.storage.blob", "azure"), ("gs://my-bucket/p", "google.cloud.storage", "gcp")],
+)
+def test_a_missing_sdk_gives_an_install_hint(
+    monkeypatch: pytest.MonkeyPatch, url: str, module: str, extra: str
+) -> None:
+    # Simulates an install without the extra: a None entry in sys.modules makes `import` raise ImportError.
+    for name in (module, "google.cloud.storage.retry"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(StorageConfigError, match=rf"pip install 'sdqueue\[{extra}\]'"):
+        open_store(url, credentials=StorageCredentials(azure_account_key="a2V5"))
