@@ -1,79 +1,41 @@
-"""Model references and pipeline loading: the one place `from_pretrained` is called.
+"""Pipeline loading: the one place `from_pretrained` is called.
 
-A job names its model with a string (see `producer.jobs.JobRequest.model`): `tiny`, an absolute directory on the
-worker, a Hugging Face Hub id (`org/name`, optionally `@revision`), or a storage URL. `ModelRef.parse` sorts these
-out and `load_pipeline` turns one into a ready-to-run pipeline on a device, translating every loading failure into
-`ModelNotFoundError` (nothing there: retrying on this worker will not help) or `ModelLoadError` (something is
-there but broken).
+A job names its model with a string (see `gpu_worker.refs.ModelRef`); the model cache (`gpu_worker.cache`) turns
+it into a local folder, and `load_from_directory` turns that folder into a ready-to-run pipeline on a device
+through diffusers' `AutoPipelineForText2Image` (SD 1.x/2.x, SDXL and every other text-to-image pipeline it knows),
+in float16 on CUDA and float32 elsewhere, set up as `PipelineOptions` say. Every loading failure is translated into
+`ModelNotFoundError` (nothing there: retrying on this worker will not help), `ModelLoadError` (something is there
+but broken) or `OutOfMemoryError`.
 
 Weights are only ever loaded from safetensors: a job request picks the model, and a pickled checkpoint is code.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Iterator
-from dataclasses import dataclass
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from gpu_worker.errors import ModelLoadError, ModelNotFoundError, OutOfMemoryError
-from gpu_worker.tiny import build_tiny_pipeline
+from gpu_worker.cache import ModelCache
+from gpu_worker.errors import ModelLoadError, OutOfMemoryError
+from gpu_worker.optimize import PipelineOptions, optimize
+from gpu_worker.refs import TINY_MODEL, ModelRef, ModelSource
+from gpu_worker.sources import FP16_VARIANT, MODEL_INDEX, first_line, weight_variant
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
-#: The model ref of the built-in tiny test pipeline (see `gpu_worker.tiny`).
-TINY_MODEL = "tiny"
-_MODEL_INDEX = "model_index.json"
-_FP16_VARIANT = "fp16"
-# What diffusers says (it wraps Hub errors in plain OSErrors) when a hub repo, revision or file is not there.
-_NOT_FOUND_PHRASES = (
-    "is not a local folder and is not a valid model identifier",
-    "is not a valid git identifier",
-    "does not appear to have a file named",
-    "couldn't connect to",
-    "can't load config for",
-    "cannot find the requested files",
-)
-
-
-class ModelSource(str, enum.Enum):
-    """Where a model reference points."""
-
-    TINY = "tiny"
-    LOCAL = "local"
-    HUB = "hub"
-    STORAGE = "storage"
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A parsed model reference: its source, its location there (path, repo id or URL) and a hub revision."""
-
-    source: ModelSource
-    location: str
-    revision: str | None = None
-
-    @classmethod
-    def parse(cls, model: str) -> ModelRef:
-        """Parse a job's `model` string. Raises `ModelNotFoundError` for a string that cannot name a model."""
-        if model == TINY_MODEL:
-            return cls(ModelSource.TINY, model)
-        if model.startswith("/"):
-            return cls(ModelSource.LOCAL, model)
-        if "://" in model:
-            return cls(ModelSource.STORAGE, model)
-        repo_id, at, revision = model.partition("@")
-        parts = repo_id.split("/")
-        if len(parts) > 2 or not all(parts) or (at and not revision):
-            raise ModelNotFoundError(f"{model!r} is not a model reference: expected 'org/name', 'org/name@revision'")
-        return cls(ModelSource.HUB, repo_id, revision or None)
-
-    def __str__(self) -> str:
-        return f"{self.location}@{self.revision}" if self.revision else self.location
+__all__ = [
+    "TINY_MODEL",
+    "ModelRef",
+    "ModelSource",
+    "default_dtype",
+    "load_from_directory",
+    "load_pipeline",
+    "pipeline_bytes",
+]
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
@@ -88,73 +50,78 @@ def load_pipeline(
     device: torch.device | str,
     dtype: torch.dtype | None = None,
     local_files_only: bool = False,
+    options: PipelineOptions | None = None,
 ) -> DiffusionPipeline:
-    """Load the text-to-image pipeline `model` names onto `device`, ready to run.
+    """Fetch `model` into the cache at `cache_dir` if needed and load it onto `device`, ready to run.
 
-    `tiny` is built into `cache_dir / "tiny"` on first use; hub models download into `cache_dir / "hub"` (never
-    when `local_files_only`, which makes a model that is not cached a `ModelNotFoundError`). `dtype` defaults to
-    `default_dtype(device)`; in float16 the `fp16` weight variant is preferred where a model ships one.
+    A convenience for one-off loads (tests, benchmarks, scripts); the worker keeps models through `LoadedModels`,
+    which also holds the cache lease while a model is loaded. `local_files_only` forbids downloads, which makes a
+    model that is not cached a `ModelNotFoundError`. `dtype` defaults to `default_dtype(device)`.
 
     Raises `ModelNotFoundError` when nothing is there (missing path, unknown or unreachable hub repo, revision or
-    file, storage URL), `ModelLoadError` when something is there but does not load (for a local directory with a
-    `model_index.json`, every failure is a load error: missing or corrupt weights, bad configs), and
-    `OutOfMemoryError` when the weights do not fit on the device.
+    file, empty storage prefix), `ModelLoadError` when something is there but does not load (missing or corrupt
+    weights, bad configs), and `OutOfMemoryError` when the weights do not fit on the device.
     """
-    ref = ModelRef.parse(model)
+    dtype = dtype or default_dtype(device)
+    cache = ModelCache(cache_dir, local_files_only=local_files_only)
+    with cache.acquire(model, fp16=dtype == torch.float16) as lease:
+        return load_from_directory(lease.path, name=model, device=device, dtype=dtype, options=options)
+
+
+def load_from_directory(
+    path: Path,
+    *,
+    name: str,
+    device: torch.device | str,
+    dtype: torch.dtype | None = None,
+    options: PipelineOptions | None = None,
+) -> DiffusionPipeline:
+    """Load the diffusers pipeline saved in `path` (named `name` in messages) onto `device`, set up per `options`."""
     device = torch.device(device)
     dtype = dtype or default_dtype(device)
-    options: dict[str, Any] = {}
-    if ref.source is ModelSource.STORAGE:
-        raise ModelNotFoundError(f"{model}: loading models from object storage is not supported yet")
-    if ref.source is ModelSource.TINY:
-        location = cache_dir / TINY_MODEL
-        try:
-            build_tiny_pipeline(location)
-        except Exception as exc:
-            raise ModelLoadError(f"could not build the tiny model in {location}: {exc}") from exc
-        source = str(location)
-    elif ref.source is ModelSource.LOCAL:
-        _check_local_dir(Path(ref.location))
-        source = ref.location
-    else:
-        source = ref.location
-        options = {"revision": ref.revision, "cache_dir": cache_dir / "hub", "local_files_only": local_files_only}
-
-    pipe = _from_pretrained(ref, source, dtype=dtype, options=options)
-    _prepare(pipe, device)
+    pipe = _from_pretrained(name, path, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    try:
+        pipe.to(device)
+    except torch.cuda.OutOfMemoryError as exc:
+        raise OutOfMemoryError(f"{name}: the model does not fit in {device} memory") from exc
+    optimize(pipe, device, options or PipelineOptions())
     return pipe
 
 
-def _check_local_dir(path: Path) -> None:
-    if not path.is_dir():
-        raise ModelNotFoundError(f"{path}: no such model directory on this worker")
-    if not (path / _MODEL_INDEX).is_file():
-        raise ModelNotFoundError(f"{path}: not a diffusers pipeline directory (it has no {_MODEL_INDEX})")
-
-
-def _from_pretrained(ref: ModelRef, source: str, *, dtype: torch.dtype, options: dict[str, Any]) -> DiffusionPipeline:
+def _from_pretrained(name: str, path: Path, *, dtype: torch.dtype) -> DiffusionPipeline:
     from diffusers import AutoPipelineForText2Image
 
-    for variant in _variants(dtype):
+    variants = _variants(path, dtype)
+    for attempt, variant in enumerate(variants, start=1):
         try:
             return AutoPipelineForText2Image.from_pretrained(
-                source,
+                str(path),
                 **{_dtype_keyword(): dtype},
                 variant=variant,
                 use_safetensors=True,
-                # Outputs are not filtered; skip loading the checker (and its 1 GB of weights) altogether.
-                safety_checker=None,
-                feature_extractor=None,
-                requires_safety_checker=False,
-                **options,
+                local_files_only=True,  # the cache has fetched everything already
+                **_without_safety_checker(path),
             )
         except torch.cuda.OutOfMemoryError as exc:
-            raise OutOfMemoryError(f"{ref}: the weights do not fit in accelerator memory") from exc
+            raise OutOfMemoryError(f"{name}: the weights do not fit in accelerator memory") from exc
         except Exception as exc:
-            if variant is not None and "variant" in str(exc):
-                continue  # the model ships no fp16 weights: load the full-precision ones and cast them
-            raise _translate(ref, exc) from exc
-    raise AssertionError("unreachable: the last variant tried is always None")
+            if attempt < len(variants) and "variant" in str(exc):
+                continue  # no weights in this precision (some components lack them): load the others and cast
+            raise ModelLoadError(f"{name}: failed to load ({type(exc).__name__}: {first_line(exc)})") from exc
+    raise AssertionError("unreachable: the last variant's failure is raised")
+
+
+def _without_safety_checker(path: Path) -> dict[str, Any]:
+    """Outputs are not filtered: skip loading SD 1.x/2.x's checker (and its 1 GB of weights) altogether. Pipelines
+    without one (SDXL) are not given the arguments, which they would only warn about."""
+    try:
+        index = json.loads((path / MODEL_INDEX).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        index = {}
+    if "safety_checker" not in index:
+        return {}
+    return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
 
 def _dtype_keyword() -> str:
@@ -165,54 +132,18 @@ def _dtype_keyword() -> str:
     return "dtype" if (major, minor) >= (0, 42) else "torch_dtype"
 
 
-def _variants(dtype: torch.dtype) -> Iterator[str | None]:
-    if dtype == torch.float16:
-        yield _FP16_VARIANT
-    yield None
+def _variants(path: Path, dtype: torch.dtype) -> list[str | None]:
+    """Weight variants to try, best first: fp16 files for float16 where the model has them, else the plain ones."""
+    if not any(weight_variant(file.name) == FP16_VARIANT for file in path.glob("*/*.safetensors")):
+        return [None]
+    return [FP16_VARIANT, None] if dtype == torch.float16 else [None, FP16_VARIANT]
 
 
-def _translate(ref: ModelRef, exc: Exception) -> Exception:
-    reason = _first_line(exc)
-    if ref.source is ModelSource.HUB and _is_not_found(exc):
-        return ModelNotFoundError(f"{ref}: not found on the Hugging Face Hub or in the worker's cache ({reason})")
-    return ModelLoadError(f"{ref}: failed to load ({type(exc).__name__}: {reason})")
-
-
-def _is_not_found(exc: BaseException) -> bool:
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HFValidationError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    hub_errors = (EntryNotFoundError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError)
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, hub_errors):
-            return True
-        if isinstance(seen, OSError) and any(phrase in str(seen).lower() for phrase in _NOT_FOUND_PHRASES):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _prepare(pipe: DiffusionPipeline, device: torch.device) -> None:
-    pipe.set_progress_bar_config(disable=True)
-    try:
-        pipe.to(device)
-    except torch.cuda.OutOfMemoryError as exc:
-        raise OutOfMemoryError(f"the model does not fit in {device} memory") from exc
-    if device.type == "cuda":
-        unet = getattr(pipe, "unet", None)
-        if unet is not None:
-            unet.to(memory_format=torch.channels_last)  # faster convolutions on tensor cores
-        vae = getattr(pipe, "vae", None)
-        if vae is not None and hasattr(vae, "enable_tiling"):
-            # Decodes large images tile by tile instead of failing with OOM; no effect up to the VAE's tile size.
-            vae.enable_tiling()
+def pipeline_bytes(pipe: Any) -> int:
+    """Bytes of parameters and buffers across a pipeline's torch modules (its weights' memory footprint)."""
+    total = 0
+    for component in getattr(pipe, "components", {}).values():
+        if isinstance(component, torch.nn.Module):
+            total += sum(t.numel() * t.element_size() for t in component.parameters())
+            total += sum(t.numel() * t.element_size() for t in component.buffers())
+    return total

@@ -19,6 +19,7 @@ import torch
 # Marks a finished build. The directory only appears under its final name by an atomic rename once everything is
 # written, so a directory without it is a leftover from something else (e.g. an interrupted copy).
 _MARKER = "model_index.json"
+_LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 _MAX_TOKENS = 77  # like every SD 1.x/2.x text encoder
 _BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
 # Words that become one token each, so ordinary prompts take roughly as many tokens as they do with real CLIP
@@ -176,3 +177,41 @@ def _write_tokenizer_files(directory: Path) -> tuple[Path, Path, dict[str, int]]
     vocab_path.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     merges_path.write_text("\n".join(["#version: 0.2", *(f"{a} {b}" for a, b in merges)]) + "\n", encoding="utf-8")
     return vocab_path, merges_path, vocab
+
+
+def build_tiny_lora(path: Path, *, base: Path, seed: int = 0, rank: int = 4) -> None:
+    """Build a LoRA for the tiny pipeline in `base` with random (non-zero) weights drawn from `seed`; save it into
+    `path` as diffusers' `pytorch_lora_weights.safetensors`, the layout `load_lora_weights` reads.
+
+    Made with PEFT like a trained LoRA, on the UNet's attention projections; it visibly changes the tiny model's
+    images. Does nothing if `path` already holds one.
+    """
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    path = Path(path)
+    if (path / _LORA_WEIGHTS).is_file():
+        return
+    unet = UNet2DConditionModel.from_pretrained(base / "unet")
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=rank,
+        init_lora_weights=False,  # random A and B: a trained LoRA's effect, not PEFT's no-op start
+        target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet.add_adapter(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.build-", dir=path.parent))
+    try:
+        StableDiffusionPipeline.save_lora_weights(
+            staging, unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True
+        )
+        if path.exists():
+            _discard(path)
+        os.rename(staging, path)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,8 @@ import pytest
 import torch
 
 from gpu_worker.errors import ModelLoadError, ModelNotFoundError
+from gpu_worker.optimize import PipelineOptions
 from gpu_worker.pipelines import ModelRef, ModelSource, default_dtype, load_pipeline
-
-# diffusers 0.42 passes a deprecated argument to huggingface_hub 2.x on every hub look-up.
-hub_lookup = pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks` argument is deprecated:UserWarning")
 
 
 @pytest.mark.parametrize(
@@ -70,29 +69,60 @@ def test_missing_local_path_is_not_found(tmp_path: Path) -> None:
 
 def test_directory_without_model_index_is_not_found(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelNotFoundError, match="not a diffusers pipeline directory"):
+    with pytest.raises(ModelNotFoundError, match="not a diffusers pipeline"):
         load_pipeline(str(tmp_path / "empty"), cache_dir=tmp_path, device="cpu")
 
 
-@hub_lookup
-@pytest.mark.parametrize("local_files_only", [True, False])
-def test_unknown_hub_id_is_not_found_offline(tmp_path: Path, local_files_only: bool) -> None:
-    with pytest.raises(ModelNotFoundError, match="sdqueue-tests/no-such-model: not found on the Hugging Face Hub"):
+@pytest.mark.parametrize(
+    ("local_files_only", "reason"),
+    [(True, "not in the worker's model cache, and downloads are off"), (False, "not found on the Hugging Face Hub")],
+)
+def test_unknown_hub_id_is_not_found_offline(tmp_path: Path, local_files_only: bool, reason: str) -> None:
+    with pytest.raises(ModelNotFoundError, match=f"sdqueue-tests/no-such-model: {reason}"):
         load_pipeline(
             "sdqueue-tests/no-such-model", cache_dir=tmp_path, device="cpu", local_files_only=local_files_only
         )
 
 
-@hub_lookup
 def test_unknown_hub_revision_is_not_found_offline(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match="sdqueue-tests/no-such-model@v9"):
-        load_pipeline("sdqueue-tests/no-such-model@v9", cache_dir=tmp_path, device="cpu", local_files_only=True)
+    with pytest.raises(ModelNotFoundError, match="sdqueue-tests/no-such-model@v9: not found on the Hugging Face Hub"):
+        load_pipeline("sdqueue-tests/no-such-model@v9", cache_dir=tmp_path, device="cpu")
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/sd15", "gs://bucket/sd15", "az://container/sd15"])
-def test_storage_urls_are_not_supported_yet(tmp_path: Path, url: str) -> None:
-    with pytest.raises(ModelNotFoundError, match="object storage is not supported yet"):
-        load_pipeline(url, cache_dir=tmp_path, device="cpu")
+def test_a_model_in_a_storage_prefix_is_fetched_into_the_cache_and_loads(tiny_dir: Path, tmp_path: Path) -> None:
+    shutil.copytree(tiny_dir, tmp_path / "bucket" / "models" / "tiny-copy")
+    url = (tmp_path / "bucket" / "models" / "tiny-copy").as_uri()
+    pipe = load_pipeline(url, cache_dir=tmp_path / "cache", device="cpu")
+    assert type(pipe).__name__ == "StableDiffusionPipeline"
+    [installed] = (tmp_path / "cache" / "models").iterdir()
+    assert (installed / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("scheme", ["ftp", "ipfs"])
+def test_storage_urls_this_worker_cannot_read_are_not_found(tmp_path: Path, scheme: str) -> None:
+    with pytest.raises(ModelNotFoundError, match=f"{scheme}://bucket/sd15"):
+        load_pipeline(f"{scheme}://bucket/sd15", cache_dir=tmp_path, device="cpu")
+
+
+def test_vae_slicing_and_tiling_are_on_by_default_and_can_be_turned_off(tiny_dir: Path, tmp_path: Path) -> None:
+    pipe = load_pipeline(str(tiny_dir), cache_dir=tmp_path, device="cpu")
+    assert pipe.vae.use_slicing and pipe.vae.use_tiling
+    plain = load_pipeline(
+        str(tiny_dir), cache_dir=tmp_path, device="cpu", options=PipelineOptions(vae_slicing=False, vae_tiling=False)
+    )
+    assert not plain.vae.use_slicing and not plain.vae.use_tiling
+
+
+def test_xformers_falls_back_to_sdpa_when_not_installed(
+    tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("torch")
+    if importlib.util.find_spec("xformers") is not None:
+        pytest.skip("xformers is installed here; the fallback is for machines without it")
+    pipe = load_pipeline(str(tiny_dir), cache_dir=tmp_path, device="cpu", options=PipelineOptions(attention="xformers"))
+    assert "xformers is not installed" in caplog.text
+    processors = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
+    assert processors == {"AttnProcessor2_0"}  # PyTorch SDPA
 
 
 def _broken_copy(tiny_dir: Path, tmp_path: Path, damage: Any) -> str:
@@ -121,3 +151,63 @@ def test_pickle_only_weights_are_refused(tiny_dir: Path, tmp_path: Path) -> None
     )
     with pytest.raises(ModelLoadError):
         load_pipeline(broken, cache_dir=tmp_path, device="cpu")
+
+
+def _tiny_sdxl(tiny_dir: Path, path: Path) -> None:
+    """A tiny SDXL pipeline (two text encoders, text-time conditioning) with seeded random weights."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_dir / "tokenizer")
+    with torch.random.fork_rng(devices=[]):  # seeded weights, without reseeding the session's RNG
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            sample_size=32,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=80,  # 6 time ids x 8 + the pooled text embedding (32)
+            cross_attention_dim=64,  # both text encoders' hidden states, concatenated
+            norm_num_groups=8,
+        )
+        vae = AutoencoderKL(
+            block_out_channels=[8, 16],
+            down_block_types=["DownEncoderBlock2D"] * 2,
+            up_block_types=["UpDecoderBlock2D"] * 2,
+            sample_size=64,
+            norm_num_groups=8,
+        )
+        config = CLIPTextConfig(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.eos_token_id,
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=len(tokenizer),
+            projection_dim=32,
+        )
+        scheduler = EulerDiscreteScheduler(beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1)
+        StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=CLIPTextModel(config),
+            text_encoder_2=CLIPTextModelWithProjection(config),
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+        ).save_pretrained(path, safe_serialization=True)
+
+
+def test_sdxl_pipelines_load_through_the_same_path(tiny_dir: Path, tmp_path: Path) -> None:
+    _tiny_sdxl(tiny_dir, tmp_path / "sdxl")
+    pipe = load_pipeline(str(tmp_path / "sdxl"), cache_dir=tmp_path / "cache", device="cpu")
+    assert type(pipe).__name__ == "StableDiffusionXLPipeline" and pipe.vae.use_slicing
+    image = pipe(prompt="a cat", width=64, height=64, num_inference_steps=2).images[0]
+    assert image.size == (64, 64)

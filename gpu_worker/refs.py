@@ -1,0 +1,77 @@
+"""Model and LoRA references: what a job's `model` (or a LoRA's `name`) string points at.
+
+A reference is `tiny` (the built-in test pipeline), an absolute directory on the worker, a Hugging Face Hub id
+(`org/name`, optionally `@revision`), or a storage URL (`s3://`, `gs://`, `az://`, `file://`). LoRAs may also be a
+bare name (`my-style`), which the cache looks up under `<cache>/loras/<name>` (or pulls from the worker's LoRA
+storage prefix).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from dataclasses import dataclass
+
+from gpu_worker.errors import ModelNotFoundError
+
+#: The model ref of the built-in tiny test pipeline (see `gpu_worker.tiny`).
+TINY_MODEL = "tiny"
+_BARE_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]{0,127}$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class ModelSource(str, enum.Enum):
+    """Where a model reference points."""
+
+    TINY = "tiny"
+    LOCAL = "local"
+    HUB = "hub"
+    STORAGE = "storage"
+    NAMED = "named"  # a bare LoRA name, resolved through the cache's `loras/` folder
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed model reference: its source, its location there (path, repo id or URL) and a hub revision."""
+
+    source: ModelSource
+    location: str
+    revision: str | None = None
+
+    @classmethod
+    def parse(cls, model: str) -> ModelRef:
+        """Parse a job's `model` string. Raises `ModelNotFoundError` for a string that cannot name a model."""
+        if model == TINY_MODEL:
+            return cls(ModelSource.TINY, model)
+        if model.startswith("/"):
+            return cls(ModelSource.LOCAL, model)
+        if "://" in model:
+            return cls(ModelSource.STORAGE, model)
+        repo_id, at, revision = model.partition("@")
+        parts = repo_id.split("/")
+        if len(parts) > 2 or not all(parts) or (at and not revision):
+            raise ModelNotFoundError(f"{model!r} is not a model reference: expected 'org/name', 'org/name@revision'")
+        return cls(ModelSource.HUB, repo_id, revision or None)
+
+    @classmethod
+    def parse_lora(cls, name: str) -> ModelRef:
+        """Parse a LoRA reference: like a model reference, except that a bare name is a name in the cache."""
+        if _BARE_NAME.match(name) and name != TINY_MODEL and "@" not in name:
+            return cls(ModelSource.NAMED, name)
+        ref = cls.parse(name)
+        if ref.source is ModelSource.TINY:
+            raise ModelNotFoundError("'tiny' is a model, not a LoRA")
+        return ref
+
+    def cache_key(self, *suffixes: str) -> str:
+        """A directory name for this reference in the cache: readable, and unique through a hash of the whole ref."""
+        if self.source is ModelSource.NAMED:
+            return self.location
+        text = str(self)
+        readable = _UNSAFE.sub("-", text.split("://", 1)[-1].split("?", 1)[0]).strip("-.")[:80]
+        digest = hashlib.sha256("\0".join((self.source.value, text, *suffixes)).encode()).hexdigest()[:12]
+        return "--".join((self.source.value, readable, *suffixes, digest))
+
+    def __str__(self) -> str:
+        return f"{self.location}@{self.revision}" if self.revision else self.location

@@ -1,0 +1,182 @@
+"""Fetching a model or LoRA from its source into a staging directory, and checking what arrived.
+
+The cache (`gpu_worker.cache`) calls these under its install lock, into a temporary folder it renames into place
+once `verify_pipeline_dir` / `verify_lora_dir` pass. Every failure is translated here: nothing at the source is a
+`ModelNotFoundError`, something there that is broken or unreadable is a `ModelLoadError`.
+
+From the Hub only what diffusers loads is downloaded: `model_index.json`, each component's configs and tokenizer
+files, and its safetensors weights in one precision (the `fp16` variant where the worker runs in float16 and the
+repo ships one). Single-file checkpoints, pickled `.bin` weights, EMA variants and images are skipped, which for a
+typical SD repository is most of its bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+from gpu_worker.errors import ModelLoadError, ModelNotFoundError, TransientError
+from gpu_worker.refs import ModelRef
+
+log = logging.getLogger(__name__)
+
+MODEL_INDEX = "model_index.json"
+FP16_VARIANT = "fp16"
+_CONFIG_SUFFIXES = (".json", ".txt", ".model")  # configs, tokenizer vocab/merges, sentencepiece models
+# `name[-00001-of-00002][.variant].safetensors`
+_WEIGHTS = re.compile(r"^(?P<stem>[^.]+)(?:\.(?P<variant>[A-Za-z0-9_-]+))?\.safetensors$")
+_SHARD = re.compile(r"-\d{5}-of-\d{5}$")
+
+
+def select_hub_files(files: Iterable[str], *, fp16: bool) -> list[str]:
+    """The files of a Hub repository that a diffusers pipeline load needs, in one precision.
+
+    Raises `ModelNotFoundError` when the repository is not a diffusers pipeline (it has no `model_index.json`).
+    """
+    files = list(files)
+    if MODEL_INDEX not in files:
+        raise ModelNotFoundError(f"not a diffusers pipeline repository (it has no {MODEL_INDEX})")
+    chosen = [MODEL_INDEX]
+    weights: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
+    for name in files:
+        folder, _, filename = name.rpartition("/")
+        if not folder or "/" in folder:
+            continue  # top-level files (single-file checkpoints, README, samples) and deeper folders are not loaded
+        if filename.endswith(_CONFIG_SUFFIXES):
+            chosen.append(name)
+        if _WEIGHTS.match(filename):
+            weights[folder].append((name, weight_variant(filename)))
+    for candidates in weights.values():
+        fp16_files = [name for name, variant in candidates if variant == FP16_VARIANT]
+        plain_files = [name for name, variant in candidates if variant is None]
+        chosen.extend((fp16_files if fp16 and fp16_files else plain_files) or fp16_files)
+    return sorted(set(chosen))
+
+
+def weight_variant(filename: str) -> str | None:
+    """The variant of a safetensors weights file (`fp16` for `model.fp16.safetensors` and its shards), or None."""
+    match = _WEIGHTS.match(filename)
+    if not match or not match["variant"]:
+        return None
+    return _SHARD.sub("", match["variant"])  # transformers names shards `model.fp16-00001-of-00002.safetensors`
+
+
+def download_hub(ref: ModelRef, staging: Path, *, fp16: bool, lora: bool, concurrency: int) -> None:
+    """Download a Hub repository's loadable files into `staging` (huggingface_hub reads HF_TOKEN itself)."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    try:
+        files = HfApi().list_repo_files(ref.location, revision=ref.revision)
+        wanted = [name for name in files if name.endswith((".safetensors", ".json"))] if lora else None
+        if not lora:
+            wanted = select_hub_files(files, fp16=fp16)
+        snapshot_download(
+            ref.location, revision=ref.revision, local_dir=staging, allow_patterns=wanted, max_workers=concurrency
+        )
+    except ModelNotFoundError as exc:
+        raise ModelNotFoundError(f"{ref}: {exc}") from exc
+    except Exception as exc:
+        raise translate_hub_error(ref, exc) from exc
+
+
+def translate_hub_error(ref: ModelRef, exc: BaseException) -> Exception:
+    """`ModelNotFoundError` for a repo, revision or file that is not there (or a Hub that cannot be reached)."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    not_found = (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+        ConnectionError,
+        TimeoutError,
+    )
+    reason = first_line(exc)
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, not_found) or type(seen).__name__ in ("ConnectError", "ConnectTimeout"):
+            return ModelNotFoundError(f"{ref}: not found on the Hugging Face Hub or in the worker's cache ({reason})")
+        seen = seen.__cause__ or seen.__context__
+    return ModelLoadError(f"{ref}: download from the Hugging Face Hub failed ({type(exc).__name__}: {reason})")
+
+
+def download_storage(ref: ModelRef, staging: Path, *, concurrency: int) -> None:
+    """Copy every object under the storage URL `ref` names into `staging`, keeping their relative paths."""
+    from storage import (
+        InvalidKeyError,
+        NotSupportedError,
+        ObjectNotFoundError,
+        StorageConfigError,
+        StorageError,
+        StoragePermissionError,
+        open_store,
+    )
+    from storage.transfer import download_prefix
+
+    try:
+        store = open_store(ref.location)
+        download_prefix(store, "", staging, concurrency=concurrency)
+    except ObjectNotFoundError as exc:
+        raise ModelNotFoundError(f"{ref}: no objects under this storage prefix") from exc
+    except (StorageConfigError, NotSupportedError) as exc:
+        raise ModelNotFoundError(f"{ref}: this worker cannot read that storage URL ({first_line(exc)})") from exc
+    except (StoragePermissionError, InvalidKeyError) as exc:
+        raise ModelLoadError(f"{ref}: download failed ({type(exc).__name__}: {first_line(exc)})") from exc
+    except StorageError as exc:  # an outage or a dropped connection: worth another try later, maybe elsewhere
+        raise TransientError(f"{ref}: download failed ({type(exc).__name__}: {first_line(exc)})") from exc
+
+
+def verify_pipeline_dir(path: Path, name: str) -> None:
+    """Check that `path` holds a diffusers pipeline: a readable `model_index.json` and a folder per component."""
+    index_path = path / MODEL_INDEX
+    if not index_path.is_file():
+        raise ModelNotFoundError(f"{name}: not a diffusers pipeline (it has no {MODEL_INDEX})")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{name}: unreadable {MODEL_INDEX} ({first_line(exc)})") from exc
+    if not isinstance(index, dict) or "_class_name" not in index:
+        raise ModelLoadError(f"{name}: {MODEL_INDEX} does not describe a pipeline")
+    missing = [
+        component
+        for component, spec in index.items()
+        if not component.startswith("_")
+        and isinstance(spec, list)
+        and None not in spec
+        and not (path / component).is_dir()
+    ]
+    if missing:
+        raise ModelLoadError(f"{name}: incomplete pipeline, missing component folder(s) {', '.join(sorted(missing))}")
+
+
+def lora_weights_file(path: Path, name: str) -> str:
+    """The safetensors file of the LoRA in `path` (diffusers' default name preferred), relative to `path`."""
+    # Top level only, as diffusers and the Hub lay LoRAs out (and a job naming `/` must not walk the filesystem).
+    files = sorted(p.name for p in path.glob("*.safetensors"))
+    if not files:
+        raise ModelNotFoundError(f"LoRA {name}: no .safetensors weights in it")
+    preferred = [f for f in files if f.endswith("pytorch_lora_weights.safetensors")]
+    if preferred:
+        return preferred[0]
+    if len(files) > 1:
+        raise ModelLoadError(f"LoRA {name}: {len(files)} safetensors files ({', '.join(files[:4])}); keep one")
+    return files[0]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (SDK errors can run to pages)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
