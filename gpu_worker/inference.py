@@ -1,13 +1,15 @@
-"""Running one text-to-image job on a loaded pipeline."""
+"""Running text-to-image requests on a loaded pipeline: one job, or several compatible jobs in one call."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from gpu_worker.errors import OutOfMemoryError
+from gpu_worker.checkpoint import DenoiseTap
+from gpu_worker.errors import JobInterruptedError, OutOfMemoryError
 from gpu_worker.schedulers import apply_scheduler
 from producer.jobs import JobRequest
 
@@ -19,7 +21,9 @@ if TYPE_CHECKING:
 StepCallback = Callable[[int, int], None]
 
 
-def generate(pipe: DiffusionPipeline, request: JobRequest, *, on_step: StepCallback | None = None) -> list[Image.Image]:
+def generate(
+    pipe: DiffusionPipeline, request: JobRequest, *, on_step: StepCallback | None = None, tap: DenoiseTap | None = None
+) -> list[Image.Image]:
     """Render the images `request` asks for; image n is drawn from seed `request.seed + n`.
 
     The request must be resolved (`JobRequest.resolved`). Every image gets its own generator, so image n is the
@@ -29,38 +33,94 @@ def generate(pipe: DiffusionPipeline, request: JobRequest, *, on_step: StepCallb
     `on_step(done, total)` runs after each denoising step; `total` is the scheduler's real step count, which for
     some schedulers differs from `request.steps` (SD's default PNDM takes one more). Whatever it raises, e.g.
     `JobCanceledError`, stops the run at once and propagates. CUDA running out of memory raises `OutOfMemoryError`.
+    `tap` (see `gpu_worker.checkpoint`) resumes the run from a checkpoint, and fills the snapshot of a
+    `JobInterruptedError` that `on_step` raises.
     """
-    if request.seed is None:
+    return generate_batch(pipe, [request], on_step=on_step, tap=tap)[0]
+
+
+def generate_batch(
+    pipe: DiffusionPipeline,
+    requests: Sequence[JobRequest],
+    *,
+    on_step: StepCallback | None = None,
+    tap: DenoiseTap | None = None,
+) -> list[list[Image.Image]]:
+    """Render several compatible requests (see `gpu_worker.batching.batch_key`) in one pipeline call.
+
+    Returns each request's images, in order. The call always passes one prompt and one generator per image
+    (`num_images_per_prompt=1`), whether it holds one job or many, so a job's images do not depend on the code
+    path; they differ from the same job rendered alone only by the float noise of a larger batch. All requests
+    must share the parameters of the first (size, steps, scheduler, guidance, model); only prompts, negative
+    prompts, seeds and image counts may differ.
+    """
+    if not requests:
+        return []
+    first = requests[0]
+    if any(r.seed is None for r in requests):
         raise ValueError("the request must be resolved (seed set) before it is generated")
-    apply_scheduler(pipe, request.scheduler)
-    generators = _generators(pipe.device, request.seed, request.num_images)
-
-    def step_end(pipeline: Any, step_index: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
-        if on_step is not None:
-            on_step(step_index + 1, getattr(pipeline, "num_timesteps", request.steps))
-        return callback_kwargs
-
+    apply_scheduler(pipe, first.scheduler)
+    prompts = [r.prompt for r in requests for _ in range(r.num_images)]
+    # All empty → None: SDXL then uses zero embeddings for the unconditional branch, as it does for a lone job.
+    # The batch key keeps jobs with and without a negative prompt apart, so this choice never mixes the two.
+    negatives = [r.negative_prompt for r in requests for _ in range(r.num_images)]
+    generators = [
+        generator
+        for r in requests
+        for generator in _generators(pipe.device, r.seed, r.num_images)  # type: ignore[arg-type]
+    ]
+    if tap is not None:
+        tap.bind(pipe, generators)
+    step_end = _step_callback(on_step, first.steps, tap)
     try:
-        result = pipe(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
-            width=request.width,
-            height=request.height,
-            num_inference_steps=request.steps,
-            guidance_scale=request.guidance_scale,
-            num_images_per_prompt=request.num_images,
-            generator=generators,
-            output_type="pil",
-            callback_on_step_end=step_end if on_step is not None else None,
-        )
+        with tap.running() if tap is not None else nullcontext():
+            result = pipe(
+                prompt=prompts,
+                negative_prompt=negatives if any(negatives) else None,
+                width=first.width,
+                height=first.height,
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance_scale,
+                num_images_per_prompt=1,
+                generator=generators,
+                output_type="pil",
+                callback_on_step_end=step_end,
+            )
     except torch.cuda.OutOfMemoryError as exc:
-        torch.cuda.empty_cache()  # hand the failed run's blocks back before the next job
-        raise OutOfMemoryError(_oom_message(request)) from exc
+        torch.cuda.empty_cache()  # hand the failed run's blocks back before the next batch
+        raise OutOfMemoryError(_oom_message(len(prompts), first)) from exc
     except RuntimeError as exc:
         if "MPS backend out of memory" not in str(exc):
             raise
-        raise OutOfMemoryError(_oom_message(request)) from exc
-    return list(result.images)
+        raise OutOfMemoryError(_oom_message(len(prompts), first)) from exc
+    images = list(result.images)
+    split, start = [], 0
+    for request in requests:
+        split.append(images[start : start + request.num_images])
+        start += request.num_images
+    return split
+
+
+def _step_callback(on_step: StepCallback | None, steps: int, tap: DenoiseTap | None = None) -> Any:
+    """The one `callback_on_step_end` of a pipeline call: reports steps; extend it here for per-step hooks."""
+    if on_step is None and tap is None:
+        return None
+
+    def step_end(pipeline: Any, step_index: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        if tap is not None:
+            callback_kwargs = tap.step_end(step_index, callback_kwargs)
+            if tap.skipping(step_index):  # replaying the steps before a resume point: not progress
+                return callback_kwargs
+        if on_step is not None:
+            try:
+                on_step(step_index + 1, getattr(pipeline, "num_timesteps", steps))
+            except JobInterruptedError as exc:
+                if tap is not None and exc.snapshot is None:
+                    exc.snapshot = tap.capture()
+                raise
+        return callback_kwargs
+
+    return step_end
 
 
 def _generators(device: torch.device, seed: int, count: int) -> list[torch.Generator]:
@@ -69,9 +129,9 @@ def _generators(device: torch.device, seed: int, count: int) -> list[torch.Gener
     return [torch.Generator(device=generator_device).manual_seed(seed + index) for index in range(count)]
 
 
-def _oom_message(request: JobRequest) -> str:
+def _oom_message(images: int, request: JobRequest) -> str:
     return (
-        f"out of accelerator memory rendering {request.num_images} image(s) of {request.width}x{request.height};"
+        f"out of accelerator memory rendering {images} image(s) of {request.width}x{request.height};"
         " try fewer images per job or a smaller size"
     )
 

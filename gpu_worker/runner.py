@@ -1,25 +1,49 @@
-"""Running one job: claim it, load the model, denoise with progress and cancellation, encode, upload, settle."""
+"""Running one job: claim it, have the GPU executor denoise it (with progress and cancellation), encode, upload,
+settle. Runs in one of Dramatiq's worker threads; the executor may batch it with other threads' jobs."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from pydantic import ValidationError
 
-from producer.jobs import ErrorCode, JobMessage, JobStatus, Output, Progress, Timings, is_job_id, output_key
-from producer.store import JobStore
+from producer.errors import JobNotFoundError
+from producer.jobs import (
+    CheckpointRef,
+    ErrorCode,
+    JobMessage,
+    JobRecord,
+    JobStatus,
+    Output,
+    Progress,
+    Timings,
+    is_job_id,
+    output_key,
+)
+from producer.store import Claim, JobStore
 from storage import NotSupportedError, ObjectStore, StorageError
 
+from .batching import BATCH_JOB_PRIORITY, INTERACTIVE_PRIORITY, batches_per_message
+from .checkpoint import CheckpointError
 from .encode import encode_image
-from .errors import JobCanceledError, JobTimeoutError, LeaseLostError, TransientError, WorkerError
-from .inference import generate, prompt_truncation_warning
+from .errors import (
+    JobCanceledError,
+    JobInterruptedError,
+    JobTimeoutError,
+    LeaseLostError,
+    TransientError,
+    WorkerError,
+)
+from .executor import GpuExecutor
+from .handoff import Handoff, StepClock
 from .lease import Lease
-from .models import LoadedModels
+from .notices import Interruption
+from .progress import ProgressPump
 from .settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -28,27 +52,54 @@ log = logging.getLogger(__name__)
 Resend = Callable[[JobMessage, float], None]
 
 
+class _NotStarted(Exception):
+    """The claim did not give this worker the job (it ended, was canceled, or runs elsewhere)."""
+
+    def __init__(self, claim: Claim) -> None:
+        super().__init__(claim.outcome)
+        self.claim = claim
+
+
 @dataclass
 class _Run:
     message: JobMessage
-    attempt: int
-    lease: Lease
-    started: float
-    timings: dict[str, float]
-    warnings: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    # Set when the executor starts the job (see `JobRunner._start`): until then it is not claimed, and `queued`.
+    attempt: int = 0
+    lease: Lease | None = None
+    started: float = 0.0
+    batch_size: int | None = None
+    # Spot hand-offs: the checkpoint this attempt resumed from, earlier hand-offs, and the measured step time.
+    resume_from: CheckpointRef | None = None
+    handoffs: int = 0
+    clock: StepClock = field(default_factory=StepClock)
 
 
 class JobRunner:
     """Executes job messages. Every failure ends in a recorded status; only transient ones are retried."""
 
     def __init__(
-        self, settings: WorkerSettings, store: JobStore, objects: ObjectStore, models: LoadedModels, resend: Resend
+        self,
+        settings: WorkerSettings,
+        store: JobStore,
+        objects: ObjectStore,
+        executor: GpuExecutor,
+        resend: Resend,
+        *,
+        interruption: Interruption | None = None,
+        checkpoints: ObjectStore | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.objects = objects
-        self.models = models
+        self.executor = executor
+        self.metrics = executor.metrics
         self.resend = resend
+        # On a spot notice (`interruption` set by the SpotWatcher) jobs finish or hand off with a checkpoint.
+        self.handoff = Handoff(store, checkpoints or objects, resend, interruption, margin_s=settings.spot_margin_s)
+        # Progress goes to Redis from its own thread: the executor's step callbacks never wait on a round trip.
+        self.progress = ProgressPump(settings.progress_interval_s)
 
     def run(self, payload: Any) -> None:
         """Run the job in `payload` (a `JobMessage` as JSON data); raises `TransientError` to ask for a retry."""
@@ -57,29 +108,73 @@ class JobRunner:
         except ValidationError as exc:
             self._reject(payload, exc)
             return
-        claim = self.store.claim(
-            message.job_id,
-            worker=self.settings.worker_id,
-            lease_s=self.settings.lease_s,
-            max_attempts=self.settings.max_attempts,
-        )
-        if claim.outcome == "busy":  # a live attempt elsewhere: look again once its lease could have lapsed
-            self.resend(message, claim.retry_after_s + 1.0)
+        run = _Run(message)
+        try:
+            self._attempt(run)
+        finally:
+            if run.lease is not None:
+                self.progress.discard(run.lease)
+                run.lease.__exit__(None, None, None)
+
+    def _start(self, run: _Run) -> Callable[[], None]:
+        """Claim the job, as the executor forms its batch: until then the job stays `queued` in its record, so a
+        cancel takes effect at once and queue positions stay true. Idempotent; raises `_NotStarted`."""
+
+        def start() -> None:
+            if run.lease is not None:
+                return
+            claim = self.store.claim(
+                run.message.job_id,
+                worker=self.settings.worker_id,
+                lease_s=self.settings.lease_s,
+                max_attempts=self.settings.max_attempts,
+            )
+            if claim.outcome != "claimed":
+                raise _NotStarted(claim)
+            run.attempt, run.started = claim.attempt, time.monotonic()
+            run.lease = Lease(self.store, run.message.job_id, claim.attempt, lease_s=self.settings.lease_s).__enter__()
+
+        return start
+
+    def _not_started(self, run: _Run, exc: BaseException) -> None:
+        """The job never started here: nothing was recorded on it, so the message decides what happens next."""
+        message = run.message
+        if isinstance(exc, _NotStarted):
+            if exc.claim.outcome == "busy":  # a live attempt elsewhere: look again once its lease could have lapsed
+                self.resend(message, exc.claim.retry_after_s + 1.0)
+            else:
+                log.info("job %s: nothing to run (%s)", message.job_id, exc.claim.status)
             return
-        if claim.outcome != "claimed":
-            log.info("job %s: nothing to run (%s)", message.job_id, claim.status)
+        if isinstance(exc, JobNotFoundError):
+            log.info("job %s: no record (expired or discarded); nothing to run", message.job_id)
             return
-        with Lease(self.store, message.job_id, claim.attempt, lease_s=self.settings.lease_s) as lease:
-            self._attempt(_Run(message, claim.attempt, lease, time.monotonic(), {}, []))
+        # Redis down before the claim, the executor shutting down, or stuck: hand the message back unrun.
+        log.warning("job %s did not start here, handing it back: %s", message.job_id, exc)
+        raise TransientError(f"did not start: {exc}") from exc
 
     def _attempt(self, run: _Run) -> None:
-        job_id, attempt = run.message.job_id, run.attempt
         try:
             outputs = self._execute(run)
+        except Exception as exc:
+            if run.lease is None:
+                self._not_started(run, exc)
+            else:
+                self._settle_failure(run, exc)
+        else:
+            self._succeed(run, outputs)
+
+    def _settle_failure(self, run: _Run, failure: Exception) -> None:
+        job_id, attempt = run.message.job_id, run.attempt
+        try:
+            raise failure
         except LeaseLostError:
             log.warning("job %s attempt %d lost its lease; another attempt owns it", job_id, attempt)
+        except JobInterruptedError as exc:
+            self.handoff.hand_off(run.message, attempt, exc.snapshot, previous=run.resume_from, handoffs=run.handoffs)
         except JobCanceledError:
+            self.handoff.discard(run.resume_from)
             self.store.settle(job_id, attempt, JobStatus.CANCELED, timings=self._timings(run))
+            self.metrics.record_job(JobStatus.CANCELED, self._timings(run))
         except (StorageError, redis.RedisError, TransientError) as exc:
             if _is_permanent(exc):
                 self._fail(run, ErrorCode.STORAGE, f"cannot write outputs: {exc}")
@@ -95,33 +190,64 @@ class JobRunner:
         except Exception as exc:
             log.exception("job %s failed", job_id)
             self._fail(run, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-        else:
-            timings = self._timings(run)
-            self.store.settle(
-                job_id, attempt, JobStatus.SUCCEEDED, outputs=outputs, timings=timings, warnings=run.warnings
-            )
-            log.info(
-                "job %s succeeded: %d image(s), attempt %d, %s",
-                job_id,
-                len(outputs),
-                attempt,
-                " ".join(f"{name}={value:.3f}" for name, value in timings.model_dump(exclude_none=True).items()),
-            )
+
+    def _succeed(self, run: _Run, outputs: list[Output]) -> None:
+        job_id, attempt = run.message.job_id, run.attempt
+        timings = self._timings(run)
+        self.store.settle(job_id, attempt, JobStatus.SUCCEEDED, outputs=outputs, timings=timings, warnings=run.warnings)
+        self.metrics.record_job(JobStatus.SUCCEEDED, timings, images=len(outputs))
+        self.handoff.discard(run.resume_from)
+        log.info(
+            "job %s succeeded: %d image(s), attempt %d, %s",
+            job_id,
+            len(outputs),
+            attempt,
+            " ".join(f"{name}={value:.3f}" for name, value in timings.model_dump(exclude_none=True).items()),
+        )
 
     def _execute(self, run: _Run) -> list[Output]:
         request, job_id = run.message.request, run.message.job_id
+        assert request.seed is not None  # JobMessage guarantees a resolved request
         record = self.store.get(job_id)
         run.warnings.extend(record.warnings)
-        if record.started_at:
-            run.timings["queue_wait_s"] = (record.started_at - record.created_at).total_seconds()
-        assert request.model is not None and request.seed is not None  # JobMessage guarantees both
-        with self.models.use(request.model) as (pipe, run.timings["load_s"]):
-            truncated = prompt_truncation_warning(pipe, request.prompt)
-            if truncated:
-                run.warnings.append(truncated)
-            started = time.perf_counter()
-            images = generate(pipe, request, on_step=self._on_step(run))
-            run.timings["inference_s"] = time.perf_counter() - started
+        run.resume_from, run.handoffs = record.checkpoint, record.handoffs
+        resume = self.handoff.load(job_id, record.checkpoint)
+        # The GPU runs the job, possibly batched with others, and claims it as its batch forms; this thread waits,
+        # then encodes and uploads while the GPU moves on to the next batch. The wait's limit is only a backstop
+        # (the step callback enforces the time limit): the batches ahead of it and its own each stop at that limit.
+        batches = batches_per_message(self.settings.worker_threads, self.settings.batch_max)
+        timeout_s = batches * self.settings.job_timeout_s + 30.0
+        on_step = self._on_step(run)
+        try:
+            result = self.executor.run(
+                job_id,
+                request,
+                on_step,
+                timeout_s=timeout_s,
+                resume=resume,
+                start=self._start(run),
+                created=record.created_at.timestamp(),
+                priority=_priority(record),
+            )
+        except CheckpointError as exc:  # the checkpoint does not fit this run: start over rather than fail
+            log.warning("job %s: checkpoint unusable (%s); starting from step 0", job_id, exc)
+            result = self.executor.run(
+                job_id,
+                request,
+                on_step,
+                timeout_s=timeout_s,
+                start=self._start(run),
+                created=record.created_at.timestamp(),
+                priority=_priority(record),
+            )
+        run.timings["queue_wait_s"] = max(0.0, result.started_at - record.created_at.timestamp())
+        run.timings["load_s"] = result.load_s
+        run.timings["inference_s"] = result.inference_s
+        run.batch_size = result.batch_size
+        assert run.lease is not None  # a result means the executor started (claimed) the job
+        self.progress.flush(run.lease)  # the final step's progress, recorded before the job settles
+        run.warnings.extend(result.warnings)
+        images = result.images
 
         started = time.perf_counter()
         encoded = [encode_image(image, request.output_format) for image in images]
@@ -153,25 +279,23 @@ class JobRunner:
         return outputs
 
     def _on_step(self, run: _Run) -> Callable[[int, int], None]:
-        last_report = 0.0
-        deadline = run.started + self.settings.job_timeout_s
-
         def on_step(step: int, total: int) -> None:
-            nonlocal last_report
+            lease = run.lease
+            assert lease is not None  # the executor starts (claims) a job before its first step
             now = time.monotonic()
-            if now - last_report >= self.settings.progress_interval_s or step == total:
-                last_report = now
-                run.lease.report(Progress(step=step, total=total))
-            if run.lease.lost.is_set():
+            self.progress.update(lease, Progress(step=step, total=total))  # sent by the pump; flags come back
+            if lease.lost.is_set():
                 raise LeaseLostError(run.message.job_id)
-            if run.lease.cancel.is_set():
+            if lease.cancel.is_set():
                 raise JobCanceledError(f"canceled at step {step} of {total}")
-            if now > deadline:
+            if now > run.started + self.settings.job_timeout_s:  # the time limit runs from the claim
                 raise JobTimeoutError(f"still denoising after {self.settings.job_timeout_s:g} s (step {step}/{total})")
+            self.handoff.check(run.clock, step, total)
 
         return on_step
 
     def _fail(self, run: _Run, code: ErrorCode, message: str) -> None:
+        self.handoff.discard(run.resume_from)
         log.warning("job %s failed (%s): %s", run.message.job_id, code.value, message)
         self.store.settle(
             run.message.job_id,
@@ -180,10 +304,11 @@ class JobRunner:
             error={"code": code.value, "message": message},
             timings=self._timings(run),
         )
+        self.metrics.record_job(JobStatus.FAILED, self._timings(run))
 
     @staticmethod
     def _timings(run: _Run) -> Timings:
-        return Timings(**run.timings)
+        return Timings(**run.timings, batch_size=run.batch_size)
 
     def _reject(self, payload: Any, exc: ValidationError) -> None:
         """A message this worker refuses: fail its job (if it names one) with `invalid_input`, never retry."""
@@ -202,3 +327,8 @@ class JobRunner:
 def _is_permanent(exc: BaseException) -> bool:
     """Storage errors that retrying cannot fix: bad keys or metadata, bad configuration, missing permissions."""
     return isinstance(exc, (ValueError, PermissionError, NotSupportedError))
+
+
+def _priority(record: JobRecord) -> int:
+    # Interactive jobs overtake batch jobs in the executor as they do in the worker's message order.
+    return BATCH_JOB_PRIORITY if record.batch_id else INTERACTIVE_PRIORITY

@@ -31,3 +31,33 @@ def test_a_real_cuda_out_of_memory_error_is_the_type_the_worker_translates() -> 
     with pytest.raises(torch.cuda.OutOfMemoryError):
         torch.empty(1 << 50, dtype=torch.uint8, device="cuda")  # a petabyte
     torch.cuda.empty_cache()
+
+
+def test_a_batch_on_cuda_matches_each_job_alone_and_the_gpu_is_reported(model_cache: Path) -> None:
+    import numpy as np
+
+    from gpu_worker.executor import GpuExecutor
+    from gpu_worker.gpu_stats import GpuStatsReader
+    from gpu_worker.models import LoadedModels
+    from producer.jobs import new_job_id
+
+    models = LoadedModels(cache_dir=model_cache, device="cuda", capacity=1)
+    requests = [JobRequest(prompt=f"a cat {n}", width=128, height=96, steps=4, seed=n).resolved("tiny") for n in (1, 9)]
+    gpu = GpuExecutor(models, max_images=4, wait_ms=0)
+    jobs = [gpu.submit(new_job_id(), r, lambda done, total: None) for r in requests]
+    gpu.start()
+    try:
+        batched = [job.future.result(timeout=300) for job in jobs]
+    finally:
+        gpu.shutdown()
+    assert gpu.pipeline_calls == 1 and {r.batch_size for r in batched} == {2}
+    with models.use("tiny") as (pipe, _):
+        for result, request in zip(batched, requests, strict=True):
+            alone = np.asarray(generate(pipe, request)[0], dtype=np.int16)
+            # fp16 kernels may pick other algorithms for another batch size: allow a few levels, no more.
+            assert np.abs(np.asarray(result.images[0], dtype=np.int16) - alone).max() <= 8
+
+    reader = GpuStatsReader()
+    stats = reader.read()
+    assert reader.available and stats, reader.reason
+    assert all(s.memory_total_bytes > s.memory_used_bytes > 0 and 0 <= s.utilization_ratio <= 1 for s in stats)

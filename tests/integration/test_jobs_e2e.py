@@ -110,8 +110,9 @@ def test_a_model_that_cannot_be_found_fails_the_job_not_the_worker(client: Clien
 
 def test_cancel_a_running_and_a_queued_job(client: Client, redis_server: str) -> None:
     running = client.submit("long", **LONG)
-    queued = client.submit("never runs", width=64, height=64, steps=1)
     wait_for(lambda: (r := client.get(running.id)).progress is not None and r.progress.step > 0)
+    # Submitted once the first one runs: the worker holds it (its GPU is busy) but has not started it.
+    queued = client.submit("never runs", width=64, height=64, steps=1)
 
     canceled = client.cancel(queued.id)
     assert canceled.status is JobStatus.CANCELED

@@ -1,0 +1,296 @@
+"""The whole system (API → Redis → worker → S3-compatible server) against plain loops, measured in the same run.
+
+    python -m bench.worker [--jobs 128] [--size 64] [--steps 20] [--batch-sizes 1,4,8] [--batch 4] [--torch-threads 1]
+
+On the CPU with the `tiny` model: an `sdq api` and `sdq worker` processes on an embedded Redis, uploading to a
+moto S3 server (a real HTTP S3 endpoint; pass --seaweedfs to use SeaweedFS instead). Prints one JSON line:
+
+* `images_per_s`: the system at `--batch` (SDQ_BATCH_MAX), from the first job's creation to the last one's end
+  (server-side timestamps, so the client's polling does not count);
+* `efficiency`: that ÷ the images/s of the worker's own pipeline called in a plain loop in this process, with the
+  same batch size, the same pipeline preparation and the same torch thread count;
+* `speedup_vs_naive`: that ÷ the loop a user writes by hand (one image → PNG → boto3 upload → next);
+* `batching`: system and loop images/s at each of `--batch-sizes`, and the gain of each over batch 1;
+* `switch_hit_s` / `switch_miss_s`: time to get the other of two alternating models when both stay loaded (hit)
+  and when only one fits (miss: loaded again from the warm NVMe cache);
+* `cold_start_s`: `sdq worker` process start → first image uploaded, cache warm;
+* the mean per-job timings and the worker's busy fraction (scraped from its Prometheus endpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from producer import Client, JobRecord, JobRequest, JobStatus
+from producer.embedded import EmbeddedRedis
+from producer.localstack import LocalStack, free_port
+
+log = logging.getLogger("bench.worker")
+BUCKET = "sdq-bench"
+
+
+def _request(args: argparse.Namespace, seed: int, model: str = "tiny") -> JobRequest:
+    return JobRequest(
+        prompt="a benchmark", model=model, width=args.size, height=args.size, steps=args.steps, seed=seed
+    ).resolved(model)
+
+
+def _models(cache: Path, capacity: int) -> Any:
+    """The worker's own model set, prepared exactly as a worker with default settings prepares it."""
+    from gpu_worker.models import LoadedModels
+    from gpu_worker.settings import WorkerSettings
+
+    settings = WorkerSettings(model_cache_dir=cache, max_loaded_models=capacity)
+    return LoadedModels.from_settings(settings, device="cpu")
+
+
+def loop_images_per_s(cache: Path, args: argparse.Namespace, batch: int) -> float:
+    """The worker's pipeline called in a plain loop, `batch` images per call (after one warm-up call)."""
+    from gpu_worker.inference import generate_batch
+
+    with _models(cache, 1).use("tiny") as (pipe, _):
+        calls = max(1, args.jobs // batch)
+        generate_batch(pipe, [_request(args, seed) for seed in range(batch)])
+        started = time.perf_counter()
+        for call in range(calls):
+            generate_batch(pipe, [_request(args, call * batch + n) for n in range(batch)])
+        return float(calls * batch / (time.perf_counter() - started))
+
+
+def naive_images_per_s(cache: Path, args: argparse.Namespace, s3: Any) -> float:
+    """What a user writes by hand: one image, PNG, boto3 upload, next (same pipeline object, warm)."""
+    import torch
+
+    client = s3.client()
+    with _models(cache, 1).use("tiny") as (pipe, _):
+
+        def one(seed: int) -> None:
+            image = pipe(
+                "a benchmark",
+                width=args.size,
+                height=args.size,
+                num_inference_steps=args.steps,
+                generator=torch.Generator().manual_seed(seed),
+            ).images[0]
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            client.put_object(Bucket=BUCKET, Key=f"naive/{seed}.png", Body=buffer.getvalue(), ContentType="image/png")
+
+        one(0)
+        started = time.perf_counter()
+        for seed in range(args.jobs):
+            one(seed)
+        return float(args.jobs / (time.perf_counter() - started))
+
+
+def model_switch(cache: Path, args: argparse.Namespace, other: str) -> dict[str, float]:
+    """Seconds to get the other of two alternating models: both kept loaded (hit) or only one (miss)."""
+    figures: dict[str, float] = {}
+    for name, capacity in (("hit", 2), ("miss", 1)):
+        models = _models(cache, capacity)
+        for model in ("tiny", other):  # first loads: not switches
+            with models.use(model):
+                pass
+        seconds = []
+        for model in ("tiny", other) * 3:
+            started = time.perf_counter()
+            with models.use(model):
+                seconds.append(time.perf_counter() - started)
+        figures[f"switch_{name}_s"] = statistics.median(seconds)
+        models.close()
+    return figures
+
+
+def _metric(url: str, name: str) -> float | None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with contextlib.suppress(httpx.HTTPError):
+        for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+            for sample in family.samples:
+                if sample.name == name:
+                    return float(sample.value)
+    return None
+
+
+def system_run(stack: LocalStack, client: Client, args: argparse.Namespace, batch: int) -> dict[str, float]:
+    """One worker at SDQ_BATCH_MAX=`batch`: cold start with a first job, then `--jobs` jobs; worker stopped after."""
+    metrics_port = free_port()
+    warm_up = client.submit(_request(args, 10_000))
+    spawned = time.time()
+    worker = stack.start_worker(
+        SDQ_BATCH_MAX=str(batch),
+        SDQ_WORKER_THREADS=str(2 * batch),  # one batch denoising while the previous one encodes and uploads
+        SDQ_METRICS_PORT=str(metrics_port),
+        SDQ_METRICS_HOST="127.0.0.1",
+    )
+    try:
+        first = client.wait(warm_up.id, poll_interval_s=0.02, timeout_s=600)
+        assert first.status is JobStatus.SUCCEEDED and first.finished_at, first.error
+        cold_start_s = first.finished_at.timestamp() - spawned
+        ids = [client.submit(_request(args, seed)).id for seed in range(args.jobs)]
+        records = _wait_all(client, ids, timeout_s=600)
+        failed = [r.error for r in records if r.status is not JobStatus.SUCCEEDED]
+        assert not failed, failed
+        busy = _metric(f"http://127.0.0.1:{metrics_port}/metrics", "sdq_busy_fraction")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+    return _figures(records, cold_start_s, busy)
+
+
+def _wait_all(client: Client, ids: list[str], *, timeout_s: float) -> list[JobRecord]:
+    """Every job's final record, polling gently: one GET every half second for the oldest unfinished job, so the
+    client loads the machine it measures as little as possible (the figures come from server-side timestamps)."""
+    done: dict[str, JobRecord] = {}
+    deadline = time.monotonic() + timeout_s
+    for job_id in ids:
+        while True:
+            record = client.get(job_id)
+            if record.status.is_terminal:
+                done[job_id] = record
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {record.status} after {timeout_s:g} s")
+            time.sleep(0.5)
+    return [done[job_id] for job_id in ids]
+
+
+def _figures(records: list[JobRecord], cold_start_s: float, busy: float | None) -> dict[str, float]:
+    ends = [r.finished_at.timestamp() for r in records if r.finished_at]
+    wall_s = max(ends) - min(r.created_at.timestamp() for r in records)
+    images = sum(len(r.outputs) for r in records)
+
+    def mean(name: str) -> float:
+        return statistics.fmean(getattr(r.timings, name) or 0.0 for r in records)
+
+    figures = {
+        "images_per_s": images / wall_s,
+        "cold_start_s": cold_start_s,
+        "mean_batch_size": mean("batch_size"),
+        "queue_wait_s_mean": mean("queue_wait_s"),
+        "inference_s_mean": mean("inference_s"),
+        "encode_s_mean": mean("encode_s"),
+        "upload_s_mean": mean("upload_s"),
+    }
+    if busy is not None:
+        figures["busy_fraction_since_start"] = busy
+    return figures
+
+
+@contextlib.contextmanager
+def s3_server(seaweedfs: bool) -> Iterator[Any]:
+    """An S3-compatible server on loopback, with the benchmark's bucket."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ is not installed; run from the repo
+    from tests import emulators
+
+    with emulators.seaweedfs() if seaweedfs else emulators.moto_s3() as server:
+        server.create_bucket(BUCKET)
+        yield server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=128, help="jobs (one image each) per measured run")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=4, help="SDQ_BATCH_MAX of the headline figures")
+    parser.add_argument("--batch-sizes", default="1,4,8", help="batch sizes of the batching-gain figures")
+    # The same torch thread count everywhere. One by default: on a 2-core machine the system also runs the API,
+    # Redis, S3 and this client, and OpenMP threads spin-waiting against them would measure contention.
+    parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--seaweedfs", action="store_true", help="SeaweedFS instead of moto as the S3 server")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    for chatty in ("httpx", "werkzeug", "botocore", "urllib3"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    sizes = sorted({int(b) for b in args.batch_sizes.split(",")} | {args.batch})
+
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
+    from gpu_worker.tiny import build_tiny_pipeline
+
+    with tempfile.TemporaryDirectory(prefix="sdq-bench-") as tmp, s3_server(args.seaweedfs) as s3:
+        root = Path(tmp)
+        cache = root / "models"
+        build_tiny_pipeline(cache / "tiny")
+        other = root / "other-model"
+        shutil.copytree(cache / "tiny", other)
+
+        switch = model_switch(cache, args, str(other))
+
+        env = {
+            **os.environ,
+            **s3.env,
+            "SDQ_DATA_DIR": str(root / "data"),
+            "SDQ_MODEL_CACHE_DIR": str(cache),
+            "SDQ_STORAGE_URL": s3.url(BUCKET, "out"),
+            "SDQ_TORCH_THREADS": str(args.torch_threads),
+            "SDQ_PRELOAD_MODELS": "tiny",
+            "HF_HUB_OFFLINE": "1",
+        }
+        env.pop("SDQ_REDIS_URL", None)
+        system: dict[int, dict[str, float]] = {}
+        loop: dict[int, float] = {}
+        naive = 0.0
+        with EmbeddedRedis(root / "data"), LocalStack(env, root / "logs") as stack, Client(stack.api_url) as client:
+            for b in sizes:
+                # Each baseline right before and right after its system run (mean of the two): on a shared machine
+                # the load drifts, and a baseline taken minutes apart would measure the drift.
+                before = loop_images_per_s(cache, args, b)
+                log.info("system at batch %d", b)
+                system[b] = system_run(stack, client, args, b)
+                loop[b] = (before + loop_images_per_s(cache, args, b)) / 2
+                log.info("batch %d: system %.2f images/s, loop %.2f", b, system[b]["images_per_s"], loop[b])
+                if b == args.batch:
+                    naive = naive_images_per_s(cache, args, s3)
+
+    head = system[args.batch]
+    result = {
+        "bench": "worker",
+        "jobs": args.jobs,
+        "size": args.size,
+        "steps": args.steps,
+        "batch": args.batch,
+        "torch_threads": args.torch_threads,
+        "s3": "seaweedfs" if args.seaweedfs else "moto",
+        "images_per_s": round(head["images_per_s"], 3),
+        "loop_images_per_s": round(loop[args.batch], 3),
+        "efficiency": round(head["images_per_s"] / loop[args.batch], 3),
+        "naive_images_per_s": round(naive, 3),
+        "speedup_vs_naive": round(head["images_per_s"] / naive, 3),
+        "cold_start_s": round(head["cold_start_s"], 3),
+        "batching": {
+            str(b): {
+                "system_images_per_s": round(system[b]["images_per_s"], 3),
+                "loop_images_per_s": round(loop[b], 3),
+                "efficiency": round(system[b]["images_per_s"] / loop[b], 3),
+                "system_gain_vs_batch_1": round(system[b]["images_per_s"] / system[sizes[0]]["images_per_s"], 3),
+                "mean_batch_size": round(system[b]["mean_batch_size"], 2),
+            }
+            for b in sizes
+        },
+        **{k: round(v, 4) for k, v in switch.items()},
+        **{k: round(v, 4) for k, v in head.items() if k not in ("images_per_s", "cold_start_s")},
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""One GPU executor per device: runs the jobs that worker threads submit, several compatible ones per call.
+
+Dramatiq's worker threads each submit a job here and wait for its images. A single executor thread owns the device:
+it takes a batch of compatible jobs from a `BatchQueue`, starts each one (its runner claims it then, so a job that
+waits for the GPU stays `queued`, and its lease and time limit start with its batch), runs them in one pipeline
+call and hands each job its images. Encoding and uploading happen back in the job's own
+thread, so while the GPU denoises batch k the threads of batch k-1 encode and upload.
+
+Inside a batch each job keeps its own step callback (progress, cancellation, lease, time limit). A job whose
+callback raises is dropped from the batch's results at once (its thread gets the exception and settles the job),
+but its images keep being computed, since a diffusers call cannot shed one sample mid-run; the call stops early
+only once every job in it has stopped. CUDA out-of-memory splits the batch in halves and retries each; a single
+job that still does not fit fails with `out_of_memory`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from typing import Any
+
+from producer.jobs import JobRequest
+
+from .batching import INTERACTIVE_PRIORITY, BatchJob, BatchQueue, JobResult
+from .checkpoint import CheckpointError, DenoiseTap
+from .errors import JobInterruptedError, JobTimeoutError, OutOfMemoryError, TransientError
+from .inference import StepCallback, generate_batch, prompt_truncation_warning
+from .metrics import WorkerMetrics
+from .models import LoadedModels
+
+log = logging.getLogger(__name__)
+
+
+class _BatchStopped(Exception):
+    """Every job in the running batch has stopped: abandon the pipeline call."""
+
+
+class GpuExecutor:
+    """Runs submitted jobs on one device, `max_images` images per pipeline call at most.
+
+    `pipeline_calls` counts the calls made (batches run, including retried halves after out-of-memory).
+    """
+
+    def __init__(
+        self,
+        models: LoadedModels,
+        *,
+        max_images: int = 4,
+        wait_ms: float = 5.0,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.models = models
+        self.metrics = metrics or WorkerMetrics()
+        self.queue = BatchQueue(max_images=max_images, wait_s=wait_ms / 1000)
+        self.pipeline_calls = 0
+        self._thread = threading.Thread(target=self._loop, name="gpu-executor", daemon=True)
+        self._stopping = threading.Event()
+
+    def start(self) -> GpuExecutor:
+        """Start the executor thread."""
+        self._thread.start()
+        return self
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Stop after the running batch; jobs still pending get a `TransientError` (their runner hands them back)."""
+        self._stopping.set()
+        for job in self.queue.close():
+            job.future.set_exception(TransientError("the worker shut down before the job ran"))
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def __enter__(self) -> GpuExecutor:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    def submit(
+        self,
+        job_id: str,
+        request: JobRequest,
+        on_step: StepCallback,
+        *,
+        resume: Any = None,
+        start: Callable[[], None] | None = None,
+        created: float | None = None,
+        priority: int = INTERACTIVE_PRIORITY,
+    ) -> BatchJob:
+        """Queue a job; its `future` resolves to a `JobResult` or to the exception that stopped it.
+
+        `resume` (a `gpu_worker.checkpoint.Snapshot`) continues a handed-off job from its checkpoint; such a job
+        runs alone. A `JobInterruptedError` from `on_step` gets the job's snapshot filled in.
+        """
+        job = BatchJob(job_id, request, on_step, resume=resume, start=start, priority=priority)
+        if created is not None:  # the job's creation time (`time.time()`): older jobs start first
+            job.created = created
+        self.queue.put(job)
+        return job
+
+    def run(
+        self,
+        job_id: str,
+        request: JobRequest,
+        on_step: StepCallback,
+        *,
+        timeout_s: float,
+        resume: Any = None,
+        start: Callable[[], None] | None = None,
+        created: float | None = None,
+        priority: int = INTERACTIVE_PRIORITY,
+    ) -> JobResult:
+        """Submit a job and wait for its result; raises what stopped it, or `JobTimeoutError` after `timeout_s`."""
+        job = self.submit(job_id, request, on_step, resume=resume, start=start, created=created, priority=priority)
+        try:
+            return job.future.result(timeout=timeout_s)
+        except FutureTimeoutError:
+            # The job's own callback fails it at its next step (its deadline has passed); nobody waits any more.
+            raise JobTimeoutError(f"no result after {timeout_s:g} s") from None
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            batch = self.queue.take(timeout_s=0.5)
+            if batch:
+                try:
+                    self._run(batch)
+                except BaseException as exc:  # never leave a waiting thread hanging, never kill the executor
+                    log.exception("batch of %d job(s) failed", len(batch))
+                    _fail(batch, exc)
+
+    def _run(self, batch: list[BatchJob]) -> None:
+        live = [job for job in batch if _still_wanted(job)]
+        if not live:
+            return
+        model = live[0].request.model
+        assert model is not None  # JobMessage guarantees a resolved model
+        try:
+            # The batch key includes the LoRA set, so the whole batch shares the first job's adapters.
+            with self.models.use(model, loras=live[0].request.loras) as (pipe, load_s):
+                self._render(pipe, live, load_s)
+        except Exception as exc:  # the model did not load: every job of the batch fails with the same error
+            _fail(live, exc)
+
+    def _render(self, pipe: Any, jobs: Sequence[BatchJob], load_s: float) -> None:
+        warnings = {job: [w] if (w := prompt_truncation_warning(pipe, job.request.prompt)) else [] for job in jobs}
+        stopped: dict[BatchJob, BaseException] = {}
+        # Checkpoint/resume hook (spot hand-offs): a resumed job always runs alone (see BatchJob.resume).
+        tap = DenoiseTap(resume=jobs[0].resume if len(jobs) == 1 else None)
+        rows, first_row = {}, 0
+        for job in jobs:
+            rows[job] = slice(first_row, first_row + job.request.num_images)
+            first_row += job.request.num_images
+
+        def on_step(done: int, total: int) -> None:
+            for job in jobs:
+                if job in stopped:
+                    continue
+                try:
+                    job.on_step(done, total)
+                except Exception as exc:
+                    if isinstance(exc, JobInterruptedError) and exc.snapshot is None and done > 0:
+                        try:
+                            exc.snapshot = tap.capture(rows[job])
+                        except CheckpointError as capture_exc:  # hand off without one: it restarts
+                            log.warning("job %s: no checkpoint: %s", job.job_id, capture_exc)
+                    stopped[job] = exc
+                    job.future.set_exception(exc)  # its thread settles the job now, not at the end of the batch
+            if len(stopped) == len(jobs):
+                raise _BatchStopped
+
+        images = sum(job.request.num_images for job in jobs)
+        self.pipeline_calls += 1  # counted as the call starts: a stopped job's thread may look before it returns
+        started_at, started = time.time(), time.perf_counter()
+        try:
+            results = generate_batch(pipe, [job.request for job in jobs], on_step=on_step, tap=tap)
+        except _BatchStopped:
+            return
+        except OutOfMemoryError as exc:
+            remaining = [job for job in jobs if job not in stopped]
+            if len(remaining) == 1:
+                _fail(remaining, exc)
+                return
+            log.warning("out of memory with %d image(s) in one call; retrying in halves", images)
+            half = len(remaining) // 2
+            if half:
+                self._render(pipe, remaining[:half], load_s)
+                self._render(pipe, remaining[half:], load_s)
+            return
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.record_batch(images=images, jobs=len(jobs), seconds=elapsed)
+        for job, job_images in zip(jobs, results, strict=True):
+            if job not in stopped:
+                job.future.set_result(
+                    JobResult(job_images, warnings[job], load_s, elapsed, images, started_at=started_at)
+                )
+
+
+def _still_wanted(job: BatchJob) -> bool:
+    """Start the job (its runner claims it) and ask its callback (step 0) whether it still runs."""
+    try:
+        if job.start is not None:
+            job.start()
+        job.on_step(0, job.request.steps)
+    except Exception as exc:
+        job.future.set_exception(exc)
+        return False
+    return True
+
+
+def _fail(jobs: Sequence[BatchJob], exc: BaseException) -> None:
+    for job in jobs:
+        if not job.future.done():
+            job.future.set_exception(exc)

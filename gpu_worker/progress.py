@@ -1,0 +1,62 @@
+"""Sending running jobs' progress from one background thread, so the denoising loop never waits on Redis.
+
+A job's step callback runs on the GPU executor's thread, between two denoising steps of a batch that may hold
+several jobs. Writing each job's progress there would put a Redis round trip per job into every step the GPU makes.
+Instead the callback leaves the latest progress here and returns; the pump thread sends what is new every
+`interval_s` through each job's `Lease.report`, which also refreshes the job's cancel and lost flags that the
+callback reads. The job's own thread sends the final progress itself (`flush`) before it settles the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+
+from producer.jobs import Progress
+
+from .lease import Lease
+
+log = logging.getLogger(__name__)
+
+
+class ProgressPump:
+    """Latest unsent progress per lease, written to the job store every `interval_s` by one daemon thread."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = max(interval_s, 0.01)
+        self._pending: dict[Lease, Progress] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def update(self, lease: Lease, progress: Progress) -> None:
+        """Record `progress` for `lease`'s job (cheap: no I/O); the pump sends the latest within `interval_s`."""
+        with self._lock:
+            self._pending[lease] = progress
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="progress-pump", daemon=True)
+                self._thread.start()
+
+    def flush(self, lease: Lease) -> None:
+        """Send `lease`'s unsent progress now, in the caller's thread (before the job settles)."""
+        with self._lock:
+            progress = self._pending.pop(lease, None)
+        if progress is not None:
+            lease.report(progress)
+
+    def discard(self, lease: Lease) -> None:
+        """Forget `lease`'s unsent progress (its job ended)."""
+        with self._lock:
+            self._pending.pop(lease, None)
+
+    def _loop(self) -> None:
+        while not self._wake.wait(self.interval_s):
+            with self._lock:
+                batch, self._pending = self._pending, {}
+            for lease, progress in batch.items():
+                try:
+                    lease.report(progress)
+                except redis.RedisError as exc:  # the lease thread retries renewals; progress can wait a beat
+                    log.warning("progress of %s not recorded: %s", lease.job_id, exc)
