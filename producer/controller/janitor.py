@@ -1,0 +1,171 @@
+"""The janitor: no job stays stuck `running` after its worker died, none stays `queued` without a message.
+
+* A running job whose lease expired (its worker stopped renewing) is requeued, or failed with `worker_lost` once
+  it has used its attempts. The change is one Lua call fenced by the attempt number and re-checking the lease, so
+  a worker that finishes at the same moment either wins (the janitor does nothing) or is fenced off (its late
+  result is refused): the job reaches `succeeded` exactly once.
+* A queued job whose Dramatiq message is gone (Redis lost it, or a producer died between recording and sending)
+  is re-enqueued. A job counts as lost only when two sweeps at least `lost_message_grace_s` apart found no
+  message for it, so the instant between recording and sending a job never triggers a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import dq_name
+
+from .. import keys
+from ..broker import BATCH_ACTOR, send
+from ..errors import JobNotFoundError
+from ..jobs import JobMessage, JobStatus
+from ..store import JobStore
+from .work import NAMESPACE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JanitorReport:
+    """What one sweep did (or, in a dry run, would do)."""
+
+    requeued: list[str] = field(default_factory=list)  #: expired leases handed back for a new attempt
+    failed: list[str] = field(default_factory=list)  #: expired leases out of attempts: failed `worker_lost`
+    reenqueued: list[str] = field(default_factory=list)  #: queued jobs whose lost message was sent again
+    expired: list[str] = field(default_factory=list)  #: dry run: expired leases seen
+    suspects: int = 0  #: queued jobs without a message, within their grace period
+
+    def describe(self) -> str:
+        """One line for logs and `--dry-run`."""
+        return (
+            f"janitor requeued={len(self.requeued)} failed={len(self.failed)} reenqueued={len(self.reenqueued)}"
+            f" expired_leases={len(self.expired)} suspects={self.suspects}"
+        )
+
+
+def message_job_ids(client: redis.Redis, queue: str, *, namespace: str = NAMESPACE) -> set[str]:
+    """Ids of the jobs that have a message on `queue` or its delay queue (pending, delayed or fetched)."""
+    found: set[str] = set()
+    for name in (queue, dq_name(queue)):
+        for _, data in client.hscan_iter(f"{namespace}:{name}.msgs", count=1000):
+            found.add(_job_id(data))
+    return found
+
+
+def _job_id(data: bytes) -> str:
+    try:
+        message = json.loads(data)
+        args = message.get("args") or [{}]
+        job_id = args[0].get("job_id") if isinstance(args[0], dict) else None
+        return str(job_id or message.get("message_id", ""))
+    except (ValueError, AttributeError, IndexError):
+        return ""
+
+
+class Janitor:
+    """Sweeps expired leases and lost messages of one queue."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        broker: RedisBroker,
+        *,
+        queue: str,
+        batch_queue: str | None = None,
+        max_attempts: int,
+        lease_grace_s: float,
+        lost_message_grace_s: float,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.queue = queue
+        self.batch_queue = batch_queue
+        self.max_attempts = max_attempts
+        self.lease_grace_s = lease_grace_s
+        self.lost_message_grace_s = lost_message_grace_s
+        self._suspects: dict[str, float] = {}  # job id → when a sweep first found it without a message
+        self._scanned_at = -float("inf")
+
+    def sweep(self, *, dry_run: bool = False) -> JanitorReport:
+        """One pass over running and queued jobs."""
+        report = JanitorReport()
+        reaped = self._reap_expired(report, dry_run=dry_run)
+        # Reading every message is the costly part (a big backlog is megabytes): twice per grace period suffices.
+        if reaped or time.monotonic() - self._scanned_at >= self.lost_message_grace_s / 2:
+            self._scanned_at = time.monotonic()
+            self._find_lost(report, reaped, dry_run=dry_run)
+        return report
+
+    def _reap_expired(self, report: JanitorReport, *, dry_run: bool) -> set[str]:
+        client = self.store.client
+        running = [m.decode() for m in client.zrange(keys.index(JobStatus.RUNNING.value), 0, -1)]  # type: ignore[union-attr]
+        seconds, micros = client.time()
+        now = float(seconds) + float(micros) / 1e6  # Redis's clock: the one leases are written in
+        pipe = client.pipeline(transaction=False)
+        for job_id in running:
+            pipe.hmget(keys.job(job_id), ["lease_until", "attempts", "status"])
+        reaped: set[str] = set()
+        for job_id, (lease, attempts, status) in zip(running, pipe.execute(), strict=True):
+            if status != b"running" or attempts is None or float(lease or 0) + self.lease_grace_s > now:
+                continue
+            if dry_run:
+                report.expired.append(job_id)
+                continue
+            note = f"attempt {int(attempts)} lost its worker (lease expired); the janitor took the job back"
+            outcome = self.store.reap(
+                job_id, int(attempts), grace_s=self.lease_grace_s, max_attempts=self.max_attempts, note=note
+            )
+            if outcome.outcome == "requeued":
+                log.warning("job %s: attempt %s lost its worker; requeued", job_id, attempts.decode())
+                report.requeued.append(job_id)
+                reaped.add(job_id)
+            elif outcome.outcome == "failed":
+                log.warning("job %s: attempt %s lost its worker, no attempts left: failed", job_id, attempts.decode())
+                report.failed.append(job_id)
+        return reaped
+
+    def _find_lost(self, report: JanitorReport, reaped: Iterable[str], *, dry_run: bool) -> None:
+        client = self.store.client
+        queued = {m.decode() for m in client.zrange(keys.index(JobStatus.QUEUED.value), 0, -1)}  # type: ignore[union-attr]
+        if not queued:
+            self._suspects.clear()
+            return
+        with_message: set[str] = set()
+        for queue in filter(None, (self.queue, self.batch_queue)):
+            with_message |= message_job_ids(client, queue, namespace=self.broker.namespace)
+        missing = queued - with_message
+        now = time.monotonic()
+        self._suspects = {job_id: self._suspects.get(job_id, now) for job_id in missing}
+        reaped = set(reaped)
+        for job_id, first_seen in list(self._suspects.items()):
+            # A job the janitor itself just requeued has no producer about to send its message: no grace needed.
+            if job_id not in reaped and now - first_seen < self.lost_message_grace_s:
+                report.suspects += 1
+                continue
+            if dry_run:
+                report.reenqueued.append(job_id)
+                continue
+            if self._reenqueue(job_id):
+                report.reenqueued.append(job_id)
+            del self._suspects[job_id]
+
+    def _reenqueue(self, job_id: str) -> bool:
+        try:
+            record = self.store.get(job_id)
+        except JobNotFoundError:
+            return False
+        if record.status is not JobStatus.QUEUED or record.cancel_requested:
+            return False
+        message = JobMessage(job_id=job_id, request=record.request, checkpoint=record.checkpoint)
+        if record.batch_id and self.batch_queue:  # back where it came from, behind interactive jobs
+            send(self.broker, self.batch_queue, message, actor=BATCH_ACTOR)
+        else:
+            send(self.broker, self.queue, message)
+        log.warning("job %s: queued without a message; re-enqueued", job_id)
+        return True
