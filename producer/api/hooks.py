@@ -1,0 +1,166 @@
+"""`POST /v1/hooks/jobs`: jobs pushed by another system as Standard Webhooks messages, instead of API calls.
+
+The signature is the authentication. With API keys, the sender names its key (`?key_id=`) and signs with that
+key's `whsec_…` secret; the jobs then belong to the key's tenant and count against its limits. Open mode (no keys)
+verifies against `SDQ_INBOUND_WEBHOOK_SECRETS`. A message is accepted once: its `webhook-id` is remembered past
+the 5-minute timestamp tolerance, so a replay within or after the window is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from .. import keys
+from ..jobs import JobRecord, JobRequest
+from ..ratelimit import Limits
+from ..store import Owner
+from ..webhooks.signing import TOLERANCE_S, SignatureError, verify
+from .deps import Deps
+from .errors import ERROR_RESPONSES, error_response
+
+#: Jobs one inbound message may carry.
+MAX_JOBS_PER_HOOK = 100
+#: How long an accepted `webhook-id` is remembered: past the timestamp window on both sides, so no replay passes.
+SEEN_TTL_S = int(2 * TOLERANCE_S + 60)
+
+router = APIRouter(tags=["webhooks"], responses=ERROR_RESPONSES)
+_JOBS = TypeAdapter(JobRequest | list[JobRequest])
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """Webhook settings the API needs: inbound secrets (open mode) and the queue redeliveries go to."""
+
+    inbound_secrets: tuple[str, ...] = ()
+    webhook_queue: str = "sdq-webhooks"
+    delivery_ttl_s: int = 8 * 24 * 3600
+
+    @staticmethod
+    def of(request: Request) -> HookConfig:
+        config = getattr(request.app.state, "hooks", None)
+        return config if isinstance(config, HookConfig) else HookConfig()
+
+
+class HookAccepted(BaseModel):
+    """The jobs an inbound message made, in the order it listed them."""
+
+    webhook_id: str
+    jobs: list[JobRecord] = Field(default_factory=list)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+@router.post(
+    "/v1/hooks/jobs",
+    status_code=202,
+    response_model=HookAccepted,
+    summary="Submit jobs as a signed webhook",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/JobRequest"},
+                            {
+                                "type": "array",
+                                "items": {"$ref": "#/components/schemas/JobRequest"},
+                                "minItems": 1,
+                                "maxItems": MAX_JOBS_PER_HOOK,
+                            },
+                        ]
+                    }
+                }
+            },
+        }
+    },
+)
+async def inbound(
+    http: Request, key_id: Annotated[str | None, Query(pattern=r"^[0-9a-f]{16}$")] = None
+) -> JSONResponse:
+    """A job (or a list of up to 100) signed with the Standard Webhooks scheme. 401 on a bad, stale or missing
+    signature, 409 when the `webhook-id` was already accepted; nothing is enqueued in either case."""
+    body = await http.body()
+    try:
+        return await run_in_threadpool(_accept, http, key_id, body)
+    except _Refused as refused:
+        return error_response(refused.status, refused.code, str(refused))
+
+
+def _accept(http: Request, key_id: str | None, body: bytes) -> JSONResponse:
+    secrets, owner, limit = _secrets_and_owner(http, key_id)
+    try:
+        msg_id = verify(secrets, dict(http.headers), body)
+    except SignatureError as exc:
+        raise _Refused(401, "invalid_signature", f"webhook signature rejected: {exc}") from exc
+    if limit is not None:
+        limit()
+    requests = _parse(body)
+    deps = Deps.of(http)
+    client = deps.service.store.client
+    seen = keys.inbound_seen(f"{owner.key_id or '-'}:{msg_id}")
+    if not client.set(seen, "", nx=True, ex=SEEN_TTL_S):
+        earlier = (client.get(seen) or b"").decode()  # type: ignore[union-attr]
+        detail = f" (it made job(s) {earlier})" if earlier else ""
+        raise _Refused(409, "replayed", f"webhook-id {msg_id!r} was already accepted{detail}; nothing was enqueued")
+    records: list[JobRecord] = []
+    try:
+        for request in requests:
+            records.append(deps.service.submit(request, owner=owner))
+    except Exception:
+        if not records:  # nothing enqueued: let the sender's retry (same webhook-id) through
+            client.delete(seen)
+        raise
+    finally:
+        if records:
+            client.set(seen, ",".join(r.id for r in records), ex=SEEN_TTL_S)
+    accepted = HookAccepted(webhook_id=msg_id, jobs=records)
+    return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+
+
+def _secrets_and_owner(http: Request, key_id: str | None) -> tuple[list[str], Owner, Any]:
+    auth = getattr(http.app.state, "auth", None)
+    if auth is not None and getattr(auth, "keys", None) is not None:
+        key = auth.keys.get(key_id) if key_id else None
+        if key is None or key.revoked:
+            raise _Refused(401, "unauthenticated", "name a live API key with ?key_id=<id> (its secret signs the hook)")
+        limits = Limits.of(key, auth.defaults)
+        owner = Owner(tenant=key.tenant, key_id=key.id, max_queued=limits.max_queued_jobs)
+        limit = (lambda: auth.limiter.check(key.id, limits)) if auth.limiter is not None else None
+        return [key.webhook_secret], owner, limit
+    secrets = list(HookConfig.of(http).inbound_secrets)
+    if not secrets:
+        raise _Refused(404, "not_found", "inbound webhooks are off: set SDQ_INBOUND_WEBHOOK_SECRETS to turn them on")
+    return secrets, Owner(), None
+
+
+def _parse(body: bytes) -> list[JobRequest]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "invalid JSON"}]) from None
+    if isinstance(data, list) and not 1 <= len(data) <= MAX_JOBS_PER_HOOK:
+        message = f"a hook carries 1–{MAX_JOBS_PER_HOOK} jobs (got {len(data)})"
+        raise RequestValidationError([{"type": "value_error", "loc": ("body",), "msg": message}])
+    try:
+        parsed = _JOBS.validate_python(data)
+    except ValidationError as exc:
+        # Report the errors of the shape the sender used (one job, or the list), not of both union members.
+        errors = [e for e in exc.errors() if (e["loc"][:1] == ("list[JobRequest]",)) == isinstance(data, list)]
+        for error in errors:
+            error["loc"] = tuple(part for part in error["loc"] if part not in ("JobRequest", "list[JobRequest]"))
+        raise RequestValidationError(errors or exc.errors()) from None
+    return parsed if isinstance(parsed, list) else [parsed]

@@ -1,0 +1,182 @@
+"""Turning job transitions into webhook messages.
+
+The store's Lua scripts append each transition of a job that has a webhook to the `sdq:events` stream in the same
+atomic step as the change (lua/_moved.lua), so there is exactly one terminal entry per job. The dispatcher reads the
+stream in a consumer group, builds the event (`WebhookEvent`), records the message in the delivery log under an id
+derived from the job and the transition (a re-read entry cannot make a second message) and enqueues its first
+attempt. Entries are acknowledged only after that, and entries of a dispatcher that died are claimed by another.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import cast
+
+import redis
+
+from .. import keys
+from ..errors import JobNotFoundError
+from ..jobs import DEFAULT_WEBHOOK_EVENTS, JobRecord, JobStatus, WebhookEvent, WebhookEventType
+from ..store import JobStore
+from .log import DeliveryLog
+
+log = logging.getLogger(__name__)
+
+GROUP = "sdq-webhooks"
+#: An entry a consumer read but did not acknowledge for this long is taken over by another (it died).
+CLAIM_IDLE_MS = 60_000
+_BY_TRANSITION = {
+    "running": WebhookEventType.JOB_STARTED,
+    "progress": WebhookEventType.JOB_PROGRESS,
+    JobStatus.SUCCEEDED.value: WebhookEventType.JOB_SUCCEEDED,
+    JobStatus.FAILED.value: WebhookEventType.JOB_FAILED,
+    JobStatus.CANCELED.value: WebhookEventType.JOB_CANCELED,
+}
+
+_Entry = tuple[bytes, dict[bytes, bytes]]
+#: Enqueues the first attempt of a message.
+SendNow = Callable[[str], None]
+
+
+def message_id(job_id: str, kind: WebhookEventType, *, attempt: str, entry_id: str) -> str:
+    """The `webhook-id` of an event: fixed by what happened, so a re-read stream entry maps to the same message.
+
+    A job has one terminal event; it may start more than once (one `job.started` per attempt)."""
+    name = kind.value.split(".")[1]
+    if kind is WebhookEventType.JOB_STARTED:
+        return f"msg_{job_id}_{name}_{attempt}"
+    if kind is WebhookEventType.JOB_PROGRESS:
+        return f"msg_{job_id}_{name}_{entry_id.replace('-', '_')}"
+    return f"msg_{job_id}_{name}"
+
+
+class Dispatcher:
+    """Consumes the events stream; one per `sdq webhooks` process, any number of processes."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        store: JobStore,
+        deliveries: DeliveryLog,
+        send: SendNow,
+        *,
+        consumer: str,
+        progress_interval_s: float = 2.0,
+        batch: int = 100,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.deliveries = deliveries
+        self.send = send
+        self.consumer = consumer
+        self.progress_interval_s = progress_interval_s
+        self.batch = batch
+
+    def ensure_group(self) -> None:
+        """Create the consumer group (reading from the start of the stream, so no earlier event is missed)."""
+        try:
+            self.client.xgroup_create(keys.EVENTS, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def run(self, stop: threading.Event, *, block_ms: int = 500) -> None:
+        """Dispatch until `stop` is set; Redis errors are logged and retried (a webhook never fails a job)."""
+        self.ensure_group()
+        rounds = 0
+        while not stop.is_set():
+            try:
+                if rounds % 100 == 0:
+                    self.reclaim()
+                self.poll(block_ms=block_ms)
+            except redis.RedisError as exc:
+                log.warning("webhook dispatcher: Redis error, retrying: %s", exc)
+                stop.wait(1.0)
+            rounds += 1
+
+    def poll(self, *, block_ms: int = 0) -> int:
+        """Dispatch the entries waiting for this consumer; returns how many were handled."""
+        found = cast(
+            list[tuple[bytes, list[_Entry]]] | None,
+            self.client.xreadgroup(GROUP, self.consumer, {keys.EVENTS: ">"}, count=self.batch, block=block_ms or None),
+        )
+        return sum(self._handle_all(entries) for _, entries in found or [])
+
+    def reclaim(self) -> int:
+        """Take over the entries a dead consumer left unacknowledged, and dispatch them."""
+        result = self.client.xautoclaim(keys.EVENTS, GROUP, self.consumer, CLAIM_IDLE_MS, "0-0", count=self.batch)
+        return self._handle_all(result[1])
+
+    def _handle_all(self, entries: list[_Entry]) -> int:
+        for entry_id, fields in entries:
+            try:
+                self.handle(entry_id.decode(), {k.decode(): v.decode() for k, v in fields.items()})
+            except (JobNotFoundError, ValueError) as exc:  # the record expired, or an entry this version cannot read
+                log.warning("webhook dispatcher: skipping event %s: %s", entry_id, exc)
+            self.client.xack(keys.EVENTS, GROUP, entry_id)
+        return len(entries)
+
+    def handle(self, entry_id: str, fields: dict[str, str]) -> str | None:
+        """Turn one stream entry into a message and enqueue it; returns the message id (None when not sent)."""
+        if fields.get("to") == WebhookEventType.BATCH_COMPLETED.value:
+            return self._batch_completed(fields)
+        kind = _BY_TRANSITION.get(fields.get("to", ""))
+        if kind is None:
+            return None
+        job_id = fields["job_id"]
+        record = self.store.get(job_id)
+        key_id = self.client.hget(keys.job(job_id), "key_id")
+        key_id = key_id.decode() if isinstance(key_id, bytes) else key_id
+        url = record.request.webhook_url or self._key_url(key_id)
+        if not url or kind not in _wanted(record, from_key=not record.request.webhook_url):
+            return None
+        if kind is WebhookEventType.JOB_PROGRESS and not self._progress_due(record):
+            return None
+        msg_id = message_id(job_id, kind, attempt=fields.get("attempt", "0"), entry_id=entry_id)
+        at = datetime.fromtimestamp(float(fields["at"]), tz=timezone.utc)
+        event = WebhookEvent(id=msg_id, type=kind, timestamp=at, data=record)
+        return self._record_and_send(event, job_id, url, key_id)
+
+    def _batch_completed(self, fields: dict[str, str]) -> str | None:
+        from ..batches import _batch_record  # lazily: the batches module builds on the job service
+
+        batch_id = fields["batch_id"]
+        raw = cast(dict[bytes, bytes], self.client.hgetall(keys.batch(batch_id)))
+        batch = {k.decode(): v.decode() for k, v in raw.items()}
+        key_id = batch.get("key_id") or None
+        url = batch.get("webhook_url") or self._key_url(key_id)
+        if not batch or not url:
+            return None
+        at = datetime.fromtimestamp(float(fields["at"]), tz=timezone.utc)
+        data = _batch_record(batch, cost=None).model_dump(mode="json")
+        kind = WebhookEventType.BATCH_COMPLETED
+        event = WebhookEvent(id=f"msg_{batch_id}_completed", type=kind, timestamp=at, data=data)
+        return self._record_and_send(event, batch_id, url, key_id)
+
+    def _record_and_send(self, event: WebhookEvent, subject_id: str, url: str, key_id: str | None) -> str:
+        extra = {"key_id": key_id} if key_id else {}
+        if self.deliveries.create(event.id, subject_id, event.type, url, event.model_dump_json().encode(), **extra):
+            self.send(event.id)
+        elif self.deliveries.fields(event.id).get("attempts") == b"0":
+            self.send(event.id)  # a dispatcher died between recording and enqueueing: the attempt lock dedupes
+        return event.id
+
+    def _key_url(self, key_id: str | None) -> str | None:
+        if not key_id:
+            return None
+        url = self.client.hget(keys.api_key(key_id), "webhook_url")
+        return url.decode() if isinstance(url, bytes) else url
+
+    def _progress_due(self, record: JobRecord) -> bool:
+        if record.status.is_terminal:
+            return False  # a late progress event after the end would only confuse the receiver
+        interval_ms = max(1, int(self.progress_interval_s * 1000))
+        return bool(self.client.set(keys.progress_sent(record.id), "1", nx=True, px=interval_ms))
+
+
+def _wanted(record: JobRecord, *, from_key: bool) -> frozenset[WebhookEventType]:
+    # An API key's default endpoint gets the default set; a job's own webhook what the job asked for.
+    return DEFAULT_WEBHOOK_EVENTS if from_key else record.request.wanted_webhook_events

@@ -1,0 +1,48 @@
+"""Which secrets sign a message: the API key's own `whsec_…` for its jobs, else the server's secrets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis
+from filelock import FileLock
+
+from .. import keys
+from .signing import new_secret, secret_key
+
+
+class Keyring:
+    """Looks up signing secrets. Server secrets are several during a rotation: each message carries all their
+    signatures, so receivers holding either the old or the new one accept it."""
+
+    def __init__(self, client: redis.Redis, server_secrets: Sequence[str]) -> None:
+        for secret in server_secrets:
+            secret_key(secret)  # fail at start-up, not on the first delivery
+        if not server_secrets:
+            raise ValueError("at least one server webhook secret is needed")
+        self.client = client
+        self.server_secrets = list(server_secrets)
+
+    def secrets_for(self, key_id: str | None) -> list[str]:
+        """The secrets that sign messages of jobs submitted with API key `key_id` (None: no key)."""
+        if key_id:
+            secret = self.client.hget(keys.api_key(key_id), "webhook_secret")
+            if secret:
+                return [secret.decode() if isinstance(secret, bytes) else str(secret)]
+        return self.server_secrets
+
+
+def server_secrets(configured: Sequence[str], data_dir: Path) -> list[str]:
+    """`SDQ_WEBHOOK_SECRETS`, else one secret generated once under the data directory (mode 0600)."""
+    if configured:
+        return list(configured)
+    path = data_dir / "webhook.key"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.touch(mode=0o600)
+            tmp.write_text(new_secret())
+            tmp.replace(path)
+        return [path.read_text().strip()]

@@ -1,0 +1,190 @@
+"""The delivery log: each webhook message, its state and every attempt, kept in Redis beside its job."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any, cast
+
+import redis
+from pydantic import BaseModel, ConfigDict
+
+from .. import keys
+from ..jobs import WebhookEventType, _TextEnum
+
+#: Attempts kept in a message's log (the newest; a message gets at most len(retry schedule) + redeliveries).
+MAX_LOGGED_ATTEMPTS = 30
+_EXCERPT_CHARS = 512
+
+# Create a message unless it exists: the dispatcher may see one stream entry twice (consumer-group redelivery),
+# and the first write must win whole. Returns 1 when created, 0 when it already existed.
+_CREATE = """
+if redis.call("EXISTS", KEYS[1]) == 1 then return 0 end
+for i = 3, #ARGV, 2 do redis.call("HSET", KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call("EXPIRE", KEYS[1], ARGV[2])
+redis.call("RPUSH", KEYS[2], ARGV[1])
+redis.call("EXPIRE", KEYS[2], ARGV[2])
+return 1
+"""
+
+
+class DeliveryState(_TextEnum):
+    """Where a webhook message stands."""
+
+    PENDING = "pending"  # waiting for its first attempt or a retry
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # every scheduled attempt failed (or a best-effort progress event failed once)
+    DISABLED = "disabled"  # the endpoint answered 410 Gone, now or earlier: nothing more is sent to it
+    BLOCKED = "blocked"  # the SSRF guard refused the URL
+
+
+class DeliveryAttempt(BaseModel):
+    """One try: when, what the receiver said (or the error), and how long it took."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime
+    status_code: int | None = None
+    duration_ms: float
+    error: str | None = None
+    response: str = ""
+
+
+class Delivery(BaseModel):
+    """A webhook message and its attempts, as `GET /v1/jobs/{id}/deliveries` reports it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    job_id: str
+    type: WebhookEventType
+    url: str
+    state: DeliveryState
+    created_at: datetime
+    next_attempt_at: datetime | None = None
+    attempts: list[DeliveryAttempt]
+
+
+class DeliveryList(BaseModel):
+    """Every webhook message of one job, oldest first."""
+
+    model_config = ConfigDict(frozen=True)
+
+    deliveries: list[Delivery]
+
+
+def endpoint_digest(url: str) -> str:
+    """Short stable name of an endpoint (for the disabled-endpoint flag)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:32]
+
+
+class DeliveryLog:
+    """Reads and writes webhook messages in Redis."""
+
+    def __init__(self, client: redis.Redis, *, ttl_s: int) -> None:
+        self.client = client
+        self.ttl_s = ttl_s
+        self._create = client.register_script(_CREATE)
+
+    def create(self, msg_id: str, job_id: str, kind: WebhookEventType, url: str, body: bytes, **extra: str) -> bool:
+        """Record a new pending message; False when `msg_id` exists already (nothing is changed then)."""
+        fields: dict[str, str | bytes] = {
+            "id": msg_id,
+            "job_id": job_id,
+            "type": kind.value,
+            "url": url,
+            "body": body,
+            "state": DeliveryState.PENDING.value,
+            "created_at": repr(time.time()),
+            "attempts": "0",
+            "log": "[]",
+            **extra,
+        }
+        args: list[Any] = [msg_id, self.ttl_s, *(v for pair in fields.items() for v in pair)]
+        return bool(self._create(keys=[keys.delivery(msg_id), keys.job_deliveries(job_id)], args=args))
+
+    def fields(self, msg_id: str) -> dict[str, bytes]:
+        """The raw fields of a message (empty when unknown)."""
+        raw: dict[bytes, bytes] = self.client.hgetall(keys.delivery(msg_id))  # type: ignore[assignment]
+        return {k.decode(): v for k, v in raw.items()}
+
+    def get(self, msg_id: str) -> Delivery | None:
+        """One message, or None."""
+        fields = self.fields(msg_id)
+        return _delivery(fields) if fields else None
+
+    def for_job(self, job_id: str) -> list[Delivery]:
+        """Every message of a job, oldest first."""
+        ids: list[bytes] = self.client.lrange(keys.job_deliveries(job_id), 0, -1)  # type: ignore[assignment]
+        pipe = self.client.pipeline(transaction=False)
+        for msg_id in ids:
+            pipe.hgetall(keys.delivery(msg_id.decode()))
+        return [_delivery({k.decode(): v for k, v in f.items()}) for f in pipe.execute() if f]
+
+    def record_attempt(
+        self, msg_id: str, attempt: DeliveryAttempt, state: DeliveryState, next_at: float | None = None
+    ) -> int:
+        """Append an attempt and set the message's state; returns how many attempts it has had."""
+        log = json.loads(cast(bytes, self.client.hget(keys.delivery(msg_id), "log")) or b"[]")
+        log = [*log, attempt.model_dump(mode="json")][-MAX_LOGGED_ATTEMPTS:]
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hincrby(keys.delivery(msg_id), "attempts", 1)
+        pipe.hset(keys.delivery(msg_id), mapping={"log": json.dumps(log), "state": state.value})
+        if next_at is None:
+            pipe.hdel(keys.delivery(msg_id), "next_at")
+        else:
+            pipe.hset(keys.delivery(msg_id), "next_at", repr(next_at))
+        return int(pipe.execute()[0])
+
+    def set_state(self, msg_id: str, state: DeliveryState) -> None:
+        """Change a message's state without an attempt (e.g. skipped because its endpoint is disabled)."""
+        self.client.hset(keys.delivery(msg_id), mapping={"state": state.value})
+        self.client.hdel(keys.delivery(msg_id), "next_at")
+
+    def reopen(self, msg_id: str) -> None:
+        """Make a message pending again for a redelivery, and re-enable its endpoint (an explicit user action)."""
+        found = cast(list[bytes | None], self.client.hmget(keys.delivery(msg_id), ["url", "attempts"]))
+        url, attempts = ((v or b"").decode() for v in found)
+        pipe = self.client.pipeline(transaction=True)
+        # The retry schedule starts over from this attempt on (`round_start`); the log keeps counting.
+        pipe.hset(keys.delivery(msg_id), "state", DeliveryState.PENDING.value)
+        pipe.hset(keys.delivery(msg_id), "round_start", attempts or "0")
+        pipe.delete(keys.disabled_endpoint(endpoint_digest(url)))
+        pipe.execute()
+
+    def disable_endpoint(self, url: str) -> None:
+        """Stop sending to `url` (it answered 410 Gone)."""
+        self.client.set(keys.disabled_endpoint(endpoint_digest(url)), repr(time.time()))
+
+    def endpoint_disabled(self, url: str) -> bool:
+        """Whether `url` answered 410 Gone before."""
+        return bool(self.client.exists(keys.disabled_endpoint(endpoint_digest(url))))
+
+    def lock(self, msg_id: str, hold_s: float) -> bool:
+        """Take the in-flight lock of a message (one attempt at a time, even if its queue message is doubled)."""
+        return bool(self.client.set(keys.delivery_lock(msg_id), "1", nx=True, px=max(1, int(hold_s * 1000))))
+
+    def unlock(self, msg_id: str) -> None:
+        """Release the in-flight lock."""
+        self.client.delete(keys.delivery_lock(msg_id))
+
+
+def _time(value: bytes | None) -> datetime | None:
+    return datetime.fromtimestamp(float(value), tz=timezone.utc) if value else None
+
+
+def _delivery(f: dict[str, bytes]) -> Delivery:
+    created = _time(f["created_at"])
+    assert created is not None
+    return Delivery(
+        id=f["id"].decode(),
+        job_id=f["job_id"].decode(),
+        type=WebhookEventType(f["type"].decode()),
+        url=f["url"].decode(),
+        state=DeliveryState(f["state"].decode()),
+        created_at=created,
+        next_attempt_at=_time(f.get("next_at")),
+        attempts=[DeliveryAttempt.model_validate(a) for a in json.loads(f.get("log") or b"[]")],
+    )
