@@ -3,13 +3,26 @@
 from .client import ApiError, AsyncClient, Client
 from .direct import connect, enqueue
 from .errors import (
+    AuthenticationError,
+    BatchNotFoundError,
+    IdempotencyConflictError,
     JobConflictError,
     JobNotFoundError,
     ModelNotAllowedError,
     ProducerError,
     QueueUnavailableError,
+    QuotaExceededError,
+    RateLimitedError,
+    WebhookUrlError,
 )
 from .jobs import (
+    BatchCounts,
+    BatchCreated,
+    BatchJobPage,
+    BatchRecord,
+    BatchRequest,
+    BatchStatus,
+    CheckpointRef,
     ErrorCode,
     JobError,
     JobPage,
@@ -21,14 +34,26 @@ from .jobs import (
     Progress,
     Scheduler,
     Timings,
+    WebhookEvent,
+    WebhookEventType,
 )
 from .service import JobService
 
 __all__ = [
     "ApiError",
     "AsyncClient",
+    "AuthenticationError",
+    "BatchCounts",
+    "BatchCreated",
+    "BatchJobPage",
+    "BatchNotFoundError",
+    "BatchRecord",
+    "BatchRequest",
+    "BatchStatus",
+    "CheckpointRef",
     "Client",
     "ErrorCode",
+    "IdempotencyConflictError",
     "JobConflictError",
     "JobError",
     "JobNotFoundError",
@@ -43,8 +68,13 @@ __all__ = [
     "ProducerError",
     "Progress",
     "QueueUnavailableError",
+    "QuotaExceededError",
+    "RateLimitedError",
     "Scheduler",
     "Timings",
+    "WebhookEvent",
+    "WebhookEventType",
+    "WebhookUrlError",
     "connect",
     "enqueue",
 ]

@@ -7,6 +7,8 @@ queue, so `import producer` stays free of torch and diffusers.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from uuid import uuid4
 
 import redis
 from dramatiq import Message
@@ -17,6 +19,9 @@ from .jobs import JobMessage
 
 #: Name of the worker's generation actor; the contract between producer and worker.
 GENERATE_ACTOR = "generate"
+#: The same work for batch jobs, on the batch queue. A separate actor name lets the worker rank it below
+#: interactive jobs: Dramatiq orders a worker's prefetched messages by their actor's priority.
+BATCH_ACTOR = "generate_batch"
 
 
 def make_broker(
@@ -28,11 +33,11 @@ def make_broker(
     )
 
 
-def job_message(queue: str, payload: JobMessage) -> Message[object]:
+def job_message(queue: str, payload: JobMessage, *, actor: str = GENERATE_ACTOR) -> Message[object]:
     """The Dramatiq message that asks a worker to run one job."""
     return Message(
         queue_name=queue,
-        actor_name=GENERATE_ACTOR,
+        actor_name=actor,
         args=(payload.model_dump(mode="json"),),
         kwargs={},
         options={},
@@ -40,7 +45,28 @@ def job_message(queue: str, payload: JobMessage) -> Message[object]:
     )
 
 
-def send(broker: RedisBroker, queue: str, payload: JobMessage, *, delay_ms: int | None = None) -> None:
+def send(
+    broker: RedisBroker, queue: str, payload: JobMessage, *, delay_ms: int | None = None, actor: str = GENERATE_ACTOR
+) -> None:
     """Enqueue one job message (declaring the queue on first use)."""
     broker.declare_queue(queue)
-    broker.enqueue(job_message(queue, payload), delay=delay_ms)
+    broker.enqueue(job_message(queue, payload, actor=actor), delay=delay_ms)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A message as `RedisBroker.enqueue` writes it: its body goes into the hash `msgs_key` under `redis_id`,
+    and `redis_id` onto the list `queue_key`."""
+
+    queue_key: str
+    msgs_key: str
+    redis_id: str
+    body: bytes
+
+
+def encode(broker: RedisBroker, message: Message[object]) -> Encoded:
+    """`message` ready to be written to Redis by our own commands (lua/create.lua)."""
+    redis_id = str(uuid4())
+    queue_key = f"{broker.namespace}:{message.queue_name}"
+    body = message.copy(options={"redis_message_id": redis_id}).encode()
+    return Encoded(queue_key, queue_key + ".msgs", redis_id, body)

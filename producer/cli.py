@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,17 +14,22 @@ from rich.console import Console
 from .client import ApiError, Client
 from .errors import JobNotFoundError, ProducerError
 from .jobs import JobRecord, OutputFormat, Scheduler
+from .keys_cli import app as keys_app
 from .settings import ApiSettings, ClientSettings
 
 #: Entry-point group through which other packages add `sdq` commands.
 PLUGIN_GROUP = "sdqueue.commands"
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="sdqueue: text-to-image jobs on (spot) GPUs.")
 console = Console(stderr=True)
+app.add_typer(keys_app, name="keys")
 
 
 def configure_logging(level: str) -> None:
     """The log format every `sdq` process uses."""
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO, and the worker polls cloud metadata every few seconds (spot notices).
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _client() -> Client:
@@ -42,32 +46,88 @@ def _print(record: JobRecord) -> None:
 def api(
     host: Annotated[str | None, typer.Option(help="Overrides SDQ_HOST.")] = None,
     port: Annotated[int | None, typer.Option(help="Overrides SDQ_PORT.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=256, help="Server processes; overrides SDQ_API_WORKERS.")
+    ] = None,
     log_level: str = "info",
 ) -> None:
-    """Run the HTTP API."""
+    """Run the HTTP API (with several workers: one process each, sharing the port; SIGTERM stops them all)."""
+    import os
+
     import uvicorn
 
-    from storage import LinkSigner, open_store
-
-    from .api import create_app
-    from .runtime import open_backends, signing_secret
-    from .service import JobService
+    from .api.factory import APP_FACTORY
+    from .embedded import EmbeddedRedis
 
     configure_logging(log_level)
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    overrides = {k: v for k, v in {"host": host, "port": port, "api_workers": workers}.items() if v is not None}
     settings = ApiSettings(**overrides)  # type: ignore[arg-type]
-    with open_backends(settings) as backends:
-        signer = LinkSigner(signing_secret(settings), settings.resolved_public_url)
-        objects = open_store(settings.resolved_storage_url, signer=signer)
-        service = JobService(
-            backends.store,
-            backends.broker,
-            queue=settings.queue,
-            default_model=settings.default_model,
-            allowed_models=frozenset(settings.allowed_models),
+    try:
+        settings.auth_required  # noqa: B018 - refuse a bad SDQ_AUTH here, not once per worker
+    except ValueError as exc:
+        raise ProducerError(str(exc)) from None
+    # Every server process builds its app from the environment (uvicorn's factory): hand the overrides down.
+    os.environ.update({"SDQ_HOST": settings.host, "SDQ_PORT": str(settings.port)})
+    embedded = None if settings.redis_url else EmbeddedRedis(settings.data_dir)
+    if embedded is not None:  # started (or joined) here, so it outlives every worker and is stopped once
+        os.environ["SDQ_REDIS_URL"] = embedded.start()
+    try:
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            workers=settings.resolved_api_workers,
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level,
+            access_log=False,
         )
-        application = create_app(service, objects, url_expiry=timedelta(seconds=settings.url_expiry_s))
-        uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level, access_log=False)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+@app.command()
+def webhooks(log_level: str = "info") -> None:
+    """Run the webhook sender: turn job events into signed deliveries, with retries (a CPU process, no GPU)."""
+    from .settings import WebhookSettings
+    from .webhooks.worker import run_webhooks
+
+    configure_logging(log_level)
+    raise typer.Exit(run_webhooks(WebhookSettings()))
+
+
+@app.command(name="webhook-secret")
+def webhook_secret() -> None:
+    """Print the server's webhook signing secret(s), one a line: give them to your receivers to verify with."""
+    from .settings import WebhookSettings
+    from .webhooks.keyring import server_secrets
+
+    settings = WebhookSettings()
+    for secret in server_secrets([s.get_secret_value() for s in settings.webhook_secrets], settings.data_dir):
+        sys.stdout.write(secret + "\n")
+
+
+@app.command()
+def controller(
+    dry_run: Annotated[
+        bool, typer.Option(help="Read and decide, change nothing; print one line per decision on stdout.")
+    ] = False,
+    ticks: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many ticks (default: run until SIGTERM).")
+    ] = None,
+    log_level: str = "info",
+) -> None:
+    """Run the controller: scale on work remaining, requeue dead workers' jobs, sweep stuck jobs, export metrics."""
+    from .controller import run_controller
+    from .settings import ControllerSettings
+
+    configure_logging(log_level)
+
+    def emit(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    raise typer.Exit(run_controller(ControllerSettings(), dry_run=dry_run, ticks=ticks, emit=emit if dry_run else None))
 
 
 @app.command()
@@ -83,13 +143,14 @@ def submit(
     num_images: int = 1,
     output_format: OutputFormat = OutputFormat.PNG,
     scheduler: Scheduler = Scheduler.DEFAULT,
+    webhook_url: Annotated[str | None, typer.Option(help="Send signed job events to this URL.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait until the job finishes.")] = False,
     out: Annotated[Path | None, typer.Option(help="Download the images here (implies --wait).")] = None,
 ) -> None:
     """Submit a job and print its record."""
     from pydantic import ValidationError
 
-    fields = {
+    fields: dict[str, Any] = {
         "negative_prompt": negative_prompt,
         "model": model,
         "width": width,
@@ -100,6 +161,7 @@ def submit(
         "num_images": num_images,
         "scheduler": scheduler,
         "output_format": output_format,
+        "webhook_url": webhook_url,
     }
     with _client() as client:
         try:
@@ -142,11 +204,54 @@ def cancel(job_id: str) -> None:
 def demo(
     out: Annotated[Path, typer.Option(help="Where the gallery and images go.")] = Path("demo-out"),
     jobs: Annotated[int, typer.Option(min=1, max=32, help="How many prompts to run.")] = 6,
+    storage_url: Annotated[
+        str | None,
+        typer.Option(help="Where images go (s3://, az://, gs://, file:///); overrides SDQ_STORAGE_URL."),
+    ] = None,
 ) -> None:
     """Start Redis, the API and a worker; run a handful of jobs end to end; write a gallery; stop everything."""
     from .demo import run_demo
 
-    raise typer.Exit(run_demo(out, jobs=jobs))
+    raise typer.Exit(run_demo(out, jobs=jobs, storage_url=storage_url))
+
+
+@app.command()
+def batch(
+    prompts: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines: objects or strings.")],
+    out: Annotated[Path, typer.Option(help="Images, manifest.jsonl and the resume state go here.")],
+    model: str | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+    num_images: int | None = None,
+    output_format: OutputFormat | None = None,
+    scheduler: Scheduler | None = None,
+    poll_interval_s: Annotated[float, typer.Option(min=0.05, help="Seconds between progress checks.")] = 0.5,
+) -> None:
+    """Run a file of prompts as batches with a live progress bar; download every image; write manifest.jsonl.
+
+    Re-running skips the lines already done and never submits a line twice (safe after a kill)."""
+    from .batch_cli import BatchRun, read_lines
+
+    options: dict[str, Any] = {
+        "model": model,
+        "width": width,
+        "height": height,
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "num_images": num_images,
+        "output_format": output_format.value if output_format else None,
+        "scheduler": scheduler.value if scheduler else None,
+    }
+    defaults = {k: v for k, v in options.items() if v is not None}
+    lines = read_lines(prompts)
+    with _client() as client:
+        failed = BatchRun(client, out, defaults, console=console, poll_interval_s=poll_interval_s).run(lines)
+    console.print(f"{len(lines) - failed} of {len(lines)} lines done; manifest: {out / 'manifest.jsonl'}")
+    if failed:
+        console.print(f"[red]{failed} failed[/]: re-run the same command to retry them")
+        raise typer.Exit(1)
 
 
 def _plugins() -> None:

@@ -21,6 +21,8 @@ from .embedded import EmbeddedRedis
 from .jobs import JobRecord, JobRequest, OutputFormat
 from .localstack import LocalStack, StackError
 from .settings import CommonSettings
+from .webhooks.inbox import Inbox
+from .webhooks.signing import new_secret
 
 console = Console(width=max(100, Console().width))
 
@@ -36,10 +38,13 @@ PROMPTS: list[tuple[str, dict[str, object]]] = [
 ]
 
 
-def run_demo(out: Path, *, jobs: int = 6) -> int:
-    """Run the demo; returns the process exit status (0 when every job succeeded)."""
+def run_demo(out: Path, *, jobs: int = 6, storage_url: str | None = None) -> int:
+    """Run the demo; returns the process exit status (0 when every job succeeded).
+
+    `storage_url` (else `SDQ_STORAGE_URL`, else local files) is where the worker puts the images.
+    """
     try:
-        return _run(out, jobs)
+        return _run(out, jobs, storage_url)
     except DemoError as exc:
         console.print(f"[red]demo failed[/]: {exc}")
         return 1
@@ -49,12 +54,23 @@ class DemoError(Exception):
     """A part of the demo stack did not come up; the message says where to look."""
 
 
-def _run(out: Path, jobs: int) -> int:
+def _run(out: Path, jobs: int, storage_url: str | None) -> int:
     settings = CommonSettings()
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "SDQ_DATA_DIR": str(settings.data_dir.resolve()), "HF_HUB_OFFLINE": "1"}
+    # Every job reports to a local, verifying receiver: loopback is allow-listed for the demo's processes only.
+    secret = new_secret()
+    env = {
+        **os.environ,
+        "SDQ_DATA_DIR": str(settings.data_dir.resolve()),
+        "HF_HUB_OFFLINE": "1",
+        "SDQ_WEBHOOK_SECRETS": secret,
+        "SDQ_WEBHOOK_ALLOW": "127.0.0.1/32",
+    }
+    if storage_url:
+        env["SDQ_STORAGE_URL"] = storage_url
     started = time.monotonic()
     with ExitStack() as stack:
+        inbox = stack.enter_context(Inbox([secret]))
         if settings.redis_url is None:  # started here so that this process, which outlives the others, owns it
             embedded = stack.enter_context(EmbeddedRedis(settings.data_dir))
             console.print(f"embedded Redis at [bold]{embedded.url}[/]")
@@ -64,12 +80,16 @@ def _run(out: Path, jobs: int) -> int:
         except StackError as exc:
             raise DemoError(str(exc)) from exc
         stack.callback(local.stop)
-        console.print(f"API at [bold]{local.api_url}[/]; one worker (logs in {out / 'logs'})")
+        console.print(f"API at [bold]{local.api_url}[/]; one worker; webhooks to {inbox.url} (logs in {out / 'logs'})")
+        storage = env.get("SDQ_STORAGE_URL") or settings.resolved_storage_url
+        console.print(f"images go to [bold]{storage.split('?', 1)[0]}[/]")
         with Client(local.api_url) as client:
-            requests = [JobRequest(**{**DEFAULTS, "prompt": p, **kw}) for p, kw in _prompts(jobs)]  # type: ignore[arg-type]
+            hook = {"webhook_url": inbox.url}
+            requests = [JobRequest(**{**DEFAULTS, **hook, "prompt": p, **kw}) for p, kw in _prompts(jobs)]  # type: ignore[arg-type]
             submitted = [client.submit(request) for request in requests]
             records = _follow(client, submitted)
             files = {r.id: client.download(r, out) for r in records if r.status.value == "succeeded"}
+        _webhooks(inbox, records)
     _gallery(out, records, files)
     _table(records, time.monotonic() - started)
     failed = [r for r in records if r.status.value != "succeeded"]
@@ -77,6 +97,19 @@ def _run(out: Path, jobs: int) -> int:
         console.print(f"[red]job {record.id} {record.status.value}[/]: {record.error}")
     console.print(f"gallery: [bold]{(out / 'index.html').resolve()}[/]")
     return 1 if failed else 0
+
+
+def _webhooks(inbox: Inbox, records: list[JobRecord]) -> None:
+    """Wait briefly for every job's terminal event, then say what arrived (a late webhook never fails the demo)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        ended = {e.data.id for e in inbox.received() if e.type.is_terminal and isinstance(e.data, JobRecord)}
+        if ended >= {r.id for r in records}:
+            break
+        time.sleep(0.1)
+    events = inbox.received()
+    kinds = ", ".join(f"{sum(e.type is k for e in events)} {k.value}" for k in dict.fromkeys(e.type for e in events))
+    console.print(f"webhooks: {len(events)} signed events verified ({kinds}); {inbox.rejected} rejected")
 
 
 def _prompts(count: int) -> list[tuple[str, dict[str, object]]]:

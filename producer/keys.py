@@ -19,3 +19,98 @@ def job(job_id: str) -> str:
 def index(status: str | None) -> str:
     """The index of all jobs, or of the jobs in one status."""
     return INDEX_ALL if status is None else INDEX_BY_STATUS + status
+
+
+# Tenants, API keys, quotas and batches. The Lua scripts build the same names from `PREFIX` (see lua/_moved.lua).
+
+#: Set of every API key id.
+API_KEYS = PREFIX + "apikeys"
+
+
+def api_key(key_id: str) -> str:
+    """Hash holding one API key record (its token only as a SHA-256 digest)."""
+    return f"{PREFIX}apikey:{key_id}"
+
+
+def rate(key_id: str) -> str:
+    """The GCRA state (theoretical arrival time) of one key's request-rate limit."""
+    return f"{PREFIX}rate:{key_id}"
+
+
+def tenant_index(tenant: str, status: str | None) -> str:
+    """The index of one tenant's jobs (all, or in one status), scored like `INDEX_ALL`."""
+    return f"{PREFIX}tenant:{tenant}:jobs" + (f":{status}" if status else "")
+
+
+def key_queued(key_id: str) -> str:
+    """Sorted set of the queued jobs submitted with one API key: its quota counts these."""
+    return f"{PREFIX}apikey:{key_id}:queued"
+
+
+def idempotency(tenant: str, scope: str, key: str) -> str:
+    """What an `Idempotency-Key` of a tenant already produced on one route (`scope`: jobs, batches)."""
+    return f"{PREFIX}idem:{scope}:{tenant}:{key}"
+
+
+def batch(batch_id: str) -> str:
+    """Hash holding one batch: its fields and a counter per job status."""
+    return f"{PREFIX}batch:{batch_id}"
+
+
+def batch_jobs(batch_id: str) -> str:
+    """List of a batch's job ids, in item order."""
+    return f"{PREFIX}batch:{batch_id}:jobs"
+
+
+def batch_done(batch_id: str) -> str:
+    """List of a batch's job ids in the order they finished: a feed clients follow by offset."""
+    return f"{PREFIX}batch:{batch_id}:done"
+
+
+def tenant_batches(tenant: str) -> str:
+    """Sorted set of one tenant's batch ids, scored by creation time."""
+    return f"{PREFIX}tenant:{tenant}:batches"
+
+
+# Cost accounting (producer/cost.py).
+
+
+def usage_day(day: str) -> str:
+    """Hash of one UTC day's uptime, busy seconds and job count per instance type × capacity (`kind|type|cap`)."""
+    return f"{PREFIX}usage:{day}"
+
+
+# Webhooks (producer/webhooks). The Lua scripts build `EVENTS` from `PREFIX` too (see lua/_moved.lua, touch.lua).
+
+#: Stream of job transitions for jobs with a webhook; the `sdq webhooks` dispatcher reads it in a consumer group.
+EVENTS = PREFIX + "events"
+
+
+def delivery(msg_id: str) -> str:
+    """Hash holding one webhook message: its target, body, state and attempt log."""
+    return f"{PREFIX}wh:msg:{msg_id}"
+
+
+def job_deliveries(job_id: str) -> str:
+    """List of the webhook message ids of one job (or batch), in the order they were created."""
+    return f"{PREFIX}wh:job:{job_id}"
+
+
+def delivery_lock(msg_id: str) -> str:
+    """Held while one attempt of a message is in flight (a redelivered queue message cannot send twice)."""
+    return f"{PREFIX}wh:lock:{msg_id}"
+
+
+def disabled_endpoint(digest: str) -> str:
+    """Set when an endpoint answered 410 Gone: nothing more is sent to it (until an explicit redeliver)."""
+    return f"{PREFIX}wh:disabled:{digest}"
+
+
+def progress_sent(job_id: str) -> str:
+    """When the last `job.progress` event of a job was sent (throttle)."""
+    return f"{PREFIX}wh:progress:{job_id}"
+
+
+def inbound_seen(msg_id: str) -> str:
+    """An inbound webhook id already accepted (replay protection), holding the ids of the jobs it made."""
+    return f"{PREFIX}hooks:seen:{msg_id}"

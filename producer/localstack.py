@@ -5,6 +5,7 @@ Used by `sdq demo`, the benchmarks and the integration tests, so all three run t
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -39,11 +40,18 @@ class LocalStack:
         self.log_level = log_level
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.webhooks: subprocess.Popen[bytes] | None = None
+        self.controllers: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *, workers: int = 0, timeout_s: float = 60.0) -> LocalStack:
-        """Start the API and `workers` workers; returns once the API is healthy."""
+    def start(self, *, workers: int = 0, webhooks: bool = True, timeout_s: float = 60.0) -> LocalStack:
+        """Start the API, `workers` workers and (unless told not to) the webhook sender; returns once the API is
+        healthy."""
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.api = self._spawn("api", self.logs / "api.log", self.env)
+        # Its own process group: with `SDQ_API_WORKERS` > 1 the API is a supervisor and its server processes, and
+        # a kill must reach them all (SIGTERM reaches them through the supervisor).
+        self.api = self._spawn("api", self.logs / "api.log", self.env, group=True)
+        if webhooks:
+            self.webhooks = self._spawn("webhooks", self.logs / "webhooks.log", self.env)
         for _ in range(workers):
             self.start_worker()
         deadline = time.monotonic() + timeout_s
@@ -65,9 +73,16 @@ class LocalStack:
         self.workers.append(process)
         return process
 
+    def start_controller(self, **env: str) -> subprocess.Popen[bytes]:
+        """Start `sdq controller` (extra `SDQ_*` settings in `env`; its metrics server is off unless asked for)."""
+        log = self.logs / f"controller-{len(self.controllers)}.log"
+        process = self._spawn("controller", log, {**self.env, "SDQ_CONTROLLER_METRICS_PORT": "", **env})
+        self.controllers.append(process)
+        return process
+
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM every process (workers drain), then wait; kill what does not exit in time."""
-        processes = [p for p in (*self.workers, self.api) if p is not None]
+        processes = [p for p in (*self.workers, *self.controllers, self.webhooks, self.api) if p is not None]
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -75,16 +90,22 @@ class LocalStack:
             try:
                 process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
-                process.kill()
+                if process is self.api:
+                    os.killpg(process.pid, signal.SIGKILL)
+                else:
+                    process.kill()
                 process.wait()
 
-    def _spawn(self, command: str, log: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, command: str, log: Path, env: Mapping[str, str], *, group: bool = False
+    ) -> subprocess.Popen[bytes]:
         with log.open("wb") as handle:  # the child keeps its own descriptor
             return subprocess.Popen(
                 [sys.executable, "-m", "producer.cli", command, "--log-level", self.log_level],
                 env=dict(env),
                 stdout=handle,
                 stderr=subprocess.STDOUT,
+                start_new_session=group,
             )
 
     def __enter__(self) -> LocalStack:

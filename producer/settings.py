@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .cost import InstancePrice
+
+if TYPE_CHECKING:
+    from storage import StorageCredentials
 
 _DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "sdqueue"
 
@@ -32,6 +38,10 @@ class CommonSettings(BaseSettings):
     )
     default_model: str = Field(default="tiny", description="SDQ_DEFAULT_MODEL: model for jobs that name none.")
     queue: str = Field(default="sdq-generate", description="SDQ_QUEUE: the Dramatiq queue jobs travel on.")
+    batch_queue: str = Field(
+        default="sdq-batch",
+        description="SDQ_BATCH_QUEUE: the queue of batch jobs; workers take interactive jobs (SDQ_QUEUE) first.",
+    )
     max_attempts: int = Field(
         default=3, ge=1, le=20, description="SDQ_MAX_ATTEMPTS: runs of one job (crashes included) before it fails."
     )
@@ -47,6 +57,51 @@ class CommonSettings(BaseSettings):
         default=None,
         description="SDQ_SIGNING_SECRET: key for local-storage download links; unset = generated in data_dir.",
     )
+    # Explicit storage secrets; unset ones leave each SDK's own chain (AWS_*/profile/role, DefaultAzureCredential,
+    # Google application default credentials) to find credentials.
+    storage_aws_access_key_id: SecretStr | None = Field(
+        default=None, description="SDQ_STORAGE_AWS_ACCESS_KEY_ID: S3 access key id (with the secret key below)."
+    )
+    storage_aws_secret_access_key: SecretStr | None = Field(
+        default=None, description="SDQ_STORAGE_AWS_SECRET_ACCESS_KEY: S3 secret access key."
+    )
+    storage_aws_session_token: SecretStr | None = Field(
+        default=None, description="SDQ_STORAGE_AWS_SESSION_TOKEN: S3 session token, for temporary keys."
+    )
+    storage_azure_connection_string: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SDQ_STORAGE_AZURE_CONNECTION_STRING", "AZURE_STORAGE_CONNECTION_STRING"),
+        description="SDQ_STORAGE_AZURE_CONNECTION_STRING (or AZURE_STORAGE_CONNECTION_STRING): an Azure Storage"
+        " connection string for `az://` URLs.",
+    )
+    storage_azure_account_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SDQ_STORAGE_AZURE_ACCOUNT_KEY", "AZURE_STORAGE_KEY"),
+        description="SDQ_STORAGE_AZURE_ACCOUNT_KEY (or AZURE_STORAGE_KEY): the storage account's shared key.",
+    )
+    storage_gcs_service_account_json: SecretStr | None = Field(
+        default=None,
+        description="SDQ_STORAGE_GCS_SERVICE_ACCOUNT_JSON: a service-account key file's JSON content, for `gs://`.",
+    )
+
+    webhook_https_only: bool = Field(
+        default=True,
+        description="SDQ_WEBHOOK_HTTPS_ONLY: webhooks go to https URLs only (allow-listed development hosts excepted).",
+    )
+    webhook_queue: str = Field(default="sdq-webhooks", description="SDQ_WEBHOOK_QUEUE: the delivery queue.")
+    webhook_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="SDQ_WEBHOOK_ALLOW: comma-separated hosts and CIDRs webhooks may reach even though they are"
+        " private or loopback (development only, e.g. `127.0.0.1/32`); empty = public addresses only.",
+    )
+
+    @field_validator("webhook_allow", mode="before")
+    @classmethod
+    def _comma_hosts(cls, value: object) -> object:
+        # Comma-separated in the environment; a list in code.
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
     @property
     def resolved_model_cache_dir(self) -> Path:
@@ -58,8 +113,54 @@ class CommonSettings(BaseSettings):
         """The storage URL, defaulting to local files under the data directory."""
         return self.storage_url or (self.data_dir / "objects").resolve().as_uri()
 
+    def storage_credentials(self) -> StorageCredentials:
+        """The explicit storage secrets, for `storage.open_store(..., credentials=)`."""
+        from storage import StorageCredentials
 
-class ApiSettings(CommonSettings):
+        def reveal(secret: SecretStr | None) -> str | None:
+            return secret.get_secret_value() if secret is not None else None
+
+        return StorageCredentials(
+            aws_access_key_id=reveal(self.storage_aws_access_key_id),
+            aws_secret_access_key=reveal(self.storage_aws_secret_access_key),
+            aws_session_token=reveal(self.storage_aws_session_token),
+            azure_connection_string=reveal(self.storage_azure_connection_string),
+            azure_account_key=reveal(self.storage_azure_account_key),
+            gcs_service_account_json=reveal(self.storage_gcs_service_account_json),
+        )
+
+
+class FleetSettings(BaseSettings):
+    """The GPU fleet as the API and the controller see it: its scaling bounds and its prices."""
+
+    model_config = SettingsConfigDict(env_prefix="SDQ_", extra="ignore")
+
+    min_workers: int = Field(default=0, ge=0, description="SDQ_MIN_WORKERS: workers kept even with no work.")
+    max_workers: int = Field(default=10, ge=0, description="SDQ_MAX_WORKERS: the most workers ever asked for.")
+    worker_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="SDQ_WORKER_CONCURRENCY: jobs one worker runs at once (its threads × batch size); desired"
+        " workers = ceil(work remaining ÷ this).",
+    )
+    prices: dict[str, InstancePrice] = Field(
+        default_factory=dict,
+        description='SDQ_PRICES: JSON {"instance type": {"spot": usd_per_h, "on_demand": usd_per_h}}; overrides'
+        " entries of SDQ_PRICES_FILE.",
+    )
+    prices_file: Path | None = Field(
+        default=None, description="SDQ_PRICES_FILE: a JSON file with the same shape as SDQ_PRICES."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> FleetSettings:
+        if self.min_workers > self.max_workers:
+            raise ValueError(f"SDQ_MIN_WORKERS ({self.min_workers}) exceeds SDQ_MAX_WORKERS ({self.max_workers})")
+        return self
+
+
+class ApiSettings(CommonSettings, FleetSettings):
     """Settings of `sdq api`."""
 
     host: str = Field(default="127.0.0.1", description="SDQ_HOST: address the API listens on.")
@@ -76,6 +177,57 @@ class ApiSettings(CommonSettings):
         default_factory=list,
         description="SDQ_ALLOWED_MODELS: comma-separated models clients may ask for; empty = any.",
     )
+    auth: Literal["auto", "open", "required"] = Field(
+        default="auto",
+        description="SDQ_AUTH: `required` = every /v1 call needs an API key (`sdq keys create`); `open` = no keys,"
+        " one tenant (allowed only on a loopback address); `auto` = open on loopback, required otherwise.",
+    )
+    rate_limit_per_s: float = Field(
+        default=100.0, ge=0, description="SDQ_RATE_LIMIT_PER_S: default requests/s per API key; 0 = unlimited."
+    )
+    rate_limit_burst: int = Field(
+        default=200, ge=1, description="SDQ_RATE_LIMIT_BURST: default requests per API key allowed at once."
+    )
+    max_queued_jobs: int = Field(
+        default=100_000, ge=0, description="SDQ_MAX_QUEUED_JOBS: default queued jobs per API key; 0 = unlimited."
+    )
+    max_batch_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="SDQ_MAX_BATCH_BYTES: largest body `POST /v1/batches` accepts (other routes: 1 MiB).",
+    )
+    inbound_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="SDQ_INBOUND_WEBHOOK_SECRETS: comma-separated `whsec_…` secrets that `POST /v1/hooks/jobs`"
+        " accepts signatures from (several during a rotation); empty = that endpoint is off.",
+    )
+    api_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="SDQ_API_WORKERS: API server processes sharing the port (each one event loop); default 1 on a"
+        " loopback address or with the embedded Redis, else one per CPU this process may use (set it explicitly"
+        " under a CPU quota, e.g. a Kubernetes CPU limit, which the default cannot see).",
+    )
+
+    @property
+    def resolved_api_workers(self) -> int:
+        """How many API processes to run: `api_workers`, else the default its description gives."""
+        if self.api_workers is not None:
+            return self.api_workers
+        loopback = self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+        if loopback or self.redis_url is None:
+            return 1
+        # The CPUs this process may run on (a cpuset narrows them), not every CPU of the host.
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether API keys are required; raises `ValueError` for `open` on a non-loopback address."""
+        loopback = self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+        if self.auth == "open" and not loopback:
+            raise ValueError(f"SDQ_AUTH=open is allowed only on a loopback address, not {self.host!r}")
+        return self.auth == "required" or (self.auth == "auto" and not loopback)
 
     @property
     def resolved_public_url(self) -> str:
@@ -85,10 +237,50 @@ class ApiSettings(CommonSettings):
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
 
-    @field_validator("allowed_models", mode="before")
+    @field_validator("allowed_models", "inbound_webhook_secrets", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         # Comma-separated in the environment; a list in code.
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+
+class WebhookSettings(CommonSettings):
+    """Settings of `sdq webhooks`, the CPU process that turns job events into signed deliveries."""
+
+    webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="SDQ_WEBHOOK_SECRETS: comma-separated `whsec_…` signing secrets; every one signs each message"
+        " (rotation: add the new one first, remove the old one later). Unset = one generated in data_dir.",
+    )
+    webhook_threads: int = Field(
+        default=8, ge=1, le=256, description="SDQ_WEBHOOK_THREADS: deliveries in flight at once (they wait on I/O)."
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, le=60, description="SDQ_WEBHOOK_TIMEOUT_S: time a receiver has to answer one attempt."
+    )
+    webhook_retry_schedule_s: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0],
+        min_length=1,
+        description="SDQ_WEBHOOK_RETRY_SCHEDULE_S: comma-separated delay before each attempt (first = 0);"
+        " default immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h (about a day in all).",
+    )
+    webhook_jitter: float = Field(
+        default=0.1, ge=0, le=0.5, description="SDQ_WEBHOOK_JITTER: each retry delay varies by ± this fraction."
+    )
+    webhook_max_retry_after_s: float = Field(
+        default=36000.0,
+        ge=0,
+        description="SDQ_WEBHOOK_MAX_RETRY_AFTER_S: a receiver's Retry-After is honoured up to this many seconds.",
+    )
+    webhook_progress_interval_s: float = Field(
+        default=2.0, ge=0, description="SDQ_WEBHOOK_PROGRESS_INTERVAL_S: least time between two job.progress events."
+    )
+
+    @field_validator("webhook_secrets", "webhook_retry_schedule_s", mode="before")
+    @classmethod
+    def _comma_values(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
@@ -101,3 +293,99 @@ class ClientSettings(BaseSettings):
 
     api_url: str = Field(default="http://127.0.0.1:8000", description="SDQ_API_URL: where the API is.")
     api_key: SecretStr | None = Field(default=None, description="SDQ_API_KEY: bearer token for the API.")
+
+
+class ControllerSettings(CommonSettings, FleetSettings):
+    """Settings of `sdq controller`: the provider it drives, its clocks, and the janitor's patience."""
+
+    provider: Literal["none", "aws", "azure", "gcp", "kubernetes"] = Field(
+        default="none",
+        description="SDQ_PROVIDER: what to scale: an AWS Auto Scaling group, an Azure VM Scale Set, a GCP managed"
+        " instance group, `kubernetes` (KEDA reads GET /v1/scaling; nothing to drive) or `none`.",
+    )
+    controller_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="SDQ_CONTROLLER_INTERVAL_S: how often work is read and capacity decided."
+    )
+    scale_cooldown_s: float = Field(
+        default=15.0, ge=0, description="SDQ_SCALE_COOLDOWN_S: least time between two capacity raises."
+    )
+    capacity_refresh_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="SDQ_CAPACITY_REFRESH_S: how often the provider's capacity is re-read when no raise is due"
+        " (workers retiring themselves lower it).",
+    )
+    maintenance_interval_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="SDQ_MAINTENANCE_INTERVAL_S: how often dead workers' messages are requeued; default a quarter"
+        " of SDQ_HEARTBEAT_TIMEOUT_S.",
+    )
+    janitor_interval_s: float = Field(
+        default=5.0, gt=0, description="SDQ_JANITOR_INTERVAL_S: how often expired leases and lost messages are sought."
+    )
+    lease_grace_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="SDQ_LEASE_GRACE_S: a running job is taken back only this long after its lease expired.",
+    )
+    lost_message_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="SDQ_LOST_MESSAGE_GRACE_S: a queued job must lack a queue message this long (over two sweeps)"
+        " before it is re-enqueued.",
+    )
+    controller_metrics_port: int | None = Field(
+        default=9108,
+        ge=0,
+        le=65535,
+        description="SDQ_CONTROLLER_METRICS_PORT: Prometheus metrics port of the controller; empty = no server.",
+    )
+    controller_metrics_host: str = Field(
+        default="0.0.0.0", description="SDQ_CONTROLLER_METRICS_HOST: address the metrics server binds."
+    )
+    aws_asg_name: str | None = Field(default=None, description="SDQ_AWS_ASG_NAME: the GPU Auto Scaling group.")
+    aws_region: str | None = Field(default=None, description="SDQ_AWS_REGION: its region; default boto3's.")
+    aws_endpoint_url: str | None = Field(
+        default=None, description="SDQ_AWS_ENDPOINT_URL: another Auto Scaling endpoint (tests, VPC endpoints)."
+    )
+    azure_subscription_id: str | None = Field(default=None, description="SDQ_AZURE_SUBSCRIPTION_ID.")
+    azure_resource_group: str | None = Field(default=None, description="SDQ_AZURE_RESOURCE_GROUP.")
+    azure_vmss_name: str | None = Field(default=None, description="SDQ_AZURE_VMSS_NAME: the GPU VM Scale Set.")
+    azure_management_url: str = Field(
+        default="https://management.azure.com",
+        description="SDQ_AZURE_MANAGEMENT_URL: Azure Resource Manager (other clouds, tests).",
+    )
+    gcp_project: str | None = Field(default=None, description="SDQ_GCP_PROJECT.")
+    gcp_zone: str | None = Field(default=None, description="SDQ_GCP_ZONE: zone of a zonal managed instance group.")
+    gcp_region: str | None = Field(
+        default=None, description="SDQ_GCP_REGION: region of a regional managed instance group (instead of a zone)."
+    )
+    gcp_mig_name: str | None = Field(default=None, description="SDQ_GCP_MIG_NAME: the GPU managed instance group.")
+    gcp_compute_url: str = Field(
+        default="https://compute.googleapis.com", description="SDQ_GCP_COMPUTE_URL: the Compute Engine API (tests)."
+    )
+
+    @field_validator("controller_metrics_port", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _provider_named(self) -> ControllerSettings:
+        required = {
+            "aws": ("aws_asg_name",),
+            "azure": ("azure_subscription_id", "azure_resource_group", "azure_vmss_name"),
+            "gcp": ("gcp_project", "gcp_mig_name"),
+        }.get(self.provider, ())
+        missing = [f"SDQ_{name.upper()}" for name in required if not getattr(self, name)]
+        if self.provider == "gcp" and not (self.gcp_zone or self.gcp_region):
+            missing.append("SDQ_GCP_ZONE or SDQ_GCP_REGION")
+        if missing:
+            raise ValueError(f"SDQ_PROVIDER={self.provider} needs {', '.join(missing)}")
+        return self
+
+    @property
+    def resolved_maintenance_interval_s(self) -> float:
+        """Maintenance period: a quarter heartbeat timeout, so dead workers' messages return within 1.25 × it."""
+        return self.maintenance_interval_s or self.heartbeat_timeout_s / 4

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from fastapi import FastAPI
 
 from producer import Client
 from producer.localstack import LocalStack, free_port
 
-__all__ = ["Stack", "free_port", "start_stack", "wait_for"]
+__all__ = ["Stack", "free_port", "make_app", "start_stack", "wait_for"]
 
 T = TypeVar("T")
 
@@ -38,6 +39,46 @@ def start_stack(tmp: Path, redis_url: str, model_cache: Path, **env: str) -> Sta
     stack = Stack(full_env, tmp / "logs", log_level="info")
     stack.start()
     return stack
+
+
+def make_app(
+    redis_url: str,
+    tmp: Path,
+    *,
+    auth: bool = True,
+    rate_per_s: float = 0.0,
+    burst: int = 1,
+    max_queued_jobs: int = 0,
+    allowed_models: frozenset[str] = frozenset(),
+) -> FastAPI:
+    """The real API app in-process (for `fastapi.testclient.TestClient`) on a real Redis, local storage under `tmp`.
+
+    With `auth`, API keys are required (default limits as given; 0 = unlimited); without, it runs open."""
+    from datetime import timedelta
+
+    import redis
+
+    from producer.api import create_app
+    from producer.api.auth import Authenticator
+    from producer.apikeys import KeyStore
+    from producer.broker import make_broker
+    from producer.ratelimit import Limits, RateLimiter
+    from producer.service import JobService
+    from producer.store import JobStore
+    from storage import LinkSigner, open_store
+
+    client = redis.Redis.from_url(redis_url)
+    service = JobService(
+        JobStore(client, ttl_s=3600),
+        make_broker(client, heartbeat_timeout_s=60),
+        queue="sdq-generate",
+        default_model="tiny",
+        allowed_models=allowed_models,
+    )
+    objects = open_store((tmp / "objects").as_uri(), signer=LinkSigner(b"k" * 32, "http://testserver"))
+    limits = Limits(rate_per_s, burst, max_queued_jobs)
+    authenticator = Authenticator(KeyStore(client), RateLimiter(client), limits) if auth else None
+    return create_app(service, objects, url_expiry=timedelta(hours=1), auth=authenticator, redis_url=redis_url)
 
 
 def wait_for(predicate: Callable[[], T], timeout_s: float = 60.0, interval_s: float = 0.05) -> T:

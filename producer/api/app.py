@@ -2,29 +2,80 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import FastAPI
 
 from storage import ObjectStore
 
+from ..batches import BatchService
+from ..ratelimit import Limits
 from ..service import JobService
-from . import errors, files, health, jobs
+from . import batches, costs, deliveries, errors, events, files, health, jobs, scaling
+from . import hooks as hooks_api
+from .aredis import async_redis
+from .auth import Authenticator
 from .deps import Deps
+from .hooks import HookConfig
 from .limits import BodyLimit
+from .scaling import Fleet
 
 
-def create_app(service: JobService, objects: ObjectStore, *, url_expiry: timedelta) -> FastAPI:
-    """The API over a job service and the object store its workers write to."""
+def create_app(
+    service: JobService,
+    objects: ObjectStore,
+    *,
+    url_expiry: timedelta,
+    fleet: Fleet | None = None,
+    auth: Authenticator | None = None,
+    redis_url: str | None = None,
+    batch_queue: str = "sdq-batch",
+    max_batch_bytes: int = 64 * 1024 * 1024,
+    hooks: HookConfig | None = None,
+    on_shutdown: Callable[[], None] | None = None,
+) -> FastAPI:
+    """The API over a job service and the object store its workers write to (`fleet`: scaling and prices).
+
+    `auth` decides who may call it (default: open, no keys); batch jobs go to `batch_queue`. With `redis_url` (the
+    Redis of `service`), the hot routes (submit, the key check) use an asyncio client: no thread hop per call.
+    `on_shutdown` runs after the server stops (closes what the app was built on, see `producer.api.factory`)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Made in the server's event loop, which its connections belong to.
+        app.state.aredis = async_redis(redis_url) if redis_url else None
+        try:
+            yield
+        finally:
+            if app.state.aredis is not None:
+                await app.state.aredis.aclose()
+            app.state.aredis = None
+            if on_shutdown is not None:
+                on_shutdown()
+
     app = FastAPI(
         title="sdqueue",
         version="1",
         summary="Asynchronous text-to-image jobs on (spot) GPU workers.",
+        lifespan=lifespan,
     )
-    app.state.deps = Deps(service=service, objects=objects, url_expiry=url_expiry)
+    app.state.aredis = None
+    app.state.fleet = fleet = fleet or Fleet.default(service, batch_queue=batch_queue)
+    app.state.deps = Deps(service=service, objects=objects, url_expiry=url_expiry, costs=fleet.costs)
+    app.state.auth = auth or Authenticator(None, None, Limits(0, 1, 0))
+    app.state.hooks = hooks or HookConfig()
+    app.state.batches = BatchService(service, queue=batch_queue, cost=fleet.costs)
     errors.install(app)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, per_path={"/v1/batches": max_batch_bytes})
     app.include_router(jobs.router)
+    app.include_router(events.router)
+    app.include_router(batches.router)
+    app.include_router(deliveries.router)
+    app.include_router(hooks_api.router)
     app.include_router(files.router)
     app.include_router(health.router)
+    app.include_router(scaling.router)
+    app.include_router(costs.router)
     return app

@@ -10,6 +10,7 @@ from fastapi import Request
 
 from storage import ObjectStore, Presigner, StorageError
 
+from ..cost import CostCalculator
 from ..jobs import JobRecord
 from ..service import JobService
 
@@ -23,6 +24,8 @@ class Deps:
     service: JobService
     objects: ObjectStore
     url_expiry: timedelta
+    #: Prices each job's GPU time on read (its share of the day's bill changes until the day is over).
+    costs: CostCalculator | None = None
 
     @staticmethod
     def of(request: Request) -> Deps:
@@ -30,7 +33,10 @@ class Deps:
         return deps
 
     def with_urls(self, record: JobRecord) -> JobRecord:
-        """The record with a fresh presigned URL on every output (URLs are never stored: they would expire)."""
+        """The record with a fresh presigned URL on every output (URLs are never stored: they would expire), and
+        its cost."""
+        if self.costs is not None:
+            record = record.model_copy(update={"cost": self.costs.job_by_id(record.id)})
         if not record.outputs or not isinstance(self.objects, Presigner):
             return record
         outputs = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from typing import Any
 
@@ -13,7 +14,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from ..errors import JobConflictError, JobNotFoundError, ModelNotAllowedError, QueueUnavailableError
+from ..errors import (
+    AuthenticationError,
+    BatchNotFoundError,
+    IdempotencyConflictError,
+    JobConflictError,
+    JobNotFoundError,
+    ModelNotAllowedError,
+    QueueUnavailableError,
+    QuotaExceededError,
+    RateLimitedError,
+    WebhookUrlError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +55,12 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in {
+        401: "Missing or invalid API key (`Authorization: Bearer sdq_…`).",
         404: "No such job.",
         409: "The job's state does not allow this.",
         413: "Request body too large.",
         422: "Invalid request: see `error.fields`.",
+        429: "Over the API key's request rate or queued-jobs quota; retry after `Retry-After` seconds.",
         503: "Redis is unreachable; nothing was enqueued. Retry after `Retry-After` seconds.",
     }.items()
 }
@@ -93,6 +107,31 @@ async def _conflict(request: Request, exc: JobConflictError) -> JSONResponse:
     return error_response(409, "conflict", str(exc))
 
 
+async def _batch_not_found(request: Request, exc: BatchNotFoundError) -> JSONResponse:
+    return error_response(404, "not_found", str(exc))
+
+
+async def _unauthenticated(request: Request, exc: AuthenticationError) -> JSONResponse:
+    return error_response(401, "unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _rate_limited(request: Request, exc: RateLimitedError) -> JSONResponse:
+    code = "quota_exceeded" if isinstance(exc, QuotaExceededError) else "rate_limited"
+    return error_response(429, code, str(exc), headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})
+
+
+async def _idempotency(request: Request, exc: IdempotencyConflictError) -> JSONResponse:
+    if exc.in_progress:
+        return error_response(409, "idempotency_in_progress", str(exc), headers={"Retry-After": "1"})
+    field = {"field": "Idempotency-Key", "message": str(exc)}
+    return error_response(422, "idempotency_key_reused", str(exc), fields=[field])
+
+
+async def _webhook_url(request: Request, exc: WebhookUrlError) -> JSONResponse:
+    message = f"webhook_url refused: {exc}"
+    return error_response(422, "validation_error", message, fields=[{"field": "webhook_url", "message": str(exc)}])
+
+
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("queue unavailable: %s", exc)
     return error_response(503, "unavailable", "the queue is unavailable; retry shortly", headers={"Retry-After": "5"})
@@ -111,6 +150,11 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(JobNotFoundError, _not_found)  # type: ignore[arg-type]
     app.add_exception_handler(ModelNotAllowedError, _model)  # type: ignore[arg-type]
     app.add_exception_handler(JobConflictError, _conflict)  # type: ignore[arg-type]
+    app.add_exception_handler(BatchNotFoundError, _batch_not_found)  # type: ignore[arg-type]
+    app.add_exception_handler(AuthenticationError, _unauthenticated)  # type: ignore[arg-type]
+    app.add_exception_handler(RateLimitedError, _rate_limited)  # type: ignore[arg-type]
+    app.add_exception_handler(IdempotencyConflictError, _idempotency)  # type: ignore[arg-type]
+    app.add_exception_handler(WebhookUrlError, _webhook_url)  # type: ignore[arg-type]
     app.add_exception_handler(QueueUnavailableError, _unavailable)
     app.add_exception_handler(redis.RedisError, _unavailable)
     app.add_exception_handler(Exception, _internal)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from storage import InvalidSignatureError, LocalStore, ObjectNotFoundError, StorageError
 
 from .deps import Deps
-from .errors import error_response
+from .errors import ErrorBody, error_response
 
-router = APIRouter(tags=["files"])
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorBody, "description": "The link was tampered with or has expired."},
+    404: {"model": ErrorBody, "description": "No such object, or this server does not serve files."},
+}
+router = APIRouter(tags=["files"], responses=_RESPONSES)
 
 
 @router.get("/v1/files/{key:path}", summary="Download an output through a signed link", response_model=None)

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from ..errors import JobNotFoundError
 from ..jobs import JobPage, JobRecord, JobRequest, JobStatus, is_job_id
+from .auth import CallerDep
 from .deps import Deps
 from .errors import ERROR_RESPONSES
+
+#: The optional `Idempotency-Key` request header (1–255 visible ASCII characters).
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[\x21-\x7e]{1,255}$",
+        description="Makes the POST safe to retry: the same key returns the same result for a day.",
+    ),
+]
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -21,36 +33,51 @@ def _id(job_id: str) -> str:
 
 
 @router.post("", status_code=202, response_model=JobRecord, summary="Submit a job")
-def submit(request: JobRequest, http: Request, response: Response) -> JobRecord:
-    """Validate and enqueue a text-to-image job. 422 with field errors and nothing enqueued on bad input."""
-    record = Deps.of(http).service.submit(request)
-    response.headers["Location"] = f"/v1/jobs/{record.id}"
-    return record
+async def submit(
+    request: JobRequest, http: Request, caller: CallerDep, idempotency_key: IdempotencyKey = None
+) -> Response:
+    """Validate and enqueue a text-to-image job. 422 with field errors and nothing enqueued on bad input.
+
+    With an `Idempotency-Key`, a retry returns the job the first request made (header `Idempotent-Replayed`)."""
+    service, aclient = Deps.of(http).service, getattr(http.app.state, "aredis", None)
+    if aclient is not None:  # one Redis round trip on the event loop, no thread hop
+        created = await service.submit_once_async(aclient, request, owner=caller.owner, idempotency_key=idempotency_key)
+    else:
+        created = await run_in_threadpool(
+            service.submit_once, request, owner=caller.owner, idempotency_key=idempotency_key
+        )
+    headers = {"Location": f"/v1/jobs/{created.record.id}"}
+    if not created.created:
+        headers["Idempotent-Replayed"] = "true"
+    # The record is already a validated JobRecord: serialise it once, skipping FastAPI's response-model pass.
+    body = created.record.model_dump_json()
+    return Response(body, status_code=202, media_type="application/json", headers=headers)
 
 
 @router.get("/{job_id}", response_model=JobRecord, summary="Get a job")
-def get(job_id: str, http: Request) -> JobRecord:
+def get(job_id: str, http: Request, caller: CallerDep) -> JobRecord:
     """The job's record, with freshly presigned output URLs."""
     deps = Deps.of(http)
-    return deps.with_urls(deps.service.get(_id(job_id)))
+    return deps.with_urls(deps.service.get(_id(job_id), tenant=caller.tenant))
 
 
 @router.get("", response_model=JobPage, summary="List jobs")
 def list_jobs(
     http: Request,
+    caller: CallerDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
 ) -> JobPage:
     """Jobs newest first, optionally of one status; follow `next_cursor` for the next page."""
     deps = Deps.of(http)
-    page = deps.service.list(status=status, limit=limit, cursor=cursor)
+    page = deps.service.list(status=status, limit=limit, cursor=cursor, tenant=caller.tenant)
     return page.model_copy(update={"jobs": [deps.with_urls(job) for job in page.jobs]})
 
 
 @router.delete("/{job_id}", response_model=JobRecord, summary="Cancel a job")
-def cancel(job_id: str, http: Request, response: Response) -> JobRecord:
+def cancel(job_id: str, http: Request, response: Response, caller: CallerDep) -> JobRecord:
     """A queued job never runs (200); a running one stops at its next denoising step (202 until it has)."""
-    record = Deps.of(http).service.cancel(_id(job_id))
+    record = Deps.of(http).service.cancel(_id(job_id), tenant=caller.tenant)
     response.status_code = 200 if record.status.is_terminal else 202
     return record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -13,17 +14,22 @@ MAX_BODY_BYTES = 1024 * 1024
 class BodyLimit:
     """ASGI middleware: 413 when Content-Length, or the bytes actually streamed, exceed `max_bytes`."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, *, per_path: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        #: Larger limits for the few routes that take bulk bodies (`/v1/batches`), by exact path.
+        self.per_path = dict(per_path or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope["path"], self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._too_large(send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._too_large(send, limit)
             return
         # Read (at most the limit of) the body here and replay it: the app then sees an ordinary request.
         messages: list[Message] = []
@@ -34,8 +40,8 @@ class BodyLimit:
             if message["type"] != "http.request":
                 break
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                await self._too_large(send)
+            if received > limit:
+                await self._too_large(send, limit)
                 return
             more = message.get("more_body", False)
         pending = iter(messages)
@@ -45,9 +51,9 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, send: Send, limit: int) -> None:
         body = json.dumps(
-            {"error": {"code": "payload_too_large", "message": f"request body over {self.max_bytes} bytes"}}
+            {"error": {"code": "payload_too_large", "message": f"request body over {limit} bytes"}}
         ).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})

@@ -12,6 +12,7 @@ if status == "queued" then
   local t = redis.call("TIME")
   redis.call("ZREM", index_prefix .. status, id)
   redis.call("ZADD", index_prefix .. "canceled", seq, id)
+  sdq_moved(job, id, seq, status, "canceled", ttl_s)
   redis.call("HSET", job, "status", "canceled", "finished_at", tostring(tonumber(t[1]) + tonumber(t[2]) / 1000000))
   redis.call("EXPIRE", job, ttl_s)
   return "canceled"

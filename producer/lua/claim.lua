@@ -18,6 +18,7 @@ local function move(to)
   redis.call("ZREM", index_prefix .. status, redis.call("HGET", job, "id"))
   redis.call("ZADD", index_prefix .. to, seq, redis.call("HGET", job, "id"))
   redis.call("HSET", job, "status", to)
+  sdq_moved(job, redis.call("HGET", job, "id"), seq, status, to, ttl_s)
 end
 local function finish(to, err)
   move(to)
@@ -36,7 +37,9 @@ if status == "running" then
   if lease > now then return {"busy", tostring(lease - now)} end
 end
 local attempts = tonumber(redis.call("HGET", job, "attempts") or "0")
-if attempts >= max_attempts then
+-- An orderly hand-off (a spot notice, with a checkpoint) is not a crash: it does not use up the job's attempts.
+local handoffs = tonumber(redis.call("HGET", job, "handoffs") or "0")
+if attempts - handoffs >= max_attempts then
   local last = redis.call("HGET", job, "worker") or "unknown"
   finish("failed", cjson.encode({code = "worker_lost", message = "the job ran " .. attempts ..
     " times without finishing (its worker died or lost the job each time; last worker: " .. last .. ")"}))

@@ -8,6 +8,7 @@ if status ~= "running" or redis.call("HGET", job, "attempts") ~= attempt then re
 local id, seq = redis.call("HGET", job, "id"), redis.call("HGET", job, "seq")
 redis.call("ZREM", index_prefix .. status, id)
 redis.call("ZADD", index_prefix .. to, seq, id)
+sdq_moved(job, id, seq, status, to, ttl_s)
 redis.call("HSET", job, "status", to)
 redis.call("HDEL", job, "lease_until")
 for i = 5, #ARGV, 2 do redis.call("HSET", job, ARGV[i], ARGV[i + 1]) end

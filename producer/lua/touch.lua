@@ -11,5 +11,8 @@ end
 local t = redis.call("TIME")
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 redis.call("HSET", job, "lease_until", tostring(now + lease_s))
-if progress ~= "" then redis.call("HSET", job, "progress", progress) end
+if progress ~= "" then
+  redis.call("HSET", job, "progress", progress)
+  sdq_event(job, redis.call("HGET", job, "id"), "progress", progress)
+end
 return {"ok", redis.call("HGET", job, "cancel") or "0"}

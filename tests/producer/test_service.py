@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from producer import JobRequest, ModelNotAllowedError, QueueUnavailableError, enqueue
+from producer import JobRequest, ModelNotAllowedError, QueueUnavailableError, WebhookUrlError, enqueue
 from producer.broker import make_broker
 from producer.service import JobService
 from producer.settings import CommonSettings
@@ -40,10 +40,17 @@ def test_a_failed_enqueue_leaves_no_half_created_job(redis_client: redis.Redis) 
     assert _nothing_written(redis_client)
 
 
-def test_a_webhook_url_is_recorded_with_a_warning_until_delivery_exists(redis_client: redis.Redis) -> None:
+def test_a_webhook_url_is_recorded_and_its_job_feeds_the_webhook_stream(redis_client: redis.Redis) -> None:
     record = _service(redis_client).submit(JobRequest(prompt="x", webhook_url="https://example.com/hook"))
     assert record.request.webhook_url == "https://example.com/hook"
-    assert any("webhook" in warning for warning in record.warnings)
+    assert record.warnings == []
+    assert redis_client.hget(f"sdq:job:{record.id}", "hooks") == b"1"
+
+
+def test_a_webhook_url_to_a_private_address_is_refused_before_anything_is_written(redis_client: redis.Redis) -> None:
+    with pytest.raises(WebhookUrlError, match="link-local"):
+        _service(redis_client).submit(JobRequest(prompt="x", webhook_url="https://169.254.169.254/latest"))
+    assert _nothing_written(redis_client)
 
 
 def test_direct_enqueue_next_to_redis(redis_server: str, redis_client: redis.Redis) -> None:

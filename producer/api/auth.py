@@ -1,0 +1,106 @@
+"""Who is calling: the `Authorization: Bearer sdq_…` key, its tenant, and its request-rate limit.
+
+With keys required, every /v1 route needs a live key; its tenant scopes what the caller sees (another tenant's
+job or batch is a 404, never a 403 that would confirm it exists) and every request counts against the key's rate.
+Open mode (a single user on loopback, the embedded default) has no keys and no tenant: the caller sees every job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis
+import redis.asyncio
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ..apikeys import ApiKey, KeyStore
+from ..errors import AuthenticationError, ProducerError
+from ..ratelimit import Limits, RateLimiter
+from ..settings import ApiSettings
+from ..store import Owner
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from `sdq keys create`: `sdq_<id>_<secret>`.")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated caller. `tenant` is None in open mode (no keys: every job is visible)."""
+
+    key: ApiKey | None = None
+    limits: Limits | None = None
+
+    @property
+    def tenant(self) -> str | None:
+        return self.key.tenant if self.key else None
+
+    @property
+    def owner(self) -> Owner:
+        """Whom a new job belongs to, and the quota it counts against."""
+        if self.key is None or self.limits is None:
+            return Owner()
+        return Owner(tenant=self.key.tenant, key_id=self.key.id, max_queued=self.limits.max_queued_jobs)
+
+
+class Authenticator:
+    """Turns a bearer token into a `Caller`; `keys=None` means open mode."""
+
+    def __init__(self, keys: KeyStore | None, limiter: RateLimiter | None, defaults: Limits) -> None:
+        self.keys = keys
+        self.limiter = limiter
+        self.defaults = defaults
+
+    @property
+    def required(self) -> bool:
+        return self.keys is not None
+
+    def authenticate(self, token: str | None) -> Caller:
+        """The caller behind `token`; raises `AuthenticationError` or `RateLimitedError`."""
+        if self.keys is None:
+            return Caller()
+        if not token:
+            raise AuthenticationError("this server requires an API key: send `Authorization: Bearer sdq_…`")
+        if self.limiter is not None:
+            admitted = self.limiter.admit(token, self.defaults)  # the key check and the rate count in one call
+            if admitted is None:
+                raise AuthenticationError("invalid or revoked API key")
+            return Caller(*admitted)
+        key = self.keys.authenticate(token)
+        if key is None:
+            raise AuthenticationError("invalid or revoked API key")
+        return Caller(key, Limits.of(key, self.defaults))
+
+
+async def current_caller(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Caller:
+    """FastAPI dependency: the caller of this request (401 without a valid key, 429 over its rate)."""
+    authenticator: Authenticator = request.app.state.auth
+    token = credentials.credentials if credentials else None
+    aclient: redis.asyncio.Redis | None = getattr(request.app.state, "aredis", None)
+    if authenticator.keys is None or not token or authenticator.limiter is None:
+        return authenticator.authenticate(token)  # no Redis call
+    if aclient is None:
+        return await run_in_threadpool(authenticator.authenticate, token)
+    admitted = await authenticator.limiter.admit_async(aclient, token, authenticator.defaults)
+    if admitted is None:
+        raise AuthenticationError("invalid or revoked API key")
+    return Caller(*admitted)
+
+
+#: Use as a route parameter type: `caller: CallerDep`.
+CallerDep = Annotated[Caller, Depends(current_caller)]
+
+
+def authenticator(settings: ApiSettings, client: redis.Redis) -> Authenticator:
+    """The authenticator `settings` ask for; raises `ProducerError` for `SDQ_AUTH=open` off loopback."""
+    try:
+        required = settings.auth_required
+    except ValueError as exc:
+        raise ProducerError(str(exc)) from None
+    defaults = Limits(settings.rate_limit_per_s, settings.rate_limit_burst, settings.max_queued_jobs)
+    if not required:
+        return Authenticator(None, None, defaults)
+    return Authenticator(KeyStore(client), RateLimiter(client), defaults)

@@ -1,0 +1,101 @@
+"""Routes for batches: create (JSON or JSON Lines), read, page through finished jobs, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from ..batches import BatchService, BatchValidationError, parse_body
+from ..errors import BatchNotFoundError
+from ..jobs import MAX_BATCH_ITEMS, BatchCreated, BatchJobPage, BatchRecord, BatchRequest, is_job_id
+from .auth import CallerDep
+from .errors import ERROR_RESPONSES, error_response
+from .jobs import IdempotencyKey
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=ERROR_RESPONSES)
+
+_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        BatchRequest.model_json_schema(),
+                        {"type": "array", "items": {"type": "object"}, "minItems": 1, "maxItems": MAX_BATCH_ITEMS},
+                    ]
+                }
+            },
+            "application/x-ndjson": {
+                "schema": {"type": "string", "description": 'One item per line; optional first line {"defaults": …}.'}
+            },
+        },
+    }
+}
+
+
+def _service(http: Request) -> BatchService:
+    service: BatchService = http.app.state.batches
+    return service
+
+
+def _id(batch_id: str) -> str:
+    if not is_job_id(batch_id):  # batch ids have the job-id shape
+        raise BatchNotFoundError(batch_id)
+    return batch_id
+
+
+@router.post("", status_code=202, response_model=BatchCreated, summary="Submit a batch of jobs", openapi_extra=_BODY)
+async def create(
+    http: Request, response: Response, caller: CallerDep, idempotency_key: IdempotencyKey = None
+) -> BatchCreated | JSONResponse:
+    """Up to 10 000 jobs with shared `defaults`, as a JSON object, a JSON array of items or JSON Lines.
+
+    Every item is validated before anything is enqueued: one bad item gives 422 naming `items.<index>.<field>`."""
+    body = await http.body()
+    try:
+        batch = parse_body(body, http.headers.get("content-type", ""))
+        created, new = await run_in_threadpool(
+            _service(http).create, batch, owner=caller.owner, idempotency_key=idempotency_key
+        )
+    except BatchValidationError as exc:
+        return error_response(422, "validation_error", str(exc), fields=exc.fields)
+    response.headers["Location"] = f"/v1/batches/{created.id}"
+    if not new:
+        response.headers["Idempotent-Replayed"] = "true"
+    return created
+
+
+@router.get("/{batch_id}", response_model=BatchRecord, summary="Get a batch")
+def get(batch_id: str, http: Request, caller: CallerDep) -> BatchRecord:
+    """Counts by status, progress and the cost of the batch's jobs so far."""
+    return _service(http).get(_id(batch_id), tenant=caller.tenant)
+
+
+@router.get("/{batch_id}/jobs", response_model=BatchJobPage, summary="Finished jobs of a batch")
+def finished_jobs(
+    batch_id: str,
+    http: Request,
+    caller: CallerDep,
+    offset: Annotated[int, Query(ge=0, le=MAX_BATCH_ITEMS)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> BatchJobPage:
+    """The batch's jobs in the order they finished, with fresh output URLs; pass `next_offset` back as `offset`."""
+    page = _service(http).finished_jobs(_id(batch_id), tenant=caller.tenant, offset=offset, limit=limit)
+    deps = http.app.state.deps
+    return page.model_copy(update={"jobs": [deps.with_urls(job) for job in page.jobs]})
+
+
+@router.post("/{batch_id}/cancel", response_model=BatchRecord, summary="Cancel a batch")
+def cancel(batch_id: str, http: Request, caller: CallerDep) -> BatchRecord:
+    """Cancel every unfinished job: queued ones never run, running ones stop at their next step."""
+    return _service(http).cancel(_id(batch_id), tenant=caller.tenant)
+
+
+@router.delete("/{batch_id}", response_model=BatchRecord, summary="Cancel a batch (same as POST …/cancel)")
+def delete(batch_id: str, http: Request, caller: CallerDep) -> BatchRecord:
+    """The same as `POST /v1/batches/{id}/cancel`."""
+    return _service(http).cancel(_id(batch_id), tenant=caller.tenant)

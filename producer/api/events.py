@@ -1,0 +1,80 @@
+"""Live progress: `GET /v1/jobs/{id}/events` streams a job's status and denoising steps as Server-Sent Events.
+
+Events: `status` (data: the job record, with output URLs once it has them) first and on every status change;
+`progress` (data: `{"step", "total"}`) on every step a worker reports. The stream ends after the terminal
+`status` event. It watches two fields of the record (a cheap HMGET) and reads the whole record only when the
+status changes, so many watchers cost Redis little; FastAPI adds keep-alive comments while nothing happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from .. import keys
+from ..errors import JobNotFoundError
+from ..jobs import JobRecord, JobStatus, Progress, is_job_id
+from .auth import CallerDep
+from .deps import Deps
+from .errors import ERROR_RESPONSES
+
+# Errors are JSON even on this route (FastAPI would otherwise document them as text/event-stream).
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": response["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+    for status, response in ERROR_RESPONSES.items()
+}
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=_ERRORS)
+
+#: How often the stream looks at the job. Steps of a fast model may be coalesced; the status never is.
+POLL_INTERVAL_S = 0.1
+#: Browsers reconnect after this long when the connection drops.
+RETRY_MS = 1000
+
+
+def _watched_job(job_id: str, http: Request, caller: CallerDep) -> JobRecord:
+    # A dependency, so that an unknown (or another tenant's) job is a 404 before the stream starts.
+    if not is_job_id(job_id):
+        raise JobNotFoundError(job_id)
+    deps = Deps.of(http)
+    return deps.with_urls(deps.service.get(job_id, tenant=caller.tenant))
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse, summary="Stream a job's progress (SSE)")
+async def events(http: Request, record: Annotated[JobRecord, Depends(_watched_job)]) -> AsyncIterator[ServerSentEvent]:
+    """Server-Sent Events: `status` (the record) on connect and on each change, `progress` on each step; the
+    stream closes after the terminal status."""
+    deps = Deps.of(http)
+    client = deps.service.store.client
+    serial = 0
+
+    def event(name: str, data: str) -> ServerSentEvent:
+        nonlocal serial
+        serial += 1
+        return ServerSentEvent(event=name, raw_data=data, id=str(serial), retry=RETRY_MS)
+
+    yield event("status", record.model_dump_json())
+    status, progress = record.status.value, record.progress.model_dump_json() if record.progress else None
+    while not JobStatus(status).is_terminal:
+        if await http.is_disconnected():
+            return
+        await asyncio.sleep(POLL_INTERVAL_S)
+        raw = await run_in_threadpool(client.hmget, keys.job(record.id), ["status", "progress"])
+        now_status, now_progress = (value.decode() if isinstance(value, bytes) else value for value in raw)
+        if now_status is None:  # the record expired under us
+            return
+        if now_progress and now_progress != progress and now_status == JobStatus.RUNNING.value:
+            yield event("progress", Progress.model_validate_json(now_progress).model_dump_json())
+        progress = now_progress
+        if now_status != status:
+            status = now_status
+            fresh = await run_in_threadpool(deps.service.get, record.id)
+            yield event("status", deps.with_urls(fresh).model_dump_json())
+            status = fresh.status.value

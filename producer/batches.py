@@ -1,0 +1,323 @@
+"""Batches: thousands of jobs in one request, validated together, enqueued together, tracked together.
+
+A batch is all or nothing: every item is validated (shared defaults merged under it) before anything is written,
+and the records, their indexes and the Dramatiq messages go to Redis in one MULTI/EXEC transaction, so a client
+never sees half a batch. Batch jobs travel on the batch queue, which workers drain only when no interactive job
+waits. Counts by status are kept by the same Lua step that moves a job (lua/_moved.lua), so reading a batch of
+10 000 jobs costs one HGETALL; the jobs that finished are appended to a feed clients follow by offset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import dramatiq
+import redis
+from pydantic import ValidationError
+from pydantic_core import from_json, to_json
+
+from . import keys
+from .broker import BATCH_ACTOR
+from .cost import CostCalculator
+from .errors import BatchNotFoundError, IdempotencyConflictError, QueueUnavailableError, QuotaExceededError
+from .idempotency import IdempotencyStore, body_hash
+from .jobs import (
+    CONTRACT_VERSION,
+    MAX_BATCH_ITEMS,
+    MAX_SEED,
+    BatchCounts,
+    BatchCreated,
+    BatchJobPage,
+    BatchRecord,
+    BatchRequest,
+    BatchStatus,
+    JobRequest,
+    JobStatus,
+    WebhookEventType,
+)
+from .service import JobService
+from .store import QUOTA_RETRY_AFTER_S, Owner, lua_script
+from .webhooks.ssrf import check_url_shape
+
+#: Field errors reported for one bad batch (the message still says how many items failed).
+MAX_REPORTED_ERRORS = 50
+_CHUNK = 2000
+
+
+class BatchValidationError(ValueError):
+    """Some items (or the body) are invalid; `fields` name each problem as `items.<index>.<field>`."""
+
+    def __init__(self, fields: list[dict[str, str]], *, bad_items: int = 0) -> None:
+        shown = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:3])
+        more = f" ({bad_items} items invalid)" if bad_items else ""
+        super().__init__(f"invalid batch{more}: {shown}; nothing was enqueued")
+        self.fields = fields
+
+
+def new_batch_id() -> str:
+    """A fresh, unguessable batch id (32 lowercase hex characters, like a job id)."""
+    return uuid.uuid4().hex
+
+
+def parse_body(body: bytes, content_type: str) -> BatchRequest:
+    """A `BatchRequest` from a JSON object, a JSON array of items, or JSON Lines; raises `BatchValidationError`."""
+    if "ndjson" in content_type or "jsonl" in content_type:
+        items: list[Any] = []
+        defaults: Any = {}
+        for number, line in enumerate(body.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                value = from_json(line)
+            except ValueError:
+                raise BatchValidationError([{"field": "body", "message": f"line {number} is not valid JSON"}]) from None
+            if not items and isinstance(value, dict) and set(value) == {"defaults"}:
+                defaults = value["defaults"]
+            else:
+                items.append(value)
+        raw: Any = {"items": items, "defaults": defaults}
+    else:
+        try:
+            raw = from_json(body)
+        except ValueError:
+            raise BatchValidationError([{"field": "body", "message": "request body is not valid JSON"}]) from None
+        if isinstance(raw, list):
+            raw = {"items": raw}
+    if not isinstance(raw, dict):
+        raise BatchValidationError([{"field": "body", "message": "must be an object, an array or JSON Lines"}])
+    if isinstance(raw.get("items"), list) and len(raw["items"]) > MAX_BATCH_ITEMS:
+        message = f"at most {MAX_BATCH_ITEMS} items per batch (got {len(raw['items'])}); split it"
+        raise BatchValidationError([{"field": "items", "message": message}])
+    try:
+        return BatchRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise BatchValidationError([_field(e) for e in exc.errors()[:MAX_REPORTED_ERRORS]]) from None
+
+
+def validate_items(batch: BatchRequest) -> list[JobRequest]:
+    """Every item as a `JobRequest` (defaults merged under it); raises `BatchValidationError` naming each bad item."""
+    defaults = batch.defaults
+    if defaults:
+        try:
+            JobRequest.model_validate({"prompt": "defaults", **defaults})
+        except ValidationError as exc:
+            raise BatchValidationError([_field(e, "defaults") for e in exc.errors()]) from None
+    requests: list[JobRequest] = []
+    errors: list[dict[str, str]] = []
+    bad = 0
+    for index, item in enumerate(batch.items):
+        try:
+            requests.append(JobRequest.model_validate({**defaults, **item} if defaults else item))
+        except ValidationError as exc:
+            bad += 1
+            if len(errors) < MAX_REPORTED_ERRORS:
+                errors.extend(_field(e, f"items.{index}") for e in exc.errors())
+    if errors:
+        raise BatchValidationError(errors[:MAX_REPORTED_ERRORS], bad_items=bad)
+    return requests
+
+
+def _field(error: Any, prefix: str = "") -> dict[str, str]:
+    loc = [prefix] if prefix else []
+    loc += [str(part) for part in error.get("loc", ())]
+    return {"field": ".".join(loc) or "body", "message": str(error.get("msg", "invalid")).removeprefix("Value error, ")}
+
+
+class BatchService:
+    """Creates, reads, pages through and cancels batches."""
+
+    def __init__(self, jobs: JobService, *, queue: str, cost: CostCalculator | None = None) -> None:
+        self.jobs = jobs
+        self.client: redis.Redis = jobs.store.client
+        self.queue = queue
+        self.cost = cost
+        self.idempotency = IdempotencyStore(self.client)
+        self._script = self.client.register_script(lua_script("batch"))
+
+    def create(
+        self, batch: BatchRequest, *, owner: Owner | None = None, idempotency_key: str | None = None
+    ) -> tuple[BatchCreated, bool]:
+        """Validate every item, then record and enqueue them all in one transaction; returns the batch and whether
+        it is new (False: the batch `idempotency_key` already made). Raises `BatchValidationError`,
+        `ModelNotAllowedError`, `QuotaExceededError`, `IdempotencyConflictError`, `QueueUnavailableError`."""
+        owner = owner or Owner()
+        requests = validate_items(batch)
+        if batch.webhook_url:
+            try:
+                check_url_shape(batch.webhook_url, self.jobs.url_policy)
+            except ValueError as exc:
+                raise BatchValidationError([{"field": "webhook_url", "message": str(exc)}]) from None
+        for index, request in enumerate(requests):
+            try:
+                self.jobs.check_model(request)
+            except ValueError as exc:
+                raise BatchValidationError([{"field": f"items.{index}.model", "message": str(exc)}]) from None
+            if request.webhook_url:
+                try:
+                    check_url_shape(request.webhook_url, self.jobs.url_policy)
+                except ValueError as exc:
+                    field = {"field": f"items.{index}.webhook_url", "message": str(exc)}
+                    raise BatchValidationError([field]) from None
+        batch_id = new_batch_id()
+        if idempotency_key:
+            digest = body_hash(batch.model_dump_json().encode())
+            claim = self.idempotency.claim(owner.tenant, "batches", idempotency_key, batch_id, digest)
+            if claim.existing_id is not None:
+                return self._existing(claim.existing_id, owner.tenant), False
+        try:
+            created = self._write(batch_id, batch, requests, owner)
+        except BaseException:
+            if idempotency_key:
+                self.idempotency.release(owner.tenant, "batches", idempotency_key)
+            raise
+        return created, True
+
+    def _existing(self, batch_id: str, tenant: str) -> BatchCreated:
+        try:
+            record = self.get(batch_id, tenant=tenant or None)
+        except BatchNotFoundError:
+            raise IdempotencyConflictError(
+                "a request with this Idempotency-Key is still creating its batch; retry shortly", in_progress=True
+            ) from None
+        job_ids = [_text(i) for i in self.client.lrange(keys.batch_jobs(batch_id), 0, -1)]
+        return BatchCreated(**record.model_dump(), job_ids=job_ids)
+
+    def _write(self, batch_id: str, batch: BatchRequest, requests: Sequence[JobRequest], owner: Owner) -> BatchCreated:
+        now = time.time()
+        jobs = self._prepare(batch_id, requests, owner, now)
+        fields = {
+            "id": batch_id,
+            "v": str(CONTRACT_VERSION),
+            "tenant": owner.tenant,
+            "key_id": owner.key_id,
+            "created_at": repr(now),
+            "total": str(len(jobs)),
+            "metadata": json.dumps(batch.metadata),
+            "cancel": "0",
+            **{status.value: "0" for status in JobStatus},
+        }
+        fields[JobStatus.QUEUED.value] = str(len(jobs))
+        if batch.webhook_url:  # read by lua/_moved.lua when the last job ends (batch.completed)
+            fields["webhook_url"] = batch.webhook_url
+        # One Lua call writes everything (records, indexes, messages, the batch): all or nothing. Packing
+        # 10 000 HSETs through redis-py costs ~30 µs of Python each; one JSON document costs ~1.
+        document = {
+            "id": batch_id,
+            "tenant": owner.tenant,
+            "key_id": owner.key_id,
+            "max_queued": owner.max_queued,
+            "queue": f"{self.jobs.broker.namespace}:{self.queue}",
+            "created_at": now,
+            "fields": [item for pair in fields.items() for item in pair],
+            "jobs": jobs,
+        }
+        self.jobs.broker.declare_queue(self.queue)
+        try:
+            outcome, detail = (_text(x) for x in self._script(args=[to_json(document)]))
+        except redis.RedisError as exc:
+            raise QueueUnavailableError(f"the queue is unreachable; nothing was enqueued: {exc}") from exc
+        if outcome == "quota":
+            raise QuotaExceededError(
+                f"this API key has {detail} queued jobs; {len(jobs)} more would pass its quota of {owner.max_queued}",
+                retry_after_s=QUOTA_RETRY_AFTER_S,
+            )
+        batch_record = _batch_record(fields, cost=None)
+        return BatchCreated(**batch_record.model_dump(), job_ids=[job[0] for job in jobs])
+
+    def _prepare(self, batch_id: str, requests: Sequence[JobRequest], owner: Owner, now: float) -> list[list[str]]:
+        """Per job: [id, Dramatiq message body, record field, value, ...] (the record without its sequence)."""
+        default_model = self.jobs.default_model
+        created_at, timestamp_ms = repr(now), int(now * 1000)
+        owned = [("tenant", owner.tenant)] if owner.tenant else []
+        owned += [("key_id", owner.key_id)] if owner.key_id else []
+        fast_json = type(dramatiq.get_encoder()) is dramatiq.JSONEncoder
+        jobs = []
+        for request in requests:
+            job_id = os.urandom(16).hex()
+            resolved = request.model_dump(mode="json")
+            # What `JobRequest.resolved` does, on the dict: a concrete model and a recorded seed.
+            resolved["model"] = resolved["model"] or default_model
+            if resolved["seed"] is None:
+                resolved["seed"] = secrets.randbelow(MAX_SEED + 1)
+            # Dramatiq's message fields; the job id doubles as its Redis message id (unique per enqueue: Dramatiq
+            # gives retries fresh ids). The payload is the JobMessage shape; workers re-validate it on entry.
+            message = {
+                "queue_name": self.queue,
+                "actor_name": BATCH_ACTOR,
+                "args": [{"v": CONTRACT_VERSION, "job_id": job_id, "request": resolved}],
+                "kwargs": {},
+                "options": {"redis_message_id": job_id},
+                "message_id": job_id,
+                "message_timestamp": timestamp_ms,
+            }
+            body = to_json(message) if fast_json else dramatiq.get_encoder().encode(message)
+            job = [job_id, body.decode(), "id", job_id, "v", str(CONTRACT_VERSION), "status", "queued"]
+            job += ["request", to_json(resolved).decode(), "attempts", "0", "created_at", created_at]
+            job += ["warnings", "[]", "batch_id", batch_id]
+            for name, value in owned:
+                job += [name, value]
+            if request.webhook_url:  # the job's transitions feed the webhook stream (see JobStore.enable_hooks)
+                job += ["hooks", "2" if WebhookEventType.JOB_PROGRESS in request.wanted_webhook_events else "1"]
+            jobs.append(job)
+        return jobs
+
+    def get(self, batch_id: str, *, tenant: str | None = None) -> BatchRecord:
+        """The batch with its counts and cost so far; raises `BatchNotFoundError` (also for another tenant's)."""
+        fields = self._fields(batch_id, tenant)
+        cost = None
+        if self.cost is not None and int(fields.get("succeeded", 0)) + int(fields.get("failed", 0)):
+            job_ids = [_text(i) for i in self.client.lrange(keys.batch_jobs(batch_id), 0, -1)]
+            cost = self.cost.jobs(job_ids).total_usd
+        return _batch_record(fields, cost=cost)
+
+    def finished_jobs(self, batch_id: str, *, tenant: str | None, offset: int, limit: int) -> BatchJobPage:
+        """Finished jobs of the batch in the order they finished, from `offset` on."""
+        self._fields(batch_id, tenant)
+        ids = [_text(i) for i in self.client.lrange(keys.batch_done(batch_id), offset, offset + limit - 1)]
+        return BatchJobPage(jobs=self.jobs.store.get_many(ids), next_offset=offset + len(ids))
+
+    def cancel(self, batch_id: str, *, tenant: str | None = None) -> BatchRecord:
+        """Cancel every job of the batch that has not finished: queued ones never run, running ones stop."""
+        self._fields(batch_id, tenant)
+        self.client.hset(keys.batch(batch_id), "cancel", "1")
+        length = int(self.client.llen(keys.batch_jobs(batch_id)))
+        for start in range(0, length, _CHUNK):
+            ids = [_text(i) for i in self.client.lrange(keys.batch_jobs(batch_id), start, start + _CHUNK - 1)]
+            self.jobs.store.cancel_many(ids)
+        return self.get(batch_id, tenant=tenant)
+
+    def _fields(self, batch_id: str, tenant: str | None) -> dict[str, str]:
+        raw: dict[bytes, bytes] = self.client.hgetall(keys.batch(batch_id))  # type: ignore[assignment]
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        if "id" not in fields or (tenant is not None and fields.get("tenant") != tenant):
+            raise BatchNotFoundError(batch_id)
+        return fields
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _batch_record(f: dict[str, str], *, cost: float | None) -> BatchRecord:
+    counts = BatchCounts(**{status.value: max(0, int(f.get(status.value, 0))) for status in JobStatus})
+    total = int(f["total"])
+    finished = counts.succeeded + counts.failed + counts.canceled
+    return BatchRecord(
+        id=f["id"],
+        status=BatchStatus.COMPLETED if finished >= total else BatchStatus.RUNNING,
+        total=total,
+        counts=counts,
+        progress=finished / total if total else 1.0,
+        cost_usd=cost,
+        created_at=datetime.fromtimestamp(float(f["created_at"]), tz=timezone.utc),
+        cancel_requested=f.get("cancel") == "1",
+        tenant=f.get("tenant") or None,
+        metadata=json.loads(f.get("metadata") or "{}"),
+    )

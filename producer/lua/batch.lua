@@ -1,0 +1,48 @@
+-- batch(ARGV=[json]) records a whole batch and enqueues its Dramatiq messages in one atomic step.
+-- json = {id, tenant, key_id, max_queued, queue, fields = {f1, v1, ...}, jobs = {{id, message, f1, v1, ...}, ...}}
+-- Per job: the record (with its sequence number), the global, tenant and API-key indexes, the Dramatiq message
+-- (written as Dramatiq's own enqueue writes it). Per batch: its hash with per-status counters, its job list.
+-- Returns {"created", first_seq} or {"quota", queued} (nothing written). `SDQ` is prepended by store.py.
+local b = cjson.decode(ARGV[1])
+local n = #b.jobs
+local key_queued = SDQ .. "apikey:" .. b.key_id .. ":queued"
+if b.key_id ~= "" and b.max_queued > 0 then
+  local queued = redis.call("ZCARD", key_queued)
+  if queued + n > b.max_queued then return {"quota", tostring(queued)} end
+end
+local first = redis.call("INCRBY", SDQ .. "seq", n) - n + 1
+local all, queued = SDQ .. "jobs", SDQ .. "jobs:queued"
+local t_all, t_queued = SDQ .. "tenant:" .. b.tenant .. ":jobs", SDQ .. "tenant:" .. b.tenant .. ":jobs:queued"
+local msgs, list = b.queue .. ".msgs", b.queue
+local batch_key = SDQ .. "batch:" .. b.id
+-- Members go out in chunks: one command per chunk, and never more arguments than Lua's unpack allows.
+local chunk = 1000
+local scored, ids, bodies = {}, {}, {}
+local function flush()
+  if #ids == 0 then return end
+  redis.call("ZADD", all, unpack(scored))
+  redis.call("ZADD", queued, unpack(scored))
+  if b.tenant ~= "" then
+    redis.call("ZADD", t_all, unpack(scored))
+    redis.call("ZADD", t_queued, unpack(scored))
+  end
+  if b.key_id ~= "" then redis.call("ZADD", key_queued, unpack(scored)) end
+  redis.call("HSET", msgs, unpack(bodies))
+  redis.call("RPUSH", list, unpack(ids))
+  redis.call("RPUSH", batch_key .. ":jobs", unpack(ids))
+  scored, ids, bodies = {}, {}, {}
+end
+for i, job in ipairs(b.jobs) do
+  local id, seq = job[1], first + i - 1
+  redis.call("HSET", SDQ .. "job:" .. id, "seq", seq, unpack(job, 3))
+  scored[#scored + 1] = seq
+  scored[#scored + 1] = id
+  ids[#ids + 1] = id
+  bodies[#bodies + 1] = id
+  bodies[#bodies + 1] = job[2]
+  if #ids >= chunk then flush() end
+end
+flush()
+redis.call("HSET", batch_key, unpack(b.fields))
+if b.tenant ~= "" then redis.call("ZADD", SDQ .. "tenant:" .. b.tenant .. ":batches", b.created_at, b.id) end
+return {"created", tostring(first)}
