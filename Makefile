@@ -67,8 +67,8 @@ test: install-test
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
 
 lint: install-test
-	$(VENV)/bin/ruff check producer gpu_worker storage tests bench
-	$(VENV)/bin/ruff format --check producer gpu_worker storage tests bench
+	$(VENV)/bin/ruff check producer gpu_worker storage tests bench infra_templates/docker
+	$(VENV)/bin/ruff format --check producer gpu_worker storage tests bench infra_templates/docker
 
 typecheck: install-test
 	$(VENV)/bin/mypy

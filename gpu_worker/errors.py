@@ -60,3 +60,19 @@ class LeaseLostError(WorkerError):
 
 class TransientError(WorkerError):
     """A failure worth retrying elsewhere or later (storage or Redis blip); the job goes back to the queue."""
+
+
+class JobInterruptedError(WorkerError):
+    """The machine is being reclaimed (spot notice) and the job cannot finish in time: hand it off.
+
+    Raised from a job's step callback; the code that runs the denoising loop fills `snapshot` (a
+    `gpu_worker.checkpoint.Snapshot` of the job's images after its last step) before the runner sees it.
+    Not a failure: the job goes back to the queue and resumes elsewhere.
+    """
+
+    error_code = ErrorCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        #: The job's state after its last denoising step, or None when no step ran yet (it restarts from 0).
+        self.snapshot: object | None = None

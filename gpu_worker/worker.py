@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from types import FrameType
 
 import torch
@@ -18,10 +19,16 @@ from storage import open_store
 
 from .actors import declare_generate
 from .device import resolve_device
+from .executor import GpuExecutor
 from .heartbeat import BrokerHeartbeat
+from .metrics import MetricsExporter, WorkerMetrics
+from .middleware import IdleShutdown, SpotWatcher
 from .models import LoadedModels
+from .notices import Interruption, Notice, open_notice_source
+from .retire import RetireError, retire
 from .runner import JobRunner
 from .settings import WorkerSettings
+from .usage import usage_reporter
 
 log = logging.getLogger(__name__)
 
@@ -31,23 +38,45 @@ def run_worker(settings: WorkerSettings, *, stop: threading.Event | None = None)
     stop = stop or threading.Event()
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+    metrics = WorkerMetrics()
     middleware = [TimeLimit(), Retries(), BrokerHeartbeat(interval_s=settings.heartbeat_timeout_s / 4)]
+    middleware.append(usage_reporter(settings))
+    if settings.metrics_port is not None:
+        middleware.append(MetricsExporter(metrics, port=settings.metrics_port, host=settings.metrics_host))
+    # Scale to zero: an idle worker exits (and retires its VM); a spot notice drains it and hands its job off.
+    idle = IdleShutdown(settings.idle_timeout_s, stop) if settings.idle_timeout_s > 0 else None
+    interruption = Interruption()
+    notices = open_notice_source(settings)
+    if idle is not None:
+        middleware.append(idle)
+    if notices is not None:
+        middleware.append(SpotWatcher(notices, interruption, stop, poll_interval_s=settings.spot_poll_interval_s))
     with open_backends(settings, middleware=middleware) as backends:
-        objects = open_store(settings.resolved_storage_url)
-        models = LoadedModels(
-            cache_dir=settings.resolved_model_cache_dir,
-            device=resolve_device(settings.device),
-            capacity=settings.max_loaded_models,
-        )
+        objects = open_store(settings.resolved_storage_url, credentials=settings.storage_credentials())
+        models = LoadedModels.from_settings(settings, device=resolve_device(settings.device))
+        # Before taking jobs: fetched into the NVMe cache, loaded (and compiled, if asked) once, never on a job.
+        models.preload(settings.preload_models)
 
         def resend(message: JobMessage, delay_s: float) -> None:
-            send(backends.broker, settings.queue, message, delay_ms=int(delay_s * 1000))
+            # No delay: straight onto the queue (a delay of 0 would still take the detour through the delay queue).
+            send(backends.broker, settings.queue, message, delay_ms=int(delay_s * 1000) if delay_s > 0 else None)
 
-        runner = JobRunner(settings, backends.store, objects, models, resend)
+        # One executor owns the device; the worker threads feed it and batch their jobs through it.
+        executor = GpuExecutor(
+            models, max_images=settings.batch_max, wait_ms=settings.batch_wait_ms, metrics=metrics
+        ).start()
+        checkpoints = (
+            open_store(settings.checkpoint_storage_url, credentials=settings.storage_credentials())
+            if settings.checkpoint_storage_url
+            else objects
+        )
+        runner = JobRunner(
+            settings, backends.store, objects, executor, resend, interruption=interruption, checkpoints=checkpoints
+        )
         declare_generate(backends.broker, runner, settings)
         worker = Worker(
             backends.broker,
-            queues={settings.queue},
+            queues={settings.queue, settings.batch_queue},
             worker_threads=settings.worker_threads,
             worker_timeout=int(settings.poll_interval_s * 1000),
         )
@@ -58,6 +87,10 @@ def run_worker(settings: WorkerSettings, *, stop: threading.Event | None = None)
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             log.info("signal %d: draining", signum)
+            # Jobs that cannot finish within the shutdown timeout checkpoint and hand off, as on a spot notice
+            # (a Kubernetes eviction or a cloud's ACPI shutdown arrives as SIGTERM).
+            deadline = time.time() + settings.shutdown_timeout_s
+            interruption.set(Notice("signal", "terminate", deadline, detail=f"signal {signum}"))
             stop.set()
 
         if threading.current_thread() is threading.main_thread():
@@ -67,4 +100,10 @@ def run_worker(settings: WorkerSettings, *, stop: threading.Event | None = None)
         log.info("worker %s on %s, queue %s", settings.worker_id, models.device, settings.queue)
         stop.wait()
         worker.stop(timeout=int(settings.shutdown_timeout_s * 1000))
+        executor.shutdown()
+    if idle is not None and idle.idled:
+        try:
+            log.info("retired: %s", retire(settings))
+        except RetireError as exc:  # still exit 0: the worker did its part; the group's own scale-in can follow
+            log.error("could not retire this machine: %s", exc)
     return 0
