@@ -38,6 +38,7 @@ from gpu_worker import sources
 from gpu_worker.errors import ModelLoadError, ModelNotFoundError
 from gpu_worker.refs import ModelRef, ModelSource
 from gpu_worker.tiny import build_tiny_pipeline
+from storage.credentials import StorageCredentials
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +99,18 @@ class ModelCache:
         lora_storage_url: str | None = None,
         download_concurrency: int = 8,
         install_timeout_s: float = 3600.0,
+        storage_credentials: StorageCredentials | None = None,
     ) -> None:
-        """`local_files_only` forbids downloads: a model that is not installed is then `ModelNotFoundError`."""
+        """`local_files_only` forbids downloads: a model that is not installed is then `ModelNotFoundError`.
+
+        `storage_credentials` (a `storage.StorageCredentials`) open model buckets with the worker's explicit
+        secrets; without them each SDK's standard credential chain applies."""
         self.root = Path(root)
         self.budget_bytes = budget_bytes
         self.local_files_only = local_files_only
         self.lora_storage_url = lora_storage_url
         self.download_concurrency = download_concurrency
+        self.storage_credentials = storage_credentials
         self.install_timeout_s = install_timeout_s
 
     def acquire(self, model: str, *, fp16: bool = False) -> CacheLease:
@@ -255,7 +261,7 @@ class ModelCache:
         if ref.source is ModelSource.HUB:
             sources.download_hub(ref, staging, fp16=fp16, lora=kind == LORAS_DIR, concurrency=concurrency)
         elif ref.source is ModelSource.STORAGE:
-            sources.download_storage(ref, staging, concurrency=concurrency)
+            sources.download_storage(ref, staging, concurrency=concurrency, credentials=self.storage_credentials)
         elif ref.source is ModelSource.NAMED:
             assert self.lora_storage_url is not None  # checked by _install
             url = _join_url(self.lora_storage_url, ref.location)

@@ -106,6 +106,7 @@ class LoadedModels:
             budget_bytes=settings.model_cache_budget_bytes,
             lora_storage_url=settings.lora_storage_url,
             download_concurrency=settings.download_concurrency,
+            storage_credentials=settings.storage_credentials(),
         )
         return cls(
             device=device,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gpu_worker.errors import ModelLoadError, ModelNotFoundError, TransientError
 from gpu_worker.refs import ModelRef
+from storage.credentials import StorageCredentials
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,12 @@ def translate_hub_error(ref: ModelRef, exc: BaseException) -> Exception:
     return ModelLoadError(f"{ref}: download from the Hugging Face Hub failed ({type(exc).__name__}: {reason})")
 
 
-def download_storage(ref: ModelRef, staging: Path, *, concurrency: int) -> None:
-    """Copy every object under the storage URL `ref` names into `staging`, keeping their relative paths."""
+def download_storage(
+    ref: ModelRef, staging: Path, *, concurrency: int, credentials: StorageCredentials | None = None
+) -> None:
+    """Copy every object under the storage URL `ref` names into `staging`, keeping their relative paths.
+
+    `credentials` (a `storage.StorageCredentials`) are the worker's explicit storage secrets, if any."""
     from storage import (
         InvalidKeyError,
         NotSupportedError,
@@ -127,7 +132,7 @@ def download_storage(ref: ModelRef, staging: Path, *, concurrency: int) -> None:
     from storage.transfer import download_prefix
 
     try:
-        store = open_store(ref.location)
+        store = open_store(ref.location, credentials=credentials)
         download_prefix(store, "", staging, concurrency=concurrency)
     except ObjectNotFoundError as exc:
         raise ModelNotFoundError(f"{ref}: no objects under this storage prefix") from exc

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,8 @@ from gpu_worker.cache import LORAS_DIR, META_FILE, MODELS_DIR, ModelCache
 from gpu_worker.errors import ModelLoadError, ModelNotFoundError
 from gpu_worker.refs import ModelRef
 from gpu_worker.sources import select_hub_files
+from storage import StorageCredentials
+from tests.emulators import S3Server
 from tests.support import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -309,3 +312,31 @@ def test_cache_keys_are_safe_folder_names_and_tell_sources_apart() -> None:
     assert all(c.isalnum() or c in "._-" for c in a)
     hub = ModelRef.parse("org/name@main")
     assert hub.cache_key("fp16") != hub.cache_key("fp32")
+
+
+@pytest.mark.s3
+def test_a_bucket_prefix_is_read_with_the_workers_explicit_storage_credentials(
+    tmp_path: Path, seaweedfs_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to fall back on here
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    bucket = f"models-{os.getpid()}"
+    seaweedfs_server.create_bucket(bucket)
+    fake_pipeline(tmp_path / "src", size_bytes=2000)
+    client: Any = seaweedfs_server.client()
+    for path in (tmp_path / "src").rglob("*"):
+        if path.is_file():
+            client.put_object(Bucket=bucket, Key=f"sd/{path.relative_to(tmp_path / 'src')}", Body=path.read_bytes())
+    url = seaweedfs_server.url(bucket, "sd")
+
+    with pytest.raises((ModelNotFoundError, ModelLoadError)):  # the SDK's chain finds no credentials
+        ModelCache(tmp_path / "anonymous").acquire(url).release()
+    credentials = StorageCredentials(
+        aws_access_key_id=seaweedfs_server.access_key_id, aws_secret_access_key=seaweedfs_server.secret_access_key
+    )
+    with ModelCache(tmp_path / "cache", storage_credentials=credentials).acquire(url) as held:
+        assert held.installed
+        assert (held.path / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size == 2000
