@@ -13,7 +13,8 @@ moto S3 server (a real HTTP S3 endpoint; pass --seaweedfs to use SeaweedFS inste
 * `batching`: system and loop images/s at each of `--batch-sizes`, and the gain of each over batch 1;
 * `switch_hit_s` / `switch_miss_s`: time to get the other of two alternating models when both stay loaded (hit)
   and when only one fits (miss: loaded again from the warm NVMe cache);
-* `cold_start_s`: `sdq worker` process start → first image uploaded, cache warm;
+* `cold_start_s`: `sdq worker` process start → first image uploaded, cache warm; `cold_start_import_floor_s` is a
+  bare interpreter importing the worker and diffusers' pipeline class, the part of it no worker can avoid;
 * the mean per-job timings and the worker's busy fraction (scraped from its Prometheus endpoint).
 """
 
@@ -28,6 +29,7 @@ import os
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -115,6 +117,17 @@ def model_switch(cache: Path, args: argparse.Namespace, other: str) -> dict[str,
         figures[f"switch_{name}_s"] = statistics.median(seconds)
         models.close()
     return figures
+
+
+def import_floor_s(runs: int = 3) -> float:
+    """Median wall time of a fresh interpreter that only imports what a worker must before its first image."""
+    code = "import gpu_worker.worker, gpu_worker.pipelines; from diffusers import AutoPipelineForText2Image"
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
 
 
 def _metric(url: str, name: str) -> float | None:
@@ -262,6 +275,7 @@ def main() -> None:
                     naive = naive_images_per_s(cache, args, s3)
 
     head = system[args.batch]
+    floor = import_floor_s()
     result = {
         "bench": "worker",
         "jobs": args.jobs,
@@ -276,6 +290,9 @@ def main() -> None:
         "naive_images_per_s": round(naive, 3),
         "speedup_vs_naive": round(head["images_per_s"] / naive, 3),
         "cold_start_s": round(head["cold_start_s"], 3),
+        # The part of a cold start no worker can avoid: a bare interpreter importing the worker and the pipeline.
+        "cold_start_import_floor_s": round(floor, 3),
+        "cold_start_over_floor_s": round(head["cold_start_s"] - floor, 3),
         "batching": {
             str(b): {
                 "system_images_per_s": round(system[b]["images_per_s"], 3),
