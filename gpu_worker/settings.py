@@ -60,11 +60,13 @@ class WorkerSettings(CommonSettings):
         " (for the heartbeat timeout if it dies) while other workers may be idle.",
     )
     poll_interval_s: float = Field(
-        default=0.05,
+        default=0.5,
         gt=0,
         le=5,
-        description="SDQ_POLL_INTERVAL_S: longest pause between two fetches, also right after a job ends (Dramatiq"
-        " backs off up to this while jobs run; its default of 1 s would idle the GPU that long after each job).",
+        description="SDQ_POLL_INTERVAL_S: longest pause between two fetches. Dramatiq backs off from 5 ms up to this"
+        " while a queue is empty, so it bounds how late a long-idle worker sees a new job. Jobs waiting in the GPU"
+        " executor hide it under load; every poll of every queue costs the denoising thread the GIL (measured: 0.05 s"
+        " cost 6 % of throughput on CPU), so lower it only where first-job latency matters more.",
     )
     job_timeout_s: float = Field(
         default=1800.0, gt=0, description="SDQ_JOB_TIMEOUT_S: a job still denoising after this fails with `timeout`."
