@@ -138,11 +138,11 @@ class FleetSettings(BaseSettings):
     min_workers: int = Field(default=0, ge=0, description="SDQ_MIN_WORKERS: workers kept even with no work.")
     max_workers: int = Field(default=10, ge=0, description="SDQ_MAX_WORKERS: the most workers ever asked for.")
     worker_concurrency: int = Field(
-        default=1,
+        default=8,
         ge=1,
         le=256,
-        description="SDQ_WORKER_CONCURRENCY: jobs one worker runs at once (its threads × batch size); desired"
-        " workers = ceil(work remaining ÷ this).",
+        description="SDQ_WORKER_CONCURRENCY: jobs one worker holds at once, i.e. its SDQ_WORKER_THREADS (default 8);"
+        " desired workers = ceil(work remaining ÷ this). Too low asks for a VM per job that then idles, billed.",
     )
     prices: dict[str, InstancePrice] = Field(
         default_factory=dict,
