@@ -8,7 +8,9 @@ down (a process leaving while others are still connected leaves it running for t
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -50,7 +52,9 @@ class EmbeddedRedis:
             digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
             socket = Path(tempfile.gettempdir()) / f"sdq-{digest}.sock"
         self.socket = socket
-        self._in_use = False
+        # A shared flock on `redis.users` held from start to stop: the kernel counts who still uses the server,
+        # including processes that have not opened a connection yet, and drops the lock of one that crashed.
+        self._users_fd: int | None = None
 
     @property
     def url(self) -> str:
@@ -61,7 +65,9 @@ class EmbeddedRedis:
         """Connect to the running server, or start one; returns its URL."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.data_dir / "redis.lock")):
-            self._in_use = True
+            if self._users_fd is None:
+                self._users_fd = os.open(self.data_dir / "redis.users", os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self._users_fd, fcntl.LOCK_SH)
             if self._alive():
                 return self.url
             launcher = subprocess.run(
@@ -92,17 +98,28 @@ class EmbeddedRedis:
         return self.url
 
     def stop(self) -> None:
-        """Shut the server down unless another client is still connected (call after closing your own)."""
-        if not self._in_use:
+        """Shut the server down if no other process still uses it (call after closing your own connections)."""
+        fd, self._users_fd = self._users_fd, None
+        if fd is None:
             return
-        self._in_use = False
+        try:
+            with FileLock(str(self.data_dir / "redis.lock")):  # no process starts using it while we decide
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # only if nobody else holds it shared
+                except BlockingIOError:
+                    return
+                self._shutdown()
+        finally:
+            os.close(fd)
+
+    def _shutdown(self) -> None:
         client = redis.Redis(unix_socket_path=str(self.socket))
         try:
-            if len(client.client_list()) > 1:  # someone besides this connection: leave it running for them
+            if len(client.client_list()) > 1:  # a client that connected by URL alone: leave it running for it
                 return
             client.shutdown()  # with append-only persistence, flushes the AOF first
         except redis.ConnectionError:
-            pass  # already gone, or shutdown closed the connection under us
+            return  # already gone, or shutdown closed the connection under us
         finally:
             client.close()
         deadline = time.monotonic() + 10

@@ -40,3 +40,32 @@ def test_a_deep_data_dir_still_gets_a_usable_socket(tmp_path: Path) -> None:
     with EmbeddedRedis(deep) as server:
         assert len(str(server.socket)) <= 100
         assert redis.Redis.from_url(server.url).ping()
+
+
+def test_a_user_without_a_connection_yet_keeps_it_running(tmp_path: Path) -> None:
+    # `sdq api` starts the server, then opens connections lazily: a short `sdq keys list` run meanwhile must not
+    # mistake itself for the last user.
+    api, command = EmbeddedRedis(tmp_path), EmbeddedRedis(tmp_path)
+    url = api.start()
+    command.start()
+    command.stop()
+    client = redis.Redis.from_url(url)
+    assert client.ping()
+    client.close()
+    api.stop()
+    assert not api.socket.exists()
+
+
+def test_a_crashed_user_does_not_keep_it_running(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys; from pathlib import Path; from producer.embedded import EmbeddedRedis;"
+        f"EmbeddedRedis(Path({str(tmp_path)!r})).start(); os._exit(0)"  # exits without stop(): its flock goes
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    last = EmbeddedRedis(tmp_path)
+    last.start()
+    last.stop()
+    assert not last.socket.exists()
