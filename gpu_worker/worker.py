@@ -10,9 +10,10 @@ from types import FrameType
 
 import torch
 from dramatiq import Worker
-from dramatiq.middleware import Retries, TimeLimit
+from dramatiq.common import q_name
+from dramatiq.middleware import CurrentMessage, Retries, TimeLimit
 
-from producer.broker import send
+from producer.broker import BATCH_ACTOR, GENERATE_ACTOR, send
 from producer.jobs import JobMessage
 from producer.runtime import open_backends
 from storage import open_store
@@ -23,6 +24,7 @@ from .executor import GpuExecutor
 from .heartbeat import BrokerHeartbeat
 from .metrics import MetricsExporter, WorkerMetrics
 from .middleware import IdleShutdown, SpotWatcher
+from .middleware.drain import hand_back, stop_fetching
 from .models import LoadedModels
 from .notices import Interruption, Notice, open_notice_source
 from .retire import RetireError, retire
@@ -39,7 +41,12 @@ def run_worker(settings: WorkerSettings, *, stop: threading.Event | None = None)
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     metrics = WorkerMetrics()
-    middleware = [TimeLimit(), Retries(), BrokerHeartbeat(interval_s=settings.heartbeat_timeout_s / 4)]
+    middleware = [
+        TimeLimit(),
+        Retries(),
+        CurrentMessage(),
+        BrokerHeartbeat(interval_s=settings.heartbeat_timeout_s / 4),
+    ]
     middleware.append(usage_reporter(settings))
     if settings.metrics_port is not None:
         middleware.append(MetricsExporter(metrics, port=settings.metrics_port, host=settings.metrics_host))
@@ -58,8 +65,12 @@ def run_worker(settings: WorkerSettings, *, stop: threading.Event | None = None)
         models.preload(settings.preload_models)
 
         def resend(message: JobMessage, delay_s: float) -> None:
+            # Back onto the queue it came from, so a batch job keeps its lower priority after a hand-off or retry.
+            current = CurrentMessage.get_current_message()
+            batch = current is not None and q_name(current.queue_name) == settings.batch_queue
+            queue, actor = (settings.batch_queue, BATCH_ACTOR) if batch else (settings.queue, GENERATE_ACTOR)
             # No delay: straight onto the queue (a delay of 0 would still take the detour through the delay queue).
-            send(backends.broker, settings.queue, message, delay_ms=int(delay_s * 1000) if delay_s > 0 else None)
+            send(backends.broker, queue, message, delay_ms=int(delay_s * 1000) if delay_s > 0 else None, actor=actor)
 
         # One executor owns the device; the worker threads feed it and batch their jobs through it.
         executor = GpuExecutor(
@@ -99,6 +110,11 @@ def run_worker(settings: WorkerSettings, *, stop: threading.Event | None = None)
         worker.start()
         log.info("worker %s on %s, queue %s", settings.worker_id, models.device, settings.queue)
         stop.wait()
+        if interruption.is_set():
+            # Dramatiq stops its worker threads before its consumers, which keep fetching meanwhile: a job handed
+            # off now would come straight back to this draining worker. Stop fetching and return what is held.
+            stop_fetching(worker)
+            hand_back(worker)
         worker.stop(timeout=int(settings.shutdown_timeout_s * 1000))
         executor.shutdown()
     if idle is not None and idle.idled:

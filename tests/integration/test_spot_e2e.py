@@ -133,6 +133,26 @@ def test_sigterm_hands_off_a_job_that_cannot_finish_within_the_shutdown_timeout(
         assert f"resuming at step {handed.checkpoint.step} of" in log
 
 
+def test_a_handed_off_batch_job_goes_back_to_the_batch_queue(stack: Stack, tmp_path: Path) -> None:
+    """After a hand-off a batch job keeps its lower priority: it is resent to the batch queue, not the interactive."""
+    connection = redis.Redis.from_url(stack.env["SDQ_REDIS_URL"])
+    first = stack.start_worker(SDQ_SHUTDOWN_TIMEOUT_S="5")
+    with stack.client() as client:
+        batch = client.submit_batch(
+            [{"prompt": "a batch job", "seed": 31}], defaults={"width": 256, "height": 256, "steps": 40}
+        )
+        [job_id] = batch.job_ids
+        wait_for(lambda: (r := client.get(job_id)).progress is not None and r.progress.step >= 3, timeout_s=180)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=120) == 0
+        assert client.get(job_id).handoffs == 1
+        assert connection.llen("dramatiq:sdq-batch") == 1 and connection.llen("dramatiq:sdq-generate") == 0
+
+        stack.start_worker()
+        final = client.wait(job_id, timeout_s=300)
+        assert final.status is JobStatus.SUCCEEDED and final.attempts == 2
+
+
 def test_an_aws_rebalance_recommendation_lets_the_job_finish_then_the_worker_leaves(
     stack: Stack, fake: FakeMetadata
 ) -> None:
