@@ -408,3 +408,14 @@ def s3_store_url(seaweedfs_server: S3Server, monkeypatch: pytest.MonkeyPatch) ->
     for name, value in seaweedfs_server.env.items():
         monkeypatch.setenv(name, value)
     return seaweedfs_server.url(bucket, f"t/{uuid.uuid4().hex}")
+
+
+def tamper_signature(url: str) -> str:
+    """`url` with one character of its signature changed to a different value whatever the encoding: hex digests
+    compare case-insensitively, so swapping `b` for `B` would change nothing."""
+    for name in ("X-Amz-Signature=", "sig=", "signature=", "X-Goog-Signature="):
+        start = url.find(name)
+        if start >= 0:
+            index = start + len(name)
+            return url[:index] + ("1" if url[index] in "0" else "0") + url[index + 1 :]
+    raise AssertionError(f"no signature in {url}")

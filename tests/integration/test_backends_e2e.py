@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from PIL import Image
 
 from storage import StorageCredentials, open_store
-from tests.emulators import AzureServer, GcsServer, S3Server
+from tests.emulators import AzureServer, GcsServer, S3Server, tamper_signature
 from tests.storage.gcs_v4 import SignedUrlRejected, verify_v4_signed_url
 from tests.support import start_stack
 
@@ -100,15 +100,6 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     return _gcs_target(request.getfixturevalue("fake_gcs_server"))
 
 
-def _tamper(url: str) -> str:
-    for name in ("X-Amz-Signature=", "sig=", "signature=", "X-Goog-Signature="):
-        start = url.find(name)
-        if start >= 0:
-            index = start + len(name)
-            return url[:index] + ("B" if url[index] != "B" else "C") + url[index + 1 :]
-    raise AssertionError(f"no signature in {url}")
-
-
 def test_a_job_lands_in_the_backend_and_its_url_downloads(
     target: Target, redis_server: str, model_cache: Path, tmp_path: Path
 ) -> None:
@@ -124,7 +115,7 @@ def test_a_job_lands_in_the_backend_and_its_url_downloads(
         url = output["url"]
         # Fetched while the stack runs: a local store's links are served by the API itself.
         response = httpx.get(url)
-        tampered = httpx.get(_tamper(url))
+        tampered = httpx.get(tamper_signature(url))
     finally:
         stack.stop()
 
@@ -143,7 +134,7 @@ def test_a_job_lands_in_the_backend_and_its_url_downloads(
         now = datetime.now(timezone.utc)
         verify_v4_signed_url(url, target.gcs_public_key, now=now)
         with pytest.raises(SignedUrlRejected):
-            verify_v4_signed_url(_tamper(url), target.gcs_public_key, now=now)
+            verify_v4_signed_url(tamper_signature(url), target.gcs_public_key, now=now)
 
 
 @pytest.mark.s3
