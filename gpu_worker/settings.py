@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from producer.settings import CommonSettings
+from producer.settings import CommonSettings, comma_list
 
 
 class WorkerSettings(CommonSettings):
@@ -228,10 +228,7 @@ class WorkerSettings(CommonSettings):
     @field_validator("preload_models", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
-        # Comma-separated in the environment; a list in code.
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+        return comma_list(value)
 
     @property
     def model_cache_budget_bytes(self) -> int | None:

@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 _DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "sdqueue"
 
 
+def comma_list(value: object) -> object:
+    """A settings validator's input, with a comma-separated string (as the environment gives it) split into a list."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
 class CommonSettings(BaseSettings):
     """What the API, the worker and the CLI share. Each field names its environment variable."""
 
@@ -98,10 +105,7 @@ class CommonSettings(BaseSettings):
     @field_validator("webhook_allow", mode="before")
     @classmethod
     def _comma_hosts(cls, value: object) -> object:
-        # Comma-separated in the environment; a list in code.
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+        return comma_list(value)
 
     @property
     def resolved_model_cache_dir(self) -> Path:
@@ -240,10 +244,7 @@ class ApiSettings(CommonSettings, FleetSettings):
     @field_validator("allowed_models", "inbound_webhook_secrets", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
-        # Comma-separated in the environment; a list in code.
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+        return comma_list(value)
 
 
 class WebhookSettings(CommonSettings):
