@@ -63,10 +63,10 @@ class WorkerSettings(CommonSettings):
         default=0.5,
         gt=0,
         le=5,
-        description="SDQ_POLL_INTERVAL_S: longest pause between two fetches. Dramatiq backs off from 5 ms up to this"
-        " while a queue is empty, so it bounds how late a long-idle worker sees a new job. Jobs waiting in the GPU"
-        " executor hide it under load; every poll of every queue costs the denoising thread the GIL (measured: 0.05 s"
-        " cost 6 % of throughput on CPU), so lower it only where first-job latency matters more.",
+        description="SDQ_POLL_INTERVAL_S: longest pause between two fetches of an empty queue. Every enqueue rings"
+        " a Redis doorbell that wakes idle workers at once (producer/doorbell.py), so this only bounds how late a"
+        " worker sees a job whose ring it missed (Redis restarted, a producer that does not ring). Every poll of"
+        " every queue costs the denoising thread the GIL (measured: 0.05 s cost 6 % of throughput on CPU).",
     )
     job_timeout_s: float = Field(
         default=1800.0, gt=0, description="SDQ_JOB_TIMEOUT_S: a job still denoising after this fails with `timeout`."

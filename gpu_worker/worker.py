@@ -115,6 +115,7 @@ def run_worker(settings: WorkerSettings, *, stop: threading.Event | None = None)
             # off now would come straight back to this draining worker. Stop fetching and return what is held.
             stop_fetching(worker)
             hand_back(worker)
+        backends.broker.wake_consumers()  # idle consumers wait on the doorbell: have them see the stop now
         worker.stop(timeout=int(settings.shutdown_timeout_s * 1000))
         executor.shutdown()
     if idle is not None and idle.idled:

@@ -15,6 +15,7 @@ from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
+from .doorbell import Doorbell, WakingRedisBroker
 from .jobs import JobMessage
 
 #: Name of the worker's generation actor; the contract between producer and worker.
@@ -27,9 +28,10 @@ BATCH_ACTOR = "generate_batch"
 def make_broker(
     client: redis.Redis, *, heartbeat_timeout_s: float, middleware: Sequence[Middleware] = ()
 ) -> RedisBroker:
-    """A Redis broker on `client`, with only the middleware given (Dramatiq's defaults are chosen per process)."""
-    return RedisBroker(  # type: ignore[no-untyped-call]
-        client=client, middleware=list(middleware), heartbeat_timeout=int(heartbeat_timeout_s * 1000)
+    """A Redis broker on `client`, with the middleware given (Dramatiq's defaults are chosen per process) and the
+    doorbell, which wakes idle consumers as soon as a message is enqueued (see `producer.doorbell`)."""
+    return WakingRedisBroker(
+        client=client, middleware=[*middleware, Doorbell()], heartbeat_timeout=int(heartbeat_timeout_s * 1000)
     )
 
 

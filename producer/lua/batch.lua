@@ -43,6 +43,7 @@ for i, job in ipairs(b.jobs) do
   if #ids >= chunk then flush() end
 end
 flush()
+redis.call("PUBLISH", list .. ".wake", "1")  -- idle workers fetch now, not at their next poll (doorbell.py)
 redis.call("HSET", batch_key, unpack(b.fields))
 if b.tenant ~= "" then redis.call("ZADD", SDQ .. "tenant:" .. b.tenant .. ":batches", b.created_at, b.id) end
 return {"created", tostring(first)}

@@ -1,7 +1,8 @@
 -- create(KEYS=[job, idempotency_or_empty, queue_or_empty, queue_msgs],
 --        ARGV=[id, tenant, key_id, body_hash, max_queued, idem_ttl_s, message_id, message, f1, v1, ...])
 -- Records a new queued job with all its indexes and, given a queue, its Dramatiq message (written as Dramatiq's
--- own enqueue writes it), in one atomic step: there is never a record without a message or the reverse. Unless
+-- own enqueue writes it, then rings the queue's doorbell), in one atomic step: there is never a record without a
+-- message or the reverse. Unless
 --   the Idempotency-Key already produced a job:  {"existing", id} (same body) or {"mismatch", id} (another body)
 --   the API key's queued jobs reached its quota: {"quota", queued}
 -- Otherwise {"created", seq}. `SDQ` (the key prefix) is prepended by store.py.
@@ -37,5 +38,6 @@ if idem ~= "" then redis.call("SET", idem, id .. " " .. body_hash, "EX", idem_tt
 if queue ~= "" then
   redis.call("HSET", queue_msgs, ARGV[7], ARGV[8])
   redis.call("RPUSH", queue, ARGV[7])
+  redis.call("PUBLISH", queue .. ".wake", "1")  -- idle workers fetch now, not at their next poll (doorbell.py)
 end
 return {"created", tostring(seq)}

@@ -1,0 +1,146 @@
+"""Waking idle consumers the moment a message is enqueued, instead of at their next poll.
+
+Dramatiq's Redis consumers poll: after an empty fetch a consumer sleeps, backing off up to its idle timeout (the
+worker's SDQ_POLL_INTERVAL_S), so a job sent to a long-idle worker waited up to that long before anyone looked.
+Polling faster is no cure: every poll takes the denoising thread's GIL for a moment.
+
+So every enqueue also rings a doorbell: a PUBLISH on the queue's wake channel (`<namespace>:<queue>.wake`), done
+inside the same Lua script for the jobs the API creates (lua/create.lua, lua/batch.lua) and by `Doorbell`, a broker
+middleware, for Dramatiq's own enqueues (resends, retries, delayed messages coming due). `WakingRedisBroker` hands
+out consumers that, once their queue is empty, wait on that doorbell (one listener thread per process, blocked on
+its socket) for at most the poll interval, then fetch. Idle, a consumer still fetches once per poll interval, which
+covers a missed ring (Redis restarted, listener reconnecting); busy, nothing changes: a consumer with messages in
+hand never waits on the bell. Delay queues keep Dramatiq's own polling: their consumer thread also releases the
+delayed messages it holds as they come due, which a wait for the bell would hold up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import redis
+from dramatiq import Message
+from dramatiq.broker import Broker, Consumer
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import q_name
+from dramatiq.middleware import Middleware
+
+log = logging.getLogger(__name__)
+
+#: Suffix of a queue key that names its wake channel (a queue key is `<namespace>:<queue name>`).
+WAKE_SUFFIX = ".wake"
+
+
+def wake_channel(queue_key: str) -> str:
+    """The pub/sub channel rung when a message lands on the Redis list `queue_key`."""
+    return queue_key + WAKE_SUFFIX
+
+
+class Doorbell(Middleware):
+    """Rings the queue's wake channel after each Dramatiq enqueue (best effort: the message is already queued)."""
+
+    def after_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
+        if delay or not isinstance(broker, RedisBroker):  # a delayed message: its delay queue polls (see above)
+            return
+        try:
+            broker.client.publish(wake_channel(f"{broker.namespace}:{message.queue_name}"), "1")
+        except redis.RedisError as exc:  # consumers still poll: the message is picked up a little later
+            log.debug("doorbell for %s not rung: %s", message.queue_name, exc)
+
+
+class WakingRedisBroker(RedisBroker):
+    """A Redis broker whose consumers wait for the doorbell instead of polling with backoff while idle."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._bells: dict[str, threading.Event] = {}
+        self._listener: _Listener | None = None
+        self._lock = threading.Lock()
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+        if q_name(queue_name) != queue_name:  # a delay queue: Dramatiq's polling (see above)
+            return super().consume(queue_name, prefetch, timeout)
+        with self._lock:
+            bell = self._bells.setdefault(queue_name, threading.Event())
+            if self._listener is None:
+                self._listener = _Listener(self.client, f"{self.namespace}:", self._bells)
+                self._listener.start()
+        return _WakingConsumer(self, queue_name, prefetch, timeout, bell)
+
+    def wake_consumers(self) -> None:
+        """Cut every idle consumer's wait short (a stopping worker's consumers then notice at once)."""
+        for bell in list(self._bells.values()):
+            bell.set()
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener.join(timeout=5.0)  # it leaves within a second: its wait for a ring times out
+        super().close()
+
+
+class _WakingConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, waiting on the doorbell (up to its timeout) after a fetch found nothing."""
+
+    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int, bell: threading.Event):
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        self._bell = bell
+        self._empty = False
+
+    def __next__(self) -> Any:
+        if self._empty:
+            self._bell.wait(self.timeout / 1000)
+            # Dramatiq sleeps after an empty fetch, backing off by its miss count: the wait above replaces that
+            # backoff, so its own sleep stays at its first step (a few ms).
+            self.misses = 0
+        self._bell.clear()  # before the fetch: a ring from now on makes the next wait return at once
+        full = not self.message_cache and self.outstanding_message_count >= self.prefetch
+        message = super().__next__()  # type: ignore[no-untyped-call]
+        # Full (no fetch made): Dramatiq's own backoff paces the consumer until a running message is acked.
+        self._empty = message is None and not full
+        return message
+
+
+class _Listener(threading.Thread):
+    """Sets the bell of a queue whenever its wake channel is rung; reconnects after Redis errors."""
+
+    def __init__(self, client: redis.Redis, prefix: str, bells: dict[str, threading.Event]) -> None:
+        super().__init__(name="doorbell", daemon=True)
+        self.client = client
+        self.prefix = prefix
+        self.bells = bells
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.psubscribe(f"{self.prefix}*{WAKE_SUFFIX}")
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._ring(message["channel"])
+            except Exception as exc:  # best effort: Redis down, or the client closed under us at shutdown
+                if self._stopping.is_set():
+                    return
+                log.warning("doorbell listener reconnecting (workers poll meanwhile): %s", exc)
+                for bell in list(self.bells.values()):  # something may have been enqueued meanwhile: look
+                    bell.set()
+                self._stopping.wait(1.0)
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:  # already torn down with its client
+                    log.debug("doorbell pubsub close failed", exc_info=True)
+
+    def _ring(self, channel: bytes | str) -> None:
+        name = channel.decode() if isinstance(channel, bytes) else channel
+        queue = name[len(self.prefix) : -len(WAKE_SUFFIX)]
+        bell = self.bells.get(queue)
+        if bell is not None:
+            bell.set()

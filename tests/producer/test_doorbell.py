@@ -1,0 +1,107 @@
+"""The doorbell: an idle consumer picks a new message up at once, not at its next poll (producer/doorbell.py).
+
+Real redis-server, real Dramatiq worker threads. Every worker here polls only every 5 s, and idles long enough
+first for Dramatiq's backoff to reach multi-second sleeps, so a pick-up within 0.75 s can only come from the bell.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from dramatiq import Worker
+
+from producer.batches import BatchService
+from producer.broker import BATCH_ACTOR, GENERATE_ACTOR, make_broker
+from producer.doorbell import WakingRedisBroker
+from producer.jobs import BatchRequest, JobRequest
+from producer.service import JobService
+from producer.store import JobStore
+
+POLL_MS = 5000
+IDLE_S = 3.0  # Dramatiq's backoff after 3 s of empty fetches: sleeps of 1.3-2.6 s, capped at POLL_MS
+PROMPT_S = 0.75
+
+
+class _Seen:
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+        self.event = threading.Event()
+
+    def record(self, payload: dict[str, Any]) -> None:
+        self.at[payload["job_id"]] = time.monotonic()
+        self.event.set()
+
+    def wait_for(self, count: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.at) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def idle_worker(redis_client: redis.Redis) -> Iterator[tuple[WakingRedisBroker, _Seen]]:
+    broker = make_broker(redis_client, heartbeat_timeout_s=60)
+    assert isinstance(broker, WakingRedisBroker)
+    seen = _Seen()
+    for name, queue in ((GENERATE_ACTOR, "q"), (BATCH_ACTOR, "qb")):
+        dramatiq.actor(seen.record, broker=broker, actor_name=name, queue_name=queue)
+    worker = Worker(broker, queues={"q", "qb"}, worker_threads=2, worker_timeout=POLL_MS)
+    worker.start()
+    time.sleep(IDLE_S)
+    yield broker, seen
+    broker.wake_consumers()  # so they see the stop now, not after their wait for the bell
+    worker.stop(timeout=POLL_MS * 2)
+    broker.close()
+
+
+def _service(broker: WakingRedisBroker) -> JobService:
+    return JobService(JobStore(broker.client, ttl_s=60), broker, queue="q", default_model="tiny")
+
+
+def test_a_job_the_api_creates_is_picked_up_at_once_by_an_idle_worker(idle_worker: Any) -> None:
+    broker, seen = idle_worker
+    sent = time.monotonic()
+    record = _service(broker).submit(JobRequest(prompt="a cat", width=64, height=64))  # lua/create.lua
+    seen.wait_for(1, timeout_s=POLL_MS / 1000 * 2)
+    assert record.id in seen.at
+    assert seen.at[record.id] - sent < PROMPT_S
+
+
+def test_a_batch_is_picked_up_at_once_by_an_idle_worker(idle_worker: Any) -> None:
+    broker, seen = idle_worker
+    batches = BatchService(_service(broker), queue="qb")
+    sent = time.monotonic()
+    created, _ = batches.create(BatchRequest(items=[{"prompt": f"p{i}"} for i in range(3)]))  # lua/batch.lua
+    seen.wait_for(3, timeout_s=POLL_MS / 1000 * 2)
+    assert set(created.job_ids) <= set(seen.at)
+    assert min(seen.at[job_id] for job_id in created.job_ids) - sent < PROMPT_S
+
+
+def test_dramatiq_enqueues_ring_the_bell_too(idle_worker: Any) -> None:
+    """Resends and retries go through Dramatiq's own enqueue: its middleware rings. (A delayed message rings when
+    its delay queue's consumer moves it to the queue, once due; that consumer itself polls.)"""
+    broker, seen = idle_worker
+    sent = time.monotonic()
+    broker.actors[GENERATE_ACTOR].send({"job_id": "plain"})
+    seen.wait_for(1, timeout_s=POLL_MS / 1000 * 2)
+    assert seen.at["plain"] - sent < PROMPT_S
+
+
+def test_without_a_bell_an_idle_worker_still_polls(idle_worker: Any) -> None:
+    """A message pushed straight onto the list (no PUBLISH: an old producer, a lost ring) waits for the next
+    poll, as with plain Dramatiq, but is not lost."""
+    broker, seen = idle_worker
+    message = broker.actors[GENERATE_ACTOR].message({"job_id": "quiet"})
+    redis_id = "quiet-1"
+    body = message.copy(options={"redis_message_id": redis_id}).encode()
+    broker.client.hset(f"{broker.namespace}:q.msgs", redis_id, body)
+    broker.client.rpush(f"{broker.namespace}:q", redis_id)
+    sent = time.monotonic()
+    seen.wait_for(1, timeout_s=POLL_MS / 1000 * 2)
+    assert "quiet" in seen.at
+    assert seen.at["quiet"] - sent <= POLL_MS / 1000 + 0.5
