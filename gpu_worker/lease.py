@@ -9,7 +9,7 @@ from types import TracebackType
 import redis
 
 from producer.jobs import Progress
-from producer.store import JobStore
+from producer.store import JobStore, Touch
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,10 @@ class Lease:
 
     def report(self, progress: Progress | None = None) -> None:
         """Renew now, recording `progress`; updates `lost` and `cancel`."""
-        touch = self.store.touch(self.job_id, self.attempt, lease_s=self.lease_s, progress=progress)
+        self.apply(self.store.touch(self.job_id, self.attempt, lease_s=self.lease_s, progress=progress))
+
+    def apply(self, touch: Touch) -> None:
+        """Take in the outcome of a renewal made for this lease (`report`, or several leases' at once)."""
         if not touch.held:
             self.lost.set()
         if touch.cancel_requested:

@@ -3,8 +3,8 @@
 A job's step callback runs on the GPU executor's thread, between two denoising steps of a batch that may hold
 several jobs. Writing each job's progress there would put a Redis round trip per job into every step the GPU makes.
 Instead the callback leaves the latest progress here and returns; the pump thread sends what is new every
-`interval_s` through each job's `Lease.report`, which also refreshes the job's cancel and lost flags that the
-callback reads. The job's own thread sends the final progress itself (`flush`) before it settles the job.
+`interval_s`, all jobs in one round trip, which also refreshes each job's cancel and lost flags that the callback
+reads. The job's own thread sends the final progress itself (`flush`) before it settles the job.
 """
 
 from __future__ import annotations
@@ -55,8 +55,20 @@ class ProgressPump:
         while not self._wake.wait(self.interval_s):
             with self._lock:
                 batch, self._pending = self._pending, {}
-            for lease, progress in batch.items():
+            if not batch:
+                continue
+            # One round trip for every job of the running batch: each trip's Python work (and its GIL hand-offs)
+            # is taken from the denoising thread.
+            by_store: dict[int, list[Lease]] = {}
+            for lease in batch:
+                by_store.setdefault(id(lease.store), []).append(lease)
+            for leases in by_store.values():
                 try:
-                    lease.report(progress)
-                except redis.RedisError as exc:  # the lease thread retries renewals; progress can wait a beat
-                    log.warning("progress of %s not recorded: %s", lease.job_id, exc)
+                    touches = leases[0].store.touch_many(
+                        [(lease.job_id, lease.attempt, lease.lease_s, batch[lease]) for lease in leases]
+                    )
+                except redis.RedisError as exc:  # the lease threads retry renewals; progress can wait a beat
+                    log.warning("progress of %d job(s) not recorded: %s", len(leases), exc)
+                    continue
+                for lease, touch in zip(leases, touches, strict=True):
+                    lease.apply(touch)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
@@ -248,9 +249,19 @@ class JobStore:
 
     def touch(self, job_id: str, attempt: int, *, lease_s: float, progress: Progress | None = None) -> Touch:
         """Renew the lease (and record progress); tells whether the attempt still holds the job."""
-        payload = progress.model_dump_json() if progress else ""
-        outcome, detail = (_text(x) for x in self._run("touch", job_id, attempt, lease_s, payload))
-        return Touch(held=outcome == "ok", cancel_requested=outcome == "ok" and detail == "1")
+        return self.touch_many([(job_id, attempt, lease_s, progress)])[0]
+
+    def touch_many(self, leases: Sequence[tuple[str, int, float, Progress | None]]) -> Sequence[Touch]:
+        """`touch` for several (job id, attempt, lease_s, progress) at once: one round trip for all of them."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id, attempt, lease_s, progress in leases:
+            payload = progress.model_dump_json() if progress else ""
+            self._scripts["touch"](keys=[keys.job(job_id)], args=[attempt, lease_s, payload], client=pipe)
+        touches: builtins.list[Touch] = []
+        for result in pipe.execute():
+            outcome, detail = (_text(x) for x in result)
+            touches.append(Touch(held=outcome == "ok", cancel_requested=outcome == "ok" and detail == "1"))
+        return touches
 
     def settle(self, job_id: str, attempt: int, status: JobStatus, **fields: Any) -> bool:
         """End the attempt with `status` (terminal, or `queued` to hand the job back); False if fenced off."""

@@ -82,6 +82,25 @@ def test_cancel_queued_and_running(store: JobStore) -> None:
         store.cancel(new_job_id())
 
 
+def test_touch_many_renews_several_leases_in_one_call_each_with_its_own_outcome(store: JobStore) -> None:
+    from producer.jobs import Progress
+
+    held, canceled, fenced = _job(store), _job(store), _job(store)
+    for job_id in (held, canceled, fenced):
+        store.claim(job_id, worker="w", lease_s=30, max_attempts=3)
+    store.cancel(canceled)
+    touches = store.touch_many(
+        [
+            (held, 1, 30, Progress(step=3, total=20)),
+            (canceled, 1, 30, None),
+            (fenced, 2, 30, Progress(step=5, total=20)),  # not this job's attempt
+        ]
+    )
+    assert [(t.held, t.cancel_requested) for t in touches] == [(True, False), (True, True), (False, False)]
+    assert store.get(held).progress == Progress(step=3, total=20)
+    assert store.get(fenced).progress is None
+
+
 def test_handing_back_for_retry_requeues(store: JobStore) -> None:
     job_id = _job(store)
     store.claim(job_id, worker="w", lease_s=30, max_attempts=3)
