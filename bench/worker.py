@@ -1,14 +1,21 @@
 """The whole system (API → Redis → worker → S3-compatible server) against plain loops, measured in the same run.
 
-    python -m bench.worker [--jobs 128] [--size 64] [--steps 20] [--batch-sizes 1,4,8] [--batch 4] [--torch-threads 1]
+    python -m bench.worker [--jobs 192] [--rounds 3] [--size 64] [--steps 20] [--batch-sizes 1,4,8] [--batch 4]
+                           [--torch-threads 1]
 
 On the CPU with the `tiny` model: an `sdq api` and `sdq worker` processes on an embedded Redis, uploading to a
-moto S3 server (a real HTTP S3 endpoint; pass --seaweedfs to use SeaweedFS instead). Prints one JSON line:
+moto S3 server (a real HTTP S3 endpoint; pass --seaweedfs to use SeaweedFS instead). At each batch size one worker
+starts (its cold start is timed), then `--rounds` rounds alternate with plain-loop baselines: loop, round, loop,
+round, …, loop. A round submits `--jobs / --rounds` jobs at once through the batch API and waits for them all.
+Shared machines drift by 10 % and more within a minute, so each round is compared with the loops right before and
+after it. Prints one JSON line:
 
-* `images_per_s`: the system at `--batch` (SDQ_BATCH_MAX), from the first job's creation to the last one's end
-  (server-side timestamps, so the client's polling does not count);
-* `efficiency`: that ÷ the images/s of the worker's own pipeline called in a plain loop in this process, with the
-  same batch size, the same pipeline preparation and the same torch thread count;
+* `images_per_s`: the system at `--batch` (SDQ_BATCH_MAX): images over the rounds' summed wall time, each round
+  from its first job's creation to its last one's end (server-side timestamps: the client's polling does not count);
+* `efficiency`: the median over rounds of the round's images/s ÷ the mean of the two loops around it, where the
+  loop is the worker's own pipeline called in this process with the same batch size, the same pipeline preparation
+  and the same torch thread count (`efficiency_rounds`: every round's ratio; `efficiency_total`: all rounds' images/s
+  ÷ all loops' images/s);
 * `speedup_vs_naive`: that ÷ the loop a user writes by hand (one image → PNG → boto3 upload → next);
 * `batching`: system and loop images/s at each of `--batch-sizes`, and the gain of each over batch 1;
 * `switch_hit_s` / `switch_miss_s`: time to get the other of two alternating models when both stay loaded (hit)
@@ -62,12 +69,13 @@ def _models(cache: Path, capacity: int) -> Any:
     return LoadedModels.from_settings(settings, device="cpu")
 
 
-def loop_images_per_s(cache: Path, args: argparse.Namespace, batch: int) -> float:
-    """The worker's pipeline called in a plain loop, `batch` images per call (after one warm-up call)."""
+def loop_images_per_s(cache: Path, args: argparse.Namespace, batch: int, images: int) -> float:
+    """The worker's pipeline called in a plain loop, `batch` images per call, about `images` in all (after one
+    warm-up call)."""
     from gpu_worker.inference import generate_batch
 
     with _models(cache, 1).use("tiny") as (pipe, _):
-        calls = max(1, args.jobs // batch)
+        calls = max(1, images // batch)
         generate_batch(pipe, [_request(args, seed) for seed in range(batch)])
         started = time.perf_counter()
         for call in range(calls):
@@ -75,7 +83,7 @@ def loop_images_per_s(cache: Path, args: argparse.Namespace, batch: int) -> floa
         return float(calls * batch / (time.perf_counter() - started))
 
 
-def naive_images_per_s(cache: Path, args: argparse.Namespace, s3: Any) -> float:
+def naive_images_per_s(cache: Path, args: argparse.Namespace, s3: Any, images: int) -> float:
     """What a user writes by hand: one image, PNG, boto3 upload, next (same pipeline object, warm)."""
     import torch
 
@@ -96,9 +104,9 @@ def naive_images_per_s(cache: Path, args: argparse.Namespace, s3: Any) -> float:
 
         one(0)
         started = time.perf_counter()
-        for seed in range(args.jobs):
+        for seed in range(images):
             one(seed)
-        return float(args.jobs / (time.perf_counter() - started))
+        return float(images / (time.perf_counter() - started))
 
 
 def model_switch(cache: Path, args: argparse.Namespace, other: str) -> dict[str, float]:
@@ -141,9 +149,11 @@ def _metric(url: str, name: str) -> float | None:
     return None
 
 
-def system_run(stack: LocalStack, client: Client, args: argparse.Namespace, batch: int) -> dict[str, float]:
-    """One worker at SDQ_BATCH_MAX=`batch`: cold start with a first job, then `--jobs` jobs; worker stopped after."""
+def system_run(stack: LocalStack, client: Client, cache: Path, args: argparse.Namespace, batch: int) -> dict[str, Any]:
+    """One worker at SDQ_BATCH_MAX=`batch`: cold start with a first job, then `--rounds` rounds between plain-loop
+    baselines (see the module's doc); the worker is stopped after."""
     metrics_port = free_port()
+    per_round = max(batch, args.jobs // args.rounds)
     warm_up = client.submit(_request(args, 10_000))
     spawned = time.time()
     worker = stack.start_worker(
@@ -156,15 +166,47 @@ def system_run(stack: LocalStack, client: Client, args: argparse.Namespace, batc
         first = client.wait(warm_up.id, poll_interval_s=0.02, timeout_s=600)
         assert first.status is JobStatus.SUCCEEDED and first.finished_at, first.error
         cold_start_s = first.finished_at.timestamp() - spawned
-        ids = [client.submit(_request(args, seed)).id for seed in range(args.jobs)]
-        records = _wait_all(client, ids, timeout_s=600)
-        failed = [r.error for r in records if r.status is not JobStatus.SUCCEEDED]
-        assert not failed, failed
+        loops = [loop_images_per_s(cache, args, batch, per_round)]
+        rounds: list[list[JobRecord]] = []
+        for number in range(args.rounds):
+            seeds = range(number * per_round, (number + 1) * per_round)
+            created = client.submit_batch([_request(args, seed) for seed in seeds])
+            records = _wait_all(client, created.job_ids, timeout_s=600)
+            failed = [r.error for r in records if r.status is not JobStatus.SUCCEEDED]
+            assert not failed, failed
+            rounds.append(records)
+            loops.append(loop_images_per_s(cache, args, batch, per_round))
         busy = _metric(f"http://127.0.0.1:{metrics_port}/metrics", "sdq_busy_fraction")
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
-    return _figures(records, cold_start_s, busy)
+    rates = [_images(records) / _wall_s(records) for records in rounds]
+    ratios = [rate / ((loops[n] + loops[n + 1]) / 2) for n, rate in enumerate(rates)]
+    system_rate = sum(_images(r) for r in rounds) / sum(_wall_s(r) for r in rounds)
+    loop_rate = statistics.fmean(loops)
+    log.info("batch %d: rounds %s images/s, loops %s", batch, _rounded(rates), _rounded(loops))
+    return {
+        **_figures([record for records in rounds for record in records], cold_start_s, busy),
+        "images_per_s": system_rate,
+        "loop_images_per_s": loop_rate,
+        "efficiency": statistics.median(ratios),
+        "efficiency_total": system_rate / loop_rate,
+        "efficiency_rounds": _rounded(ratios),
+    }
+
+
+def _images(records: list[JobRecord]) -> int:
+    return sum(len(r.outputs) for r in records)
+
+
+def _wall_s(records: list[JobRecord]) -> float:
+    """First creation to last end, by the server's clock."""
+    ends = [r.finished_at.timestamp() for r in records if r.finished_at]
+    return max(ends) - min(r.created_at.timestamp() for r in records)
+
+
+def _rounded(values: list[float]) -> list[float]:
+    return [round(v, 3) for v in values]
 
 
 def _wait_all(client: Client, ids: list[str], *, timeout_s: float) -> list[JobRecord]:
@@ -185,15 +227,10 @@ def _wait_all(client: Client, ids: list[str], *, timeout_s: float) -> list[JobRe
 
 
 def _figures(records: list[JobRecord], cold_start_s: float, busy: float | None) -> dict[str, float]:
-    ends = [r.finished_at.timestamp() for r in records if r.finished_at]
-    wall_s = max(ends) - min(r.created_at.timestamp() for r in records)
-    images = sum(len(r.outputs) for r in records)
-
     def mean(name: str) -> float:
         return statistics.fmean(getattr(r.timings, name) or 0.0 for r in records)
 
     figures = {
-        "images_per_s": images / wall_s,
         "cold_start_s": cold_start_s,
         "mean_batch_size": mean("batch_size"),
         "queue_wait_s_mean": mean("queue_wait_s"),
@@ -219,7 +256,8 @@ def s3_server(seaweedfs: bool) -> Iterator[Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=128, help="jobs (one image each) per measured run")
+    parser.add_argument("--jobs", type=int, default=192, help="jobs (one image each) per batch size, over all rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per batch size, each between two baselines")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=4, help="SDQ_BATCH_MAX of the headline figures")
@@ -259,34 +297,31 @@ def main() -> None:
             "HF_HUB_OFFLINE": "1",
         }
         env.pop("SDQ_REDIS_URL", None)
-        system: dict[int, dict[str, float]] = {}
-        loop: dict[int, float] = {}
+        system: dict[int, dict[str, Any]] = {}
         naive = 0.0
         with EmbeddedRedis(root / "data"), LocalStack(env, root / "logs") as stack, Client(stack.api_url) as client:
             for b in sizes:
-                # Each baseline right before and right after its system run (mean of the two): on a shared machine
-                # the load drifts, and a baseline taken minutes apart would measure the drift.
-                before = loop_images_per_s(cache, args, b)
                 log.info("system at batch %d", b)
-                system[b] = system_run(stack, client, args, b)
-                loop[b] = (before + loop_images_per_s(cache, args, b)) / 2
-                log.info("batch %d: system %.2f images/s, loop %.2f", b, system[b]["images_per_s"], loop[b])
+                system[b] = system_run(stack, client, cache, args, b)
                 if b == args.batch:
-                    naive = naive_images_per_s(cache, args, s3)
+                    naive = naive_images_per_s(cache, args, s3, max(1, args.jobs // args.rounds))
 
     head = system[args.batch]
     floor = import_floor_s()
     result = {
         "bench": "worker",
         "jobs": args.jobs,
+        "rounds": args.rounds,
         "size": args.size,
         "steps": args.steps,
         "batch": args.batch,
         "torch_threads": args.torch_threads,
         "s3": "seaweedfs" if args.seaweedfs else "moto",
         "images_per_s": round(head["images_per_s"], 3),
-        "loop_images_per_s": round(loop[args.batch], 3),
-        "efficiency": round(head["images_per_s"] / loop[args.batch], 3),
+        "loop_images_per_s": round(head["loop_images_per_s"], 3),
+        "efficiency": round(head["efficiency"], 3),
+        "efficiency_total": round(head["efficiency_total"], 3),
+        "efficiency_rounds": head["efficiency_rounds"],
         "naive_images_per_s": round(naive, 3),
         "speedup_vs_naive": round(head["images_per_s"] / naive, 3),
         "cold_start_s": round(head["cold_start_s"], 3),
@@ -296,17 +331,22 @@ def main() -> None:
         "batching": {
             str(b): {
                 "system_images_per_s": round(system[b]["images_per_s"], 3),
-                "loop_images_per_s": round(loop[b], 3),
-                "efficiency": round(system[b]["images_per_s"] / loop[b], 3),
+                "loop_images_per_s": round(system[b]["loop_images_per_s"], 3),
+                "efficiency": round(system[b]["efficiency"], 3),
+                "efficiency_rounds": system[b]["efficiency_rounds"],
                 "system_gain_vs_batch_1": round(system[b]["images_per_s"] / system[sizes[0]]["images_per_s"], 3),
                 "mean_batch_size": round(system[b]["mean_batch_size"], 2),
             }
             for b in sizes
         },
         **{k: round(v, 4) for k, v in switch.items()},
-        **{k: round(v, 4) for k, v in head.items() if k not in ("images_per_s", "cold_start_s")},
+        **{k: round(v, 4) for k, v in head.items() if isinstance(v, float) and k not in _HEADLINE},
     }
     print(json.dumps(result))
+
+
+#: Figures of the headline batch size already printed under their own names.
+_HEADLINE = {"images_per_s", "cold_start_s", "loop_images_per_s", "efficiency", "efficiency_total"}
 
 
 if __name__ == "__main__":
