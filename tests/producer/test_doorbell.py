@@ -6,7 +6,6 @@ first for Dramatiq's backoff to reach multi-second sleeps, so a pick-up within 0
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -31,11 +30,9 @@ PROMPT_S = 0.75
 class _Seen:
     def __init__(self) -> None:
         self.at: dict[str, float] = {}
-        self.event = threading.Event()
 
     def record(self, payload: dict[str, Any]) -> None:
         self.at[payload["job_id"]] = time.monotonic()
-        self.event.set()
 
     def wait_for(self, count: int, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
