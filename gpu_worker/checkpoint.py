@@ -23,14 +23,12 @@ from typing import Any
 
 import torch
 
+from .errors import CheckpointError
+
 #: Version of the checkpoint layout; a worker refuses (and restarts from step 0) a layout it does not know.
 CHECKPOINT_FORMAT = 1
 # Scheduler attributes that are configuration, not state (restored from the model's config anyway).
 _NOT_STATE = frozenset({"config", "_internal_dict"})
-
-
-class CheckpointError(Exception):
-    """A checkpoint cannot be read, or does not fit the run it should resume (the job then restarts from step 0)."""
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,21 @@ from producer.cli import configure_logging
 
 def worker(log_level: str = "info") -> None:
     """Run a GPU worker: pull jobs from Redis and run them on this machine's GPU (or CPU)."""
-    try:
-        from .worker import run_worker
-    except ImportError as exc:  # torch/diffusers are the `worker` extra
-        raise typer.BadParameter(f"{exc}; install the worker: pip install 'sdqueue[worker]'") from exc
     from .settings import WorkerSettings
 
     configure_logging(log_level)
-    raise typer.Exit(run_worker(WorkerSettings()))
+    settings = WorkerSettings()
+    device = None
+    if settings.device_process:
+        from .device_process import DeviceProcess
+
+        # Started before this process imports torch and the worker: the child's imports (torch, diffusers: the
+        # bulk of a cold start) overlap this process's own and its connecting to Redis.
+        device = DeviceProcess(settings)
+    try:
+        from .worker import run_worker
+    except ImportError as exc:  # torch/diffusers are the `worker` extra
+        if device is not None:
+            device.close()
+        raise typer.BadParameter(f"{exc}; install the worker: pip install 'sdqueue[worker]'") from exc
+    raise typer.Exit(run_worker(settings, device=device))

@@ -76,3 +76,7 @@ class JobInterruptedError(WorkerError):
         super().__init__(message)
         #: The job's state after its last denoising step, or None when no step ran yet (it restarts from 0).
         self.snapshot: object | None = None
+
+
+class CheckpointError(Exception):
+    """A checkpoint cannot be read, or does not fit the run it should resume (the job then restarts from step 0)."""

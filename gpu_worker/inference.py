@@ -146,6 +146,10 @@ def prompt_truncation_warning(pipe: DiffusionPipeline, prompt: str) -> str | Non
     if tokenizer is None:
         return None
     limit = tokenizer.model_max_length
+    # CLIP's byte-level BPE gives every token at least one byte of the text: a prompt with no more bytes than the
+    # limit minus the start and end markers cannot be cut, and most prompts are that short. Skip the tokenizer.
+    if len(prompt.encode("utf-8")) + 2 <= limit:
+        return None
     # verbose=False: the tokenizer would log its own, less helpful, warning about the same thing.
     count = len(tokenizer(prompt, truncation=False, verbose=False)["input_ids"])
     if count <= limit:

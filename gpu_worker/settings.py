@@ -77,6 +77,12 @@ class WorkerSettings(CommonSettings):
         description="SDQ_LEASE_S: a running job's lease; renewed every lease/3 s, so another worker may take over"
         " a job whose worker went silent this long.",
     )
+    device_process: bool = Field(
+        default=True,
+        description="SDQ_DEVICE_PROCESS: load models and denoise in a child process with an interpreter of its own,"
+        " so the worker's uploads, Redis calls and Dramatiq threads never hold the GIL the denoising loop needs"
+        " (gpu_worker/device_process.py). `false`: everything in one process.",
+    )
     torch_threads: int | None = Field(
         default=None,
         ge=1,

@@ -20,6 +20,8 @@ from storage import open_store
 
 from .actors import declare_generate
 from .device import resolve_device
+from .device_process import DeviceProcess
+from .devices import Device, LocalDevice
 from .executor import GpuExecutor
 from .heartbeat import BrokerHeartbeat
 from .metrics import MetricsExporter, WorkerMetrics
@@ -35,11 +37,30 @@ from .usage import usage_reporter
 log = logging.getLogger(__name__)
 
 
-def run_worker(settings: WorkerSettings, *, stop: threading.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or `stop` is set); running jobs get `shutdown_timeout_s` to finish. Returns 0."""
-    stop = stop or threading.Event()
+def run_worker(settings: WorkerSettings, *, stop: threading.Event | None = None, device: Device | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or `stop` is set); running jobs get `shutdown_timeout_s` to finish. Returns 0.
+
+    `device` (closed on return) is what `open_device` would make, started earlier by the caller.
+    """
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+    # The device process boots (imports torch and diffusers, preloads models) while this one connects to Redis.
+    device = device or open_device(settings)
+    try:
+        return _run(settings, device, stop or threading.Event())
+    finally:
+        device.close()
+
+
+def open_device(settings: WorkerSettings) -> Device:
+    """The worker's device: a device process (`SDQ_DEVICE_PROCESS`, the default), or models in this process."""
+    if settings.device_process:
+        return DeviceProcess(settings)
+    models = LoadedModels.from_settings(settings, device=resolve_device(settings.device))
+    return LocalDevice(models, preload=settings.preload_models)
+
+
+def _run(settings: WorkerSettings, device: Device, stop: threading.Event) -> int:
     metrics = WorkerMetrics()
     middleware = [
         TimeLimit(),
@@ -60,9 +81,8 @@ def run_worker(settings: WorkerSettings, *, stop: threading.Event | None = None)
         middleware.append(SpotWatcher(notices, interruption, stop, poll_interval_s=settings.spot_poll_interval_s))
     with open_backends(settings, middleware=middleware) as backends:
         objects = open_store(settings.resolved_storage_url, credentials=settings.storage_credentials())
-        models = LoadedModels.from_settings(settings, device=resolve_device(settings.device))
         # Before taking jobs: fetched into the NVMe cache, loaded (and compiled, if asked) once, never on a job.
-        models.preload(settings.preload_models)
+        device.ready()
 
         def resend(message: JobMessage, delay_s: float) -> None:
             # Back onto the queue it came from, so a batch job keeps its lower priority after a hand-off or retry.
@@ -74,7 +94,7 @@ def run_worker(settings: WorkerSettings, *, stop: threading.Event | None = None)
 
         # One executor owns the device; the worker threads feed it and batch their jobs through it.
         executor = GpuExecutor(
-            models, max_images=settings.batch_max, wait_ms=settings.batch_wait_ms, metrics=metrics
+            device, max_images=settings.batch_max, wait_ms=settings.batch_wait_ms, metrics=metrics
         ).start()
         checkpoints = (
             open_store(settings.checkpoint_storage_url, credentials=settings.storage_credentials())
@@ -108,7 +128,7 @@ def run_worker(settings: WorkerSettings, *, stop: threading.Event | None = None)
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
         worker.start()
-        log.info("worker %s on %s, queue %s", settings.worker_id, models.device, settings.queue)
+        log.info("worker %s on %s, queue %s", settings.worker_id, device.name, settings.queue)
         stop.wait()
         if interruption.is_set():
             # Dramatiq stops its worker threads before its consumers, which keep fetching meanwhile: a job handed

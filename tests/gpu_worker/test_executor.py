@@ -107,8 +107,8 @@ def test_each_job_in_a_batch_gets_its_own_progress(executor: GpuExecutor, job: M
     _results(jobs)
     assert executor.pipeline_calls == 1
     for steps in seen.values():
-        assert steps[0] == (0, 4)  # checked right before the batch starts
-        assert [d for d, _ in steps[1:]] == list(range(1, steps[-1][1] + 1)) and steps[-1][1] >= 4
+        assert steps[:2] == [(0, 4), (0, 4)]  # checked as the batch is prepared, and again right before it runs
+        assert [d for d, _ in steps[2:]] == list(range(1, steps[-1][1] + 1)) and steps[-1][1] >= 4
 
 
 def test_a_canceled_job_leaves_its_batch_which_finishes_for_the_others(executor: GpuExecutor, job: MakeJob) -> None:
