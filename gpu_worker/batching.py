@@ -122,8 +122,12 @@ class BatchQueue:
         with self._changed:
             return len(self._pending)
 
-    def take(self, timeout_s: float | None = None) -> list[BatchJob]:
-        """The next batch (oldest job first), or [] when closed or nothing came within `timeout_s`."""
+    def take(self, timeout_s: float | None = None, *, busy: Callable[[], bool] | None = None) -> list[BatchJob]:
+        """The next batch (oldest job first), or [] when closed or nothing came within `timeout_s`.
+
+        While `busy()` is true (the device is still running another batch) a batch that is not full keeps waiting
+        for company past `wait_s`: it could not start sooner anyway. Call `poke` when `busy()` turns false.
+        """
         with self._changed:
             if not self._changed.wait_for(lambda: self._pending or self._closed, timeout=timeout_s):
                 return []
@@ -133,11 +137,19 @@ class BatchQueue:
             deadline = head.submitted + self.wait_s
             while self._fill(head) < self.max_images and not self._closed:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._changed.wait(remaining):
-                    break
+                if remaining <= 0:
+                    if busy is None or not busy():
+                        break
+                    remaining = 0.5  # `poke` wakes it as soon as the device is free
+                self._changed.wait(remaining)
             # An older job may have arrived meanwhile (threads submit in no particular order): it goes first.
             oldest = min(self._pending, key=lambda job: (job.priority, job.created), default=None)
             return self._pop_batch(oldest) if oldest is not None else []
+
+    def poke(self) -> None:
+        """Wake a `take` that waits for company while the device is busy: the device is free now."""
+        with self._changed:
+            self._changed.notify_all()
 
     def _compatible(self, head: BatchJob) -> list[BatchJob]:
         return [job for job in self._pending if job.key == head.key]

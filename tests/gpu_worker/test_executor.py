@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,19 @@ def test_company_arriving_within_the_wait_joins_the_batch(models: LoadedModels, 
         second = gpu.submit(new_job_id(), job(seed=2), _ignore)
         assert {r.batch_size for r in _results([first, second])} == {2}
         assert gpu.pipeline_calls == 1
+
+
+def test_while_the_device_is_busy_the_next_batch_keeps_gathering_company(models: LoadedModels, job: MakeJob) -> None:
+    started = threading.Event()
+    with GpuExecutor(models, max_images=4, wait_ms=10) as gpu:
+        busy = gpu.submit(new_job_id(), job(steps=150, width=128, height=128), lambda d, t: started.set())
+        assert started.wait(60)
+        first = gpu.submit(new_job_id(), job(seed=1), _ignore)
+        time.sleep(0.3)  # 30 times the batch wait: alone, `first` would have formed a batch of its own by now
+        assert not busy.future.done()
+        second = gpu.submit(new_job_id(), job(seed=2), _ignore)
+        assert {r.batch_size for r in _results([first, second])} == {2}
+        assert gpu.pipeline_calls == 2
 
 
 def test_a_lone_job_waits_at_most_the_batch_wait(models: LoadedModels, job: MakeJob) -> None:
