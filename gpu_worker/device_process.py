@@ -102,23 +102,31 @@ class DeviceProcess:
                     self._send(("release",))
 
     def close(self, timeout_s: float = 30.0) -> None:
-        with self._lock:
+        """Unload and stop the child; one still busy after `timeout_s` (a batch or a load that would not end) is
+        killed, and its jobs' leases lapse so that other workers take them over."""
+        locked = self._lock.acquire(timeout=timeout_s)
+        try:
             self._closed = True
             process, conn = self._process, self._conn
             if process is None or conn is None:
                 return
-            with contextlib.suppress(DeviceProcessError, OSError):
-                if self._booted:
-                    self._request(("close",))
-                else:
-                    conn.send(("close",))
-            process.join(timeout_s)
+            if locked:
+                with contextlib.suppress(DeviceProcessError, OSError):
+                    if self._booted:
+                        self._request(("close",))
+                    else:
+                        conn.send(("close",))
+                process.join(timeout_s)
             if process.is_alive():
-                log.warning("the device process did not exit in %.0f s; killing it", timeout_s)
+                log.warning("the device process did not stop within %.0f s; killing it", timeout_s)
                 process.kill()
                 process.join(5)
-            conn.close()
-            self._process = self._conn = None
+            if locked:
+                conn.close()
+                self._process = self._conn = None
+        finally:
+            if locked:
+                self._lock.release()
 
     @property
     def pid(self) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -179,4 +180,26 @@ def test_a_child_that_dies_fails_its_batch_as_transient_and_the_next_batch_gets_
         assert after.future.result().images
         assert process.pid not in (None, first_pid)
     finally:
+        process.close()
+
+
+def test_closing_while_a_batch_will_not_end_kills_the_child_and_fails_the_batch(
+    model_cache: Path, job: MakeJob
+) -> None:
+    process = DeviceProcess(_settings(model_cache))
+    executor = GpuExecutor(process, max_images=4, wait_ms=0).start()
+    try:
+        started = threading.Event()
+        running = executor.submit(
+            new_job_id(), job(steps=150, width=256, height=256), lambda d, t: d > 0 and started.set()
+        )
+        assert started.wait(120)
+        pid = process.pid
+        assert pid is not None
+        process.close(timeout_s=0.5)  # the batch holds the device far longer than that
+        assert isinstance(running.future.exception(timeout=30), DeviceProcessError)
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    finally:
+        executor.shutdown()
         process.close()
