@@ -21,8 +21,9 @@ events arrive (a step or so behind) and answers with `stop` or `capture` when a 
 `capture` that reaches the child after its call ended is ignored; the parent has seen the end by then.
 
 The child boots (imports torch and diffusers, preloads `SDQ_PRELOAD_MODELS`) while the worker process connects to
-Redis; `ready` waits for it. If the child dies (the kernel's OOM killer, a driver fault), the batch it was running
-fails with `TransientError` (its jobs go back to the queue) and the next batch starts a new child.
+Redis; `ready` waits for it. If the child dies (the kernel's OOM killer, a driver fault), or hangs (silent for
+`SDQ_JOB_TIMEOUT_S` in the middle of a request; it is then killed), the batch it was running fails with
+`TransientError` (its jobs go back to the queue) and the next batch starts a new child.
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ class DeviceProcess:
                 log.warning("the device process is gone; starting a new one")
                 self._spawn()
             self._boot()
-            load_s = self._request(("use", model, list(loras)))
+            # Unwatched: a first use may download a model (minutes for SDXL), under the downloads' own timeouts.
+            self._send(("use", model, list(loras)))
+            load_s = self._final(watched=False)
             try:
                 yield _RemoteSession(self), float(load_s)
             finally:
@@ -152,7 +155,9 @@ class DeviceProcess:
 
     def _boot(self) -> None:
         if not self._booted:
-            self.name = str(self._final())  # ("ok", device) once the child has loaded its preloaded models
+            # ("ok", device) once the child has imported torch and loaded its preloaded models: unwatched, since
+            # preloading several large models may take longer than one job's time limit.
+            self.name = str(self._final(watched=False))
             self._booted = True
 
     def _send(self, message: tuple[Any, ...]) -> None:
@@ -162,20 +167,24 @@ class DeviceProcess:
         except (OSError, ValueError) as exc:
             raise self._died(exc) from exc
 
-    def _next(self) -> tuple[Any, ...]:
+    def _next(self, *, watched: bool = True) -> tuple[Any, ...]:
+        """The child's next message. `watched`: a child silent for `SDQ_JOB_TIMEOUT_S` hangs (a driver fault, a
+        deadlock): no denoising step takes longer than a job's whole time limit. It is killed."""
         if self._pending:
             return self._pending.popleft()
         assert self._conn is not None
         try:
+            if watched and not self._conn.poll(self.settings.job_timeout_s):
+                raise self._hung()
             message: tuple[Any, ...] = self._conn.recv()
         except (EOFError, OSError) as exc:
             raise self._died(exc) from exc
         return message
 
-    def _final(self) -> Any:
+    def _final(self, *, watched: bool = True) -> Any:
         """Read up to the end of the current request; its result, or raise its error."""
         while True:
-            message = self._next()
+            message = self._next(watched=watched)
             if message[0] == "ok":
                 return message[1]
             if message[0] == "error":
@@ -184,6 +193,15 @@ class DeviceProcess:
     def _request(self, message: tuple[Any, ...]) -> Any:
         self._send(message)
         return self._final()
+
+    def _hung(self) -> DeviceProcessError:
+        timeout_s = self.settings.job_timeout_s
+        log.error("the device process sent nothing for %.0f s (SDQ_JOB_TIMEOUT_S); killing it", timeout_s)
+        if self._process is not None:
+            self._process.kill()
+            self._process.join(5)
+        self._booted = False
+        return DeviceProcessError(f"the device process hung (silent for {timeout_s:g} s) and was killed")
 
     def _died(self, exc: BaseException) -> DeviceProcessError:
         process = self._process

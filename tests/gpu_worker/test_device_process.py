@@ -203,3 +203,27 @@ def test_closing_while_a_batch_will_not_end_kills_the_child_and_fails_the_batch(
     finally:
         executor.shutdown()
         process.close()
+
+
+def test_a_child_that_hangs_is_killed_after_the_job_time_limit_and_replaced(model_cache: Path, job: MakeJob) -> None:
+    settings = _settings(model_cache).model_copy(update={"job_timeout_s": 2.0})
+    process = DeviceProcess(settings)
+    try:
+        process.ready()
+        hung_pid = process.pid
+        assert hung_pid is not None
+
+        def freeze_the_child(done: int, total: int) -> None:
+            if done == 1:
+                os.kill(hung_pid, signal.SIGSTOP)  # alive, but it will never send another step
+
+        started = time.monotonic()
+        _, (hung,) = _run(process, [(job(steps=30), freeze_the_child)])
+        assert isinstance(hung.future.exception(), DeviceProcessError)
+        assert time.monotonic() - started < 30
+        with pytest.raises(ProcessLookupError):
+            os.kill(hung_pid, 0)  # killed, not left stopped
+        _, (after,) = _run(process, [(job(), _ignore)])
+        assert after.future.result().images and process.pid != hung_pid
+    finally:
+        process.close()
