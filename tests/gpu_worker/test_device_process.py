@@ -161,21 +161,33 @@ def test_a_model_that_does_not_load_fails_its_jobs_with_the_workers_error(device
     assert fine.future.result().images
 
 
-def test_a_child_that_dies_fails_its_batch_as_transient_and_the_next_batch_gets_a_new_one(
-    model_cache: Path, job: MakeJob
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(signal.SIGKILL, id="dies"),
+        # Alive but silent: killed once it has sent nothing for the job time limit (2 s here).
+        pytest.param(signal.SIGSTOP, id="hangs"),
+    ],
+)
+def test_a_child_that_dies_or_hangs_fails_its_batch_as_transient_and_the_next_batch_gets_a_new_one(
+    model_cache: Path, job: MakeJob, fault: signal.Signals
 ) -> None:
-    process = DeviceProcess(_settings(model_cache))
+    process = DeviceProcess(_settings(model_cache).model_copy(update={"job_timeout_s": 2.0}))
     try:
         process.ready()
         first_pid = process.pid
         assert first_pid is not None
 
-        def kill_the_child(done: int, total: int) -> None:
+        def strike(done: int, total: int) -> None:
             if done == 1:
-                os.kill(first_pid, signal.SIGKILL)
+                os.kill(first_pid, fault)
 
-        _, (killed,) = _run(process, [(job(steps=30), kill_the_child)])
-        assert isinstance(killed.future.exception(), DeviceProcessError)  # a TransientError: the job is retried
+        started = time.monotonic()
+        _, (struck,) = _run(process, [(job(steps=30), strike)])
+        assert isinstance(struck.future.exception(), DeviceProcessError)  # a TransientError: the job is retried
+        assert time.monotonic() - started < 30
+        with pytest.raises(ProcessLookupError):
+            os.kill(first_pid, 0)  # gone, not left stopped
         _, (after,) = _run(process, [(job(), _ignore)])
         assert after.future.result().images
         assert process.pid not in (None, first_pid)
@@ -202,28 +214,4 @@ def test_closing_while_a_batch_will_not_end_kills_the_child_and_fails_the_batch(
             os.kill(pid, 0)
     finally:
         executor.shutdown()
-        process.close()
-
-
-def test_a_child_that_hangs_is_killed_after_the_job_time_limit_and_replaced(model_cache: Path, job: MakeJob) -> None:
-    settings = _settings(model_cache).model_copy(update={"job_timeout_s": 2.0})
-    process = DeviceProcess(settings)
-    try:
-        process.ready()
-        hung_pid = process.pid
-        assert hung_pid is not None
-
-        def freeze_the_child(done: int, total: int) -> None:
-            if done == 1:
-                os.kill(hung_pid, signal.SIGSTOP)  # alive, but it will never send another step
-
-        started = time.monotonic()
-        _, (hung,) = _run(process, [(job(steps=30), freeze_the_child)])
-        assert isinstance(hung.future.exception(), DeviceProcessError)
-        assert time.monotonic() - started < 30
-        with pytest.raises(ProcessLookupError):
-            os.kill(hung_pid, 0)  # killed, not left stopped
-        _, (after,) = _run(process, [(job(), _ignore)])
-        assert after.future.result().images and process.pid != hung_pid
-    finally:
         process.close()
