@@ -12,7 +12,7 @@ import redis
 from pydantic import BaseModel, ConfigDict
 
 from .. import keys
-from ..jobs import WebhookEventType, _TextEnum
+from ..jobs import TextEnum, WebhookEventType
 
 #: Attempts kept in a message's log (the newest; a message gets at most len(retry schedule) + redeliveries).
 MAX_LOGGED_ATTEMPTS = 30
@@ -30,7 +30,7 @@ return 1
 """
 
 
-class DeliveryState(_TextEnum):
+class DeliveryState(TextEnum):
     """Where a webhook message stands."""
 
     PENDING = "pending"  # waiting for its first attempt or a retry

@@ -1,0 +1,105 @@
+"""A job as the API reports it: `JobRecord`, its parts (progress, timings, outputs, error) and a page of them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..cost import JobCost
+from .checkpoints import CheckpointRef
+from .enums import CONTRACT_VERSION, ErrorCode, JobStatus
+from .requests import JobRequest
+
+
+class Progress(BaseModel):
+    """Denoising progress of a running job."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: int
+    total: int
+
+
+class Timings(BaseModel):
+    """Where a job's time went, in seconds. `None` for phases that have not happened.
+
+    `queue_wait_s` runs from submission until the GPU started the job's batch; `inference_s` is that batch's
+    pipeline call (shared by every job in it).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    queue_wait_s: float | None = None
+    load_s: float | None = None
+    inference_s: float | None = None
+    encode_s: float | None = None
+    upload_s: float | None = None
+    #: Images in the pipeline call that rendered this job (its own and those of jobs batched with it).
+    batch_size: int | None = None
+
+
+class Output(BaseModel):
+    """One generated image. `url` is a freshly presigned download link, filled in when the record is read."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    content_type: str
+    bytes: int
+    width: int
+    height: int
+    seed: int
+    url: str | None = None
+
+
+class JobError(BaseModel):
+    """Why a job failed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: ErrorCode
+    message: str
+
+
+class JobRecord(BaseModel):
+    """A job as the API reports it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    v: Literal[1] = CONTRACT_VERSION
+    id: str
+    status: JobStatus
+    request: JobRequest
+    attempts: int = 0
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: Progress | None = None
+    timings: Timings = Field(default_factory=Timings)
+    outputs: list[Output] = Field(default_factory=list)
+    error: JobError | None = None
+    worker: str | None = None
+    cancel_requested: bool = False
+    warnings: list[str] = Field(default_factory=list)
+    tenant: str | None = Field(default=None, description="The tenant of the API key that submitted the job.")
+    batch_id: str | None = Field(default=None, description="The batch the job belongs to, if any.")
+    checkpoint: CheckpointRef | None = Field(
+        default=None, description="Where the job resumes: set when a worker handed it off mid-run (spot notice)."
+    )
+    handoffs: int = Field(default=0, description="Orderly hand-offs (spot notices); these do not use up attempts.")
+    cost: JobCost | None = Field(
+        default=None,
+        description="What the job cost in USD: its GPU time plus its share of cold starts and idle time (filled in"
+        " when read through the API; null until a worker recorded GPU time for it).",
+    )
+
+
+class JobPage(BaseModel):
+    """One page of `GET /v1/jobs`; pass `next_cursor` back as `cursor` for the next page."""
+
+    model_config = ConfigDict(frozen=True)
+
+    jobs: list[JobRecord]
+    next_cursor: str | None = None
