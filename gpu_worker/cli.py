@@ -15,7 +15,7 @@ def worker(log_level: str = "info") -> None:
     settings = WorkerSettings()
     device = None
     if settings.device_process:
-        from .device_process import DeviceProcess
+        from .device.process import DeviceProcess
 
         # Started before this process imports torch and the worker: the child's imports (torch, diffusers: the
         # bulk of a cold start) overlap this process's own and its connecting to Redis.

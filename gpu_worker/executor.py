@@ -30,7 +30,8 @@ from producer.jobs import JobRequest
 
 from .batching import INTERACTIVE_PRIORITY, BatchJob, BatchQueue, JobResult
 from .checkpoint import CheckpointError
-from .devices import Device, LocalDevice, Session
+from .device import Device, Session
+from .device.local import LocalDevice
 from .errors import JobInterruptedError, JobTimeoutError, OutOfMemoryError, TransientError
 from .inference import StepCallback
 from .metrics import WorkerMetrics
@@ -46,7 +47,7 @@ class _BatchStopped(Exception):
 class GpuExecutor:
     """Runs submitted jobs on one device, `max_images` images per pipeline call at most.
 
-    `device` is a `gpu_worker.devices.Device` (a `LoadedModels` is used in this process, on the executor's thread);
+    `device` is a `gpu_worker.device.Device` (a `LoadedModels` is used in this process, on the executor's thread);
     the executor does not close it. `pipeline_calls` counts the calls made (batches run, including retried halves
     after out-of-memory).
     """

@@ -19,9 +19,9 @@ from producer.runtime import open_backends
 from storage import open_store
 
 from .actors import declare_generate
-from .device import resolve_device
-from .device_process import DeviceProcess
-from .devices import Device, LocalDevice
+from .device import Device, DeviceProcess
+from .device.local import LocalDevice
+from .device.select import resolve_device
 from .executor import GpuExecutor
 from .heartbeat import BrokerHeartbeat
 from .metrics import MetricsExporter, WorkerMetrics

@@ -15,7 +15,7 @@ import pytest
 
 from gpu_worker.batching import BatchJob
 from gpu_worker.checkpoint import Snapshot
-from gpu_worker.device_process import DeviceProcess, DeviceProcessError
+from gpu_worker.device import DeviceProcess, DeviceProcessError
 from gpu_worker.errors import JobCanceledError, JobInterruptedError, ModelNotFoundError
 from gpu_worker.executor import GpuExecutor
 from gpu_worker.inference import generate
@@ -140,6 +140,8 @@ def test_an_interrupted_job_gets_a_checkpoint_from_the_child(device: DeviceProce
     assert isinstance(snapshot, Snapshot)
     # Taken at the child's next step end: the step the parent saw, or a later one, and only the job's own row.
     assert 3 <= snapshot.step < snapshot.total and snapshot.latents.shape[0] == 1 and len(snapshot.generators) == 1
+    # The tensors crossed the pipe through shared memory (torch's reductions for multiprocessing), not as bytes.
+    assert snapshot.latents.is_shared() and all(state.is_shared() for state in snapshot.generators)
     assert len(kept.future.result().images) == 2
 
     # Resumed in the child from that checkpoint: the job finishes from there.

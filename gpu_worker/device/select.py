@@ -1,4 +1,4 @@
-"""Choosing the device a worker runs on."""
+"""Choosing the torch device a worker runs on (`SDQ_DEVICE`)."""
 
 from __future__ import annotations
 

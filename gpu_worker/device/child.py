@@ -1,0 +1,137 @@
+"""The device process's side: boot, then serve `gpu_worker.device.protocol` requests until `Close`.
+
+Light at import: the worker process imports this module (it names `serve` as the child's target) before it imports
+torch; the child imports torch and diffusers inside `serve`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import pickle
+import signal
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+from ..errors import CheckpointError
+from .protocol import (
+    Answer,
+    Capture,
+    Captured,
+    CaptureFailed,
+    Close,
+    Closed,
+    Failed,
+    Generate,
+    Generated,
+    Loaded,
+    Ready,
+    Release,
+    Step,
+    Stop,
+    Use,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from producer.jobs import JobRequest
+
+    from ..checkpoint import Snapshot
+    from ..settings import WorkerSettings
+    from .local import LocalSession
+
+
+class _Stopped(Exception):
+    """The parent asked the running call to stop (every job in it has stopped)."""
+
+
+def serve(conn: Connection, settings: WorkerSettings, log_level: int) -> None:
+    """The device process's main loop (see `gpu_worker.device.process`)."""
+    # The worker process handles signals and drains; a Ctrl-C to the process group must not kill a running cohort.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s [device]: %(message)s")
+    with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):  # the worker process is gone
+        _serve(conn, settings)
+
+
+def _serve(conn: Connection, settings: WorkerSettings) -> None:
+    import torch
+
+    from ..models import LoadedModels
+    from .local import LocalSession
+    from .select import resolve_device
+
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    try:
+        models = LoadedModels.from_settings(settings, device=resolve_device(settings.device))
+        models.preload(settings.preload_models)
+    except Exception as exc:
+        conn.send(Failed(sendable(exc)))
+        return
+    conn.send(Ready(str(models.device)))
+    held: Any = None  # the `models.use` context of the current session
+    session: LocalSession | None = None
+    try:
+        while True:
+            match conn.recv():
+                case Use(model, loras):
+                    try:
+                        held = models.use(model, loras=loras)
+                        pipe, load_s = held.__enter__()
+                    except Exception as exc:
+                        held = None
+                        conn.send(Failed(sendable(exc)))
+                    else:
+                        session = LocalSession(pipe)
+                        conn.send(Loaded(load_s))
+                case Generate(requests, resume):
+                    assert session is not None, "generate outside a session"
+                    conn.send(_generate(conn, session, requests, resume))
+                case Release():
+                    if held is not None:
+                        held.__exit__(None, None, None)
+                    held = session = None
+                case Close():
+                    break
+                case Stop() | Capture():
+                    pass  # for a call that has already ended (see the protocol)
+    finally:
+        if held is not None:
+            held.__exit__(None, None, None)
+        models.close()
+    conn.send(Closed())
+
+
+def _generate(
+    conn: Connection, session: LocalSession, requests: Sequence[JobRequest], resume: Snapshot | None
+) -> Answer:
+    def on_step(done: int, total: int) -> None:
+        conn.send(Step(done, total))
+        while conn.poll():  # the parent's answers to earlier steps: a syscall, no wait
+            match conn.recv():
+                case Stop():
+                    raise _Stopped
+                case Capture(rows):
+                    try:
+                        conn.send(Captured(session.capture(rows)))
+                    except CheckpointError as exc:
+                        conn.send(CaptureFailed(exc))
+
+    try:
+        images, warnings = session.generate(requests, on_step, resume=resume)
+    except Exception as exc:
+        return Failed(sendable(exc))
+    return Generated(images, warnings)
+
+
+def sendable(exc: BaseException) -> BaseException:
+    """`exc` if it survives pickling to the parent (the worker's own errors do), else a plain stand-in."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    exc.__traceback__ = None
+    return exc
