@@ -10,7 +10,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from producer.broker import BATCH_ACTOR, GENERATE_ACTOR
 
-from .batching import batches_per_message
+from .cohorts import cohorts_per_message
 from .errors import TransientError
 from .runner import JobRunner
 from .settings import WorkerSettings
@@ -39,9 +39,9 @@ def declare_generate(broker: RedisBroker, runner: JobRunner, settings: WorkerSet
         "min_backoff": MIN_BACKOFF_MS,
         "max_backoff": MAX_BACKOFF_MS,
         # A backstop only: the runner enforces job_timeout_s between denoising steps, where it is safe to stop.
-        # A message also waits in the GPU executor for the batches ahead of it (its worker's other threads' jobs).
+        # A message also waits in the GPU executor for the cohorts ahead of it (its worker's other threads' jobs).
         "time_limit": int(
-            (batches_per_message(settings.worker_threads, settings.batch_max) * settings.job_timeout_s + 300) * 1000
+            (cohorts_per_message(settings.worker_threads, settings.batch_max) * settings.job_timeout_s + 300) * 1000
         ),
     }
     # Batch jobs: the same work from the batch queue, ranked below interactive jobs. The worker consumes both

@@ -1,19 +1,19 @@
-"""One GPU executor per device: runs the jobs that worker threads submit, several compatible ones per call.
+"""One GPU executor per device: runs the jobs that worker threads submit, a cohort of compatible ones per call.
 
-Dramatiq's worker threads each submit a job here and wait for its images. A preparing thread takes the next batch
-of compatible jobs from a `BatchQueue` and starts each one (its runner claims it then: its lease and time limit
-start); a single executor thread owns the device and runs each prepared batch in one pipeline call, then hands each
-job its images. While the device is busy the next batch keeps gathering company, and is claimed as soon as it is
-full, so under load the claims (a Redis round trip and a lease each) happen while the previous batch denoises, not
-between two batches (measured on CPU: claiming 4 jobs in the gap cost 12 ms of every 430 ms batch). A job whose
-batch is not complete stays `queued`, and cancels at once, until the device is free for it. Encoding and
-uploading happen back in the job's own thread, so while the GPU denoises batch k the threads of batch k-1 encode
+Dramatiq's worker threads each submit a job here and wait for its images. A preparing thread takes the next cohort
+of compatible jobs from a `CohortQueue` and starts each one (its runner claims it then: its lease and time limit
+start); a single executor thread owns the device and runs each prepared cohort in one pipeline call, then hands each
+job its images. While the device is busy the next cohort keeps gathering company, and is claimed as soon as it is
+full, so under load the claims (a Redis round trip and a lease each) happen while the previous cohort denoises, not
+between two cohorts (measured on CPU: claiming 4 jobs in the gap cost 12 ms of every 430 ms cohort). A job whose
+cohort is not complete stays `queued`, and cancels at once, until the device is free for it. Encoding and
+uploading happen back in the job's own thread, so while the GPU denoises cohort k the threads of cohort k-1 encode
 and upload.
 
-Inside a batch each job keeps its own step callback (progress, cancellation, lease, time limit). A job whose
-callback raises is dropped from the batch's results at once (its thread gets the exception and settles the job),
+Inside a cohort each job keeps its own step callback (progress, cancellation, lease, time limit). A job whose
+callback raises is dropped from the cohort's results at once (its thread gets the exception and settles the job),
 but its images keep being computed, since a diffusers call cannot shed one sample mid-run; the call stops early
-only once every job in it has stopped. CUDA out-of-memory splits the batch in halves and retries each; a single
+only once every job in it has stopped. CUDA out-of-memory splits the cohort in halves and retries each; a single
 job that still does not fit fails with `out_of_memory`.
 """
 
@@ -28,8 +28,8 @@ from typing import Any
 
 from producer.jobs import JobRequest
 
-from .batching import INTERACTIVE_PRIORITY, BatchJob, BatchQueue, JobResult
 from .checkpoint import CheckpointError
+from .cohorts import INTERACTIVE_PRIORITY, CohortJob, CohortQueue, JobResult
 from .device import Device, Session
 from .device.local import LocalDevice
 from .errors import JobInterruptedError, JobTimeoutError, OutOfMemoryError, TransientError
@@ -40,15 +40,15 @@ from .models import LoadedModels
 log = logging.getLogger(__name__)
 
 
-class _BatchStopped(Exception):
-    """Every job in the running batch has stopped: abandon the pipeline call."""
+class _CohortStopped(Exception):
+    """Every job in the running cohort has stopped: abandon the pipeline call."""
 
 
 class GpuExecutor:
     """Runs submitted jobs on one device, `max_images` images per pipeline call at most.
 
     `device` is a `gpu_worker.device.Device` (a `LoadedModels` is used in this process, on the executor's thread);
-    the executor does not close it. `pipeline_calls` counts the calls made (batches run, including retried halves
+    the executor does not close it. `pipeline_calls` counts the calls made (cohorts run, including retried halves
     after out-of-memory).
     """
 
@@ -62,15 +62,15 @@ class GpuExecutor:
     ) -> None:
         self.device: Device = LocalDevice(device) if isinstance(device, LoadedModels) else device
         self.metrics = metrics or WorkerMetrics()
-        self.queue = BatchQueue(max_images=max_images, wait_s=wait_ms / 1000)
+        self.queue = CohortQueue(max_images=max_images, wait_s=wait_ms / 1000)
         self.pipeline_calls = 0
         self._thread = threading.Thread(target=self._loop, name="gpu-executor", daemon=True)
-        self._preparer = threading.Thread(target=self._prepare_loop, name="gpu-batch-prep", daemon=True)
+        self._preparer = threading.Thread(target=self._prepare_loop, name="gpu-cohort-prep", daemon=True)
         self._stopping = threading.Event()
-        # The next batch, its jobs claimed: at most one waits here while the executor runs another.
-        self._prepared: list[BatchJob] | None = None
+        # The next cohort, its jobs claimed: at most one waits here while the executor runs another.
+        self._prepared: list[CohortJob] | None = None
         self._slot = threading.Condition()
-        self._running = False  # a batch is on the device
+        self._running = False  # a cohort is on the device
 
     def start(self) -> GpuExecutor:
         """Start the executor and preparing threads."""
@@ -79,7 +79,7 @@ class GpuExecutor:
         return self
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
-        """Stop after the running batch; jobs not yet run get a `TransientError` (their runner hands them back)."""
+        """Stop after the running cohort; jobs not yet run get a `TransientError` (their runner hands them back)."""
         self._stopping.set()
         for job in self.queue.close():
             job.future.set_exception(TransientError("the worker shut down before the job ran"))
@@ -108,13 +108,13 @@ class GpuExecutor:
         start: Callable[[], None] | None = None,
         created: float | None = None,
         priority: int = INTERACTIVE_PRIORITY,
-    ) -> BatchJob:
+    ) -> CohortJob:
         """Queue a job; its `future` resolves to a `JobResult` or to the exception that stopped it.
 
         `resume` (a `gpu_worker.checkpoint.Snapshot`) continues a handed-off job from its checkpoint; such a job
         runs alone. A `JobInterruptedError` from `on_step` gets the job's snapshot filled in.
         """
-        job = BatchJob(job_id, request, on_step, resume=resume, start=start, priority=priority)
+        job = CohortJob(job_id, request, on_step, resume=resume, start=start, priority=priority)
         if created is not None:  # the job's creation time (`time.time()`): older jobs start first
             job.created = created
         self.queue.put(job)
@@ -145,9 +145,9 @@ class GpuExecutor:
             with self._slot:
                 if not self._slot.wait_for(lambda: self._prepared is None or self._stopping.is_set(), timeout=0.5):
                     continue
-            # While a batch runs the next one keeps gathering company (up to a full batch): it cannot start sooner.
-            batch = self.queue.take(timeout_s=0.5, busy=lambda: self._running)
-            live = [job for job in batch if _still_wanted(job)]
+            # While a cohort runs the next one keeps gathering company (up to a full cohort): it cannot start sooner.
+            cohort = self.queue.take(timeout_s=0.5, busy=lambda: self._running)
+            live = [job for job in cohort if _still_wanted(job)]
             if live:
                 with self._slot:
                     self._prepared = live
@@ -158,35 +158,35 @@ class GpuExecutor:
             with self._slot:
                 self._slot.wait_for(lambda: self._prepared is not None or self._stopping.is_set(), timeout=0.5)
                 if self._stopping.is_set():
-                    return  # a prepared batch is failed by `shutdown`
-                batch, self._prepared = self._prepared, None
-                self._running = batch is not None
-                self._slot.notify_all()  # the preparer forms and claims the next batch while this one runs
-            if batch:
+                    return  # a prepared cohort is failed by `shutdown`
+                cohort, self._prepared = self._prepared, None
+                self._running = cohort is not None
+                self._slot.notify_all()  # the preparer forms and claims the next cohort while this one runs
+            if cohort:
                 try:
-                    self._run(batch)
+                    self._run(cohort)
                 except BaseException as exc:  # never leave a waiting thread hanging, never kill the executor
-                    log.exception("batch of %d job(s) failed", len(batch))
-                    _fail(batch, exc)
+                    log.exception("cohort of %d job(s) failed", len(cohort))
+                    _fail(cohort, exc)
                 finally:
                     self._running = False
-                    self.queue.poke()  # a batch still gathering company stops waiting for it now
+                    self.queue.poke()  # a cohort still gathering company stops waiting for it now
 
-    def _run(self, batch: list[BatchJob]) -> None:
-        live = [job for job in batch if _still_wanted(job)]  # again: one canceled while it waited here leaves now
+    def _run(self, cohort: list[CohortJob]) -> None:
+        live = [job for job in cohort if _still_wanted(job)]  # again: one canceled while it waited here leaves now
         if not live:
             return
         model = live[0].request.model
         assert model is not None  # JobMessage guarantees a resolved model
         try:
-            # The batch key includes the LoRA set, so the whole batch shares the first job's adapters.
+            # The cohort key includes the LoRA set, so the whole cohort shares the first job's adapters.
             with self.device.session(model, loras=live[0].request.loras) as (session, load_s):
                 self._render(session, live, load_s)
-        except Exception as exc:  # the model did not load: every job of the batch fails with the same error
+        except Exception as exc:  # the model did not load: every job of the cohort fails with the same error
             _fail(live, exc)
 
-    def _render(self, session: Session, jobs: Sequence[BatchJob], load_s: float) -> None:
-        stopped: dict[BatchJob, BaseException] = {}
+    def _render(self, session: Session, jobs: Sequence[CohortJob], load_s: float) -> None:
+        stopped: dict[CohortJob, BaseException] = {}
         rows, first_row = {}, 0
         for job in jobs:
             rows[job] = slice(first_row, first_row + job.request.num_images)
@@ -205,19 +205,19 @@ class GpuExecutor:
                         except CheckpointError as capture_exc:  # hand off without one: it restarts
                             log.warning("job %s: no checkpoint: %s", job.job_id, capture_exc)
                     stopped[job] = exc
-                    job.future.set_exception(exc)  # its thread settles the job now, not at the end of the batch
+                    job.future.set_exception(exc)  # its thread settles the job now, not at the end of the cohort
             if len(stopped) == len(jobs):
-                raise _BatchStopped
+                raise _CohortStopped
 
         images = sum(job.request.num_images for job in jobs)
         self.pipeline_calls += 1  # counted as the call starts: a stopped job's thread may look before it returns
         started_at, started = time.time(), time.perf_counter()
         try:
-            # Checkpoint/resume (spot hand-offs): a resumed job always runs alone (see BatchJob.resume).
+            # Checkpoint/resume (spot hand-offs): a resumed job always runs alone (see CohortJob.resume).
             results, warnings = session.generate(
                 [job.request for job in jobs], on_step, resume=jobs[0].resume if len(jobs) == 1 else None
             )
-        except _BatchStopped:
+        except _CohortStopped:
             return
         except OutOfMemoryError as exc:
             remaining = [job for job in jobs if job not in stopped]
@@ -232,7 +232,7 @@ class GpuExecutor:
             return
         finally:
             elapsed = time.perf_counter() - started
-            self.metrics.record_batch(images=images, jobs=len(jobs), seconds=elapsed)
+            self.metrics.record_cohort(images=images, jobs=len(jobs), seconds=elapsed)
         for job, job_images, warning in zip(jobs, results, warnings, strict=True):
             if job not in stopped:
                 job.future.set_result(
@@ -240,7 +240,7 @@ class GpuExecutor:
                 )
 
 
-def _still_wanted(job: BatchJob) -> bool:
+def _still_wanted(job: CohortJob) -> bool:
     """Start the job (its runner claims it, once) and ask its callback (step 0) whether it still runs."""
     try:
         if job.start is not None:
@@ -252,7 +252,7 @@ def _still_wanted(job: BatchJob) -> bool:
     return True
 
 
-def _fail(jobs: Sequence[BatchJob], exc: BaseException) -> None:
+def _fail(jobs: Sequence[CohortJob], exc: BaseException) -> None:
     for job in jobs:
         if not job.future.done():
             job.future.set_exception(exc)

@@ -57,7 +57,7 @@ class WorkerMetrics:
         )
         self.registry.register(_LiveCollector(self))
 
-    def record_batch(self, *, images: int, jobs: int, seconds: float) -> None:
+    def record_cohort(self, *, images: int, jobs: int, seconds: float) -> None:
         """One pipeline call ran (successfully or not) for `seconds`."""
         self.pipeline_calls.inc()
         self.busy.inc(seconds)

@@ -1,5 +1,5 @@
 """Running one job: claim it, have the GPU executor denoise it (with progress and cancellation), encode, upload,
-settle. Runs in one of Dramatiq's worker threads; the executor may batch it with other threads' jobs."""
+settle. Runs in one of Dramatiq's worker threads; the executor may run it in one cohort with other threads' jobs."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ from producer.jobs import (
 from producer.store import Claim, JobStore
 from storage import NotSupportedError, ObjectStore, StorageError
 
-from .batching import BATCH_JOB_PRIORITY, INTERACTIVE_PRIORITY, batches_per_message
 from .checkpoint import CheckpointError
+from .cohorts import BATCH_SUBMISSION_PRIORITY, INTERACTIVE_PRIORITY, cohorts_per_message
 from .encode import encode_image
 from .errors import (
     JobCanceledError,
@@ -212,11 +212,11 @@ class JobRunner:
         run.warnings.extend(record.warnings)
         run.resume_from, run.handoffs = record.checkpoint, record.handoffs
         resume = self.handoff.load(job_id, record.checkpoint)
-        # The GPU runs the job, possibly batched with others, and claims it as its batch forms; this thread waits,
-        # then encodes and uploads while the GPU moves on to the next batch. The wait's limit is only a backstop
-        # (the step callback enforces the time limit): the batches ahead of it and its own each stop at that limit.
-        batches = batches_per_message(self.settings.worker_threads, self.settings.batch_max)
-        timeout_s = batches * self.settings.job_timeout_s + 30.0
+        # The GPU runs the job, possibly in one cohort with others, and claims it as its cohort forms; this thread
+        # waits, then encodes and uploads while the GPU moves on to the next cohort. The wait's limit is only a
+        # backstop (the step callback enforces the time limit): the cohorts ahead of it and its own each stop then.
+        cohorts = cohorts_per_message(self.settings.worker_threads, self.settings.batch_max)
+        timeout_s = cohorts * self.settings.job_timeout_s + 30.0
         on_step = self._on_step(run)
         try:
             result = self.executor.run(
@@ -243,7 +243,7 @@ class JobRunner:
         run.timings["queue_wait_s"] = max(0.0, result.started_at - record.created_at.timestamp())
         run.timings["load_s"] = result.load_s
         run.timings["inference_s"] = result.inference_s
-        run.batch_size = result.batch_size
+        run.batch_size = result.cohort_size
         assert run.lease is not None  # a result means the executor started (claimed) the job
         self.progress.flush(run.lease)  # the final step's progress, recorded before the job settles
         run.warnings.extend(result.warnings)
@@ -330,5 +330,5 @@ def _is_permanent(exc: BaseException) -> bool:
 
 
 def _priority(record: JobRecord) -> int:
-    # Interactive jobs overtake batch jobs in the executor as they do in the worker's message order.
-    return BATCH_JOB_PRIORITY if record.batch_id else INTERACTIVE_PRIORITY
+    # Interactive jobs overtake those of submitted batches in the executor as they do in the worker's message order.
+    return BATCH_SUBMISSION_PRIORITY if record.batch_id else INTERACTIVE_PRIORITY

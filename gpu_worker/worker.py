@@ -92,7 +92,7 @@ def _run(settings: WorkerSettings, device: Device, stop: threading.Event) -> int
             # No delay: straight onto the queue (a delay of 0 would still take the detour through the delay queue).
             send(backends.broker, queue, message, delay_ms=int(delay_s * 1000) if delay_s > 0 else None, actor=actor)
 
-        # One executor owns the device; the worker threads feed it and batch their jobs through it.
+        # One executor owns the device; the worker threads feed it, and it runs their jobs in cohorts.
         executor = GpuExecutor(
             device, max_images=settings.batch_max, wait_ms=settings.batch_wait_ms, metrics=metrics
         ).start()

@@ -50,7 +50,7 @@ def test_a_batch_on_cuda_matches_each_job_alone_and_the_gpu_is_reported(model_ca
         batched = [job.future.result(timeout=300) for job in jobs]
     finally:
         gpu.shutdown()
-    assert gpu.pipeline_calls == 1 and {r.batch_size for r in batched} == {2}
+    assert gpu.pipeline_calls == 1 and {r.cohort_size for r in batched} == {2}
     with models.use("tiny") as (pipe, _):
         for result, request in zip(batched, requests, strict=True):
             alone = np.asarray(generate(pipe, request)[0], dtype=np.int16)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gpu_worker.batching import BatchJob
 from gpu_worker.checkpoint import Snapshot
+from gpu_worker.cohorts import CohortJob
 from gpu_worker.device import DeviceProcess, DeviceProcessError
 from gpu_worker.errors import JobCanceledError, JobInterruptedError, ModelNotFoundError
 from gpu_worker.executor import GpuExecutor
@@ -46,8 +46,8 @@ def device(model_cache: Path) -> Iterator[DeviceProcess]:
     process.close()
 
 
-def _run(device: DeviceProcess, jobs: list[tuple[JobRequest, Any]]) -> tuple[GpuExecutor, list[BatchJob]]:
-    """Queue `jobs` (request, step callback) before the executor starts, so they form one batch; wait for them."""
+def _run(device: DeviceProcess, jobs: list[tuple[JobRequest, Any]]) -> tuple[GpuExecutor, list[CohortJob]]:
+    """Queue `jobs` (request, step callback) before the executor starts, so they form one cohort; wait for them."""
     executor = GpuExecutor(device, max_images=4, wait_ms=0)
     submitted = [executor.submit(new_job_id(), request, on_step) for request, on_step in jobs]
     executor.start()
@@ -70,7 +70,7 @@ def test_the_child_boots_with_its_models_preloaded_and_exits_on_close(model_cach
         os.kill(pid, 0)
 
 
-def test_a_batch_runs_in_the_child_in_one_call_with_each_jobs_seed_and_progress(
+def test_a_cohort_runs_in_the_child_in_one_call_with_each_jobs_seed_and_progress(
     device: DeviceProcess, model_cache: Path, job: MakeJob
 ) -> None:
     requests = [job(prompt="a cat", seed=1, steps=5), job(prompt="a dog", seed=50, num_images=2, steps=5)]
@@ -78,19 +78,19 @@ def test_a_batch_runs_in_the_child_in_one_call_with_each_jobs_seed_and_progress(
     executor, jobs = _run(device, [(r, lambda d, t, n=n: seen[n].append(d)) for n, r in enumerate(requests)])
     assert executor.pipeline_calls == 1
     results = [j.future.result() for j in jobs]
-    assert [len(r.images) for r in results] == [1, 2] and {r.batch_size for r in results} == {3}
+    assert [len(r.images) for r in results] == [1, 2] and {r.cohort_size for r in results} == {3}
     for steps in seen:
         assert steps == [0, *range(len(steps) - 1)] and len(steps) >= 7  # 0 twice (prepared, started), then each
-    # The same jobs rendered one by one in this process: the same images, up to a larger batch's float noise.
+    # The same jobs rendered one by one in this process: the same images, up to a larger call's float noise.
     models = LoadedModels(cache_dir=model_cache, device="cpu", capacity=1)
     with models.use("tiny") as (pipe, _):
         alone = [generate(pipe, request) for request in requests]
     for result, solo in zip(results, alone, strict=True):
-        for in_batch, single in zip(result.images, solo, strict=True):
-            assert np.abs(_pixels(in_batch) - _pixels(single)).max() <= 2
+        for in_cohort, single in zip(result.images, solo, strict=True):
+            assert np.abs(_pixels(in_cohort) - _pixels(single)).max() <= 2
 
 
-def test_a_canceled_job_leaves_the_batch_and_a_fully_canceled_batch_stops_early(
+def test_a_canceled_job_leaves_the_cohort_and_a_fully_canceled_cohort_stops_early(
     device: DeviceProcess, job: MakeJob
 ) -> None:
     def cancel_at(step: int, seen: list[int]) -> Any:
@@ -107,7 +107,7 @@ def test_a_canceled_job_leaves_the_batch_and_a_fully_canceled_batch_stops_early(
     assert len(kept.future.result().images) == 1
     assert seen == [0, 0, 1, 2]  # nothing more reaches a job once it has left
 
-    # Both jobs of a 150-step batch cancel at step 2: the child stops at its next step end, not 148 steps later.
+    # Both jobs of a 150-step cohort cancel at step 2: the child stops at its next step end, not 148 steps later.
     times: list[float] = []
 
     def timed_cancel(done: int, total: int) -> None:
@@ -171,7 +171,7 @@ def test_a_model_that_does_not_load_fails_its_jobs_with_the_workers_error(device
         pytest.param(signal.SIGSTOP, id="hangs"),
     ],
 )
-def test_a_child_that_dies_or_hangs_fails_its_batch_as_transient_and_the_next_batch_gets_a_new_one(
+def test_a_child_that_dies_or_hangs_fails_its_cohort_as_transient_and_the_next_cohort_gets_a_new_one(
     model_cache: Path, job: MakeJob, fault: signal.Signals
 ) -> None:
     process = DeviceProcess(_settings(model_cache).model_copy(update={"job_timeout_s": 2.0}))
@@ -197,7 +197,7 @@ def test_a_child_that_dies_or_hangs_fails_its_batch_as_transient_and_the_next_ba
         process.close()
 
 
-def test_closing_while_a_batch_will_not_end_kills_the_child_and_fails_the_batch(
+def test_closing_while_a_cohort_will_not_end_kills_the_child_and_fails_the_cohort(
     model_cache: Path, job: MakeJob
 ) -> None:
     process = DeviceProcess(_settings(model_cache))
@@ -210,7 +210,7 @@ def test_closing_while_a_batch_will_not_end_kills_the_child_and_fails_the_batch(
         assert started.wait(120)
         pid = process.pid
         assert pid is not None
-        process.close(timeout_s=0.5)  # the batch holds the device far longer than that
+        process.close(timeout_s=0.5)  # the cohort holds the device far longer than that
         assert isinstance(running.future.exception(timeout=30), DeviceProcessError)
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

@@ -1,4 +1,4 @@
-"""The GPU executor on the real tiny pipeline (CPU): batching, per-job seeds, progress, cancellation, OOM."""
+"""The GPU executor on the real tiny pipeline (CPU): cohorts, per-job seeds, progress, cancellation, OOM."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpu_worker.batching import BatchJob
+from gpu_worker.cohorts import CohortJob
 from gpu_worker.encode import encode_image
 from gpu_worker.errors import JobCanceledError, ModelNotFoundError, OutOfMemoryError, TransientError
 from gpu_worker.executor import GpuExecutor
@@ -38,17 +38,17 @@ def models(model_cache: Path) -> LoadedModels:
 
 @pytest.fixture
 def executor(models: LoadedModels) -> Iterator[GpuExecutor]:
-    """An executor that is not started yet: tests queue jobs first, so what forms one batch is deterministic."""
+    """An executor that is not started yet: tests queue jobs first, so what forms one cohort is deterministic."""
     gpu = GpuExecutor(models, max_images=4, wait_ms=0)
     yield gpu
     gpu.shutdown()
 
 
-def _results(jobs: list[BatchJob]) -> list[Any]:
+def _results(jobs: list[CohortJob]) -> list[Any]:
     return [job.future.result(timeout=120) for job in jobs]
 
 
-def _submit_all(executor: GpuExecutor, requests: list[JobRequest], on_step: Any = _ignore) -> list[BatchJob]:
+def _submit_all(executor: GpuExecutor, requests: list[JobRequest], on_step: Any = _ignore) -> list[CohortJob]:
     jobs = [executor.submit(new_job_id(), request, on_step) for request in requests]
     executor.start()
     return jobs
@@ -59,27 +59,27 @@ def test_jobs_submitted_together_run_in_one_pipeline_call(executor: GpuExecutor,
     results = _results(_submit_all(executor, requests))
     assert executor.pipeline_calls == 1
     assert [len(r.images) for r in results] == [1, 2, 1]
-    assert {r.batch_size for r in results} == {4} and len({r.started_at for r in results}) == 1
+    assert {r.cohort_size for r in results} == {4} and len({r.started_at for r in results}) == 1
     assert executor.metrics.busy_s > 0
 
 
-def test_a_batched_job_matches_the_same_job_alone_and_reruns_byte_identical(
+def test_a_job_in_a_cohort_matches_the_same_job_alone_and_reruns_byte_identical(
     executor: GpuExecutor, models: LoadedModels, job: MakeJob
 ) -> None:
     requests = [job(prompt="a cat", seed=1), job(prompt="a dog", seed=50, num_images=2), job(prompt="a fox", seed=9)]
-    batched = _results(_submit_all(executor, requests))
+    together = _results(_submit_all(executor, requests))
     with models.use("tiny") as (pipe, _):
         alone = [generate(pipe, request) for request in requests]
-    for result, solo in zip(batched, alone, strict=True):
-        for in_batch, single in zip(result.images, solo, strict=True):
-            assert np.abs(_pixels(in_batch) - _pixels(single)).max() <= 2  # float noise of a larger batch only
+    for result, solo in zip(together, alone, strict=True):
+        for in_cohort, single in zip(result.images, solo, strict=True):
+            assert np.abs(_pixels(in_cohort) - _pixels(single)).max() <= 2  # float noise of a larger call only
     rerun = GpuExecutor(models, max_images=4, wait_ms=0)
     try:
         again = _results(_submit_all(rerun, requests))
     finally:
         rerun.shutdown()
-    assert rerun.pipeline_calls == 1  # run the same way: one batch of the same shape
-    for first, second in zip(batched, again, strict=True):
+    assert rerun.pipeline_calls == 1  # run the same way: one cohort of the same shape
+    for first, second in zip(together, again, strict=True):
         assert [encode_image(i, OutputFormat.PNG) for i in first.images] == [
             encode_image(i, OutputFormat.PNG) for i in second.images
         ]
@@ -89,16 +89,16 @@ def test_incompatible_jobs_run_in_separate_calls(executor: GpuExecutor, job: Mak
     requests = [job(steps=3), job(steps=4), job(steps=3, width=72), job(steps=3, seed=77)]
     results = _results(_submit_all(executor, requests))
     assert executor.pipeline_calls == 3
-    assert [r.batch_size for r in results] == [2, 1, 1, 2]
+    assert [r.cohort_size for r in results] == [2, 1, 1, 2]
 
 
-def test_a_batch_holds_at_most_max_images(executor: GpuExecutor, job: MakeJob) -> None:
+def test_a_cohort_holds_at_most_max_images(executor: GpuExecutor, job: MakeJob) -> None:
     results = _results(_submit_all(executor, [job(num_images=3), job(num_images=2), job(num_images=1)]))
-    assert [r.batch_size for r in results] == [4, 2, 4]  # the third job fills the first batch; the second waits
+    assert [r.cohort_size for r in results] == [4, 2, 4]  # the third job fills the first cohort; the second waits
     assert executor.pipeline_calls == 2
 
 
-def test_each_job_in_a_batch_gets_its_own_progress(executor: GpuExecutor, job: MakeJob) -> None:
+def test_each_job_in_a_cohort_gets_its_own_progress(executor: GpuExecutor, job: MakeJob) -> None:
     seen: dict[str, list[tuple[int, int]]] = {"a": [], "b": []}
     jobs = [
         executor.submit(new_job_id(), job(steps=4, seed=s), lambda d, t, k=k: seen[k].append((d, t)))
@@ -108,11 +108,11 @@ def test_each_job_in_a_batch_gets_its_own_progress(executor: GpuExecutor, job: M
     _results(jobs)
     assert executor.pipeline_calls == 1
     for steps in seen.values():
-        assert steps[:2] == [(0, 4), (0, 4)]  # checked as the batch is prepared, and again right before it runs
+        assert steps[:2] == [(0, 4), (0, 4)]  # checked as the cohort is prepared, and again right before it runs
         assert [d for d, _ in steps[2:]] == list(range(1, steps[-1][1] + 1)) and steps[-1][1] >= 4
 
 
-def test_a_canceled_job_leaves_its_batch_which_finishes_for_the_others(executor: GpuExecutor, job: MakeJob) -> None:
+def test_a_canceled_job_leaves_its_cohort_which_finishes_for_the_others(executor: GpuExecutor, job: MakeJob) -> None:
     def cancel_at_2(done: int, total: int) -> None:
         if done >= 2:
             raise JobCanceledError(f"canceled at step {done}")
@@ -126,7 +126,7 @@ def test_a_canceled_job_leaves_its_batch_which_finishes_for_the_others(executor:
     assert executor.pipeline_calls == 1
 
 
-def test_a_batch_stops_early_once_every_job_in_it_is_canceled(executor: GpuExecutor, job: MakeJob) -> None:
+def test_a_cohort_stops_early_once_every_job_in_it_is_canceled(executor: GpuExecutor, job: MakeJob) -> None:
     steps_seen: list[int] = []
     stop = threading.Event()
 
@@ -138,9 +138,9 @@ def test_a_batch_stops_early_once_every_job_in_it_is_canceled(executor: GpuExecu
             raise JobCanceledError("canceled")
 
     jobs = _submit_all(executor, [job(steps=50, seed=1), job(steps=50, seed=2)], on_step)
-    for batch_job in jobs:
+    for cohort_job in jobs:
         with pytest.raises(JobCanceledError):
-            batch_job.future.result(timeout=120)
+            cohort_job.future.result(timeout=120)
     assert max(steps_seen) == 2  # the pipeline call ended at step 2 of 50
     assert executor.pipeline_calls == 1
 
@@ -168,7 +168,7 @@ def _oom_above(models: LoadedModels, images: int) -> Any:
     return pipe.unet.register_forward_pre_hook(hook)
 
 
-def test_out_of_memory_splits_the_batch_until_it_fits(
+def test_out_of_memory_splits_the_cohort_until_it_fits(
     executor: GpuExecutor, models: LoadedModels, job: MakeJob
 ) -> None:
     handle = _oom_above(models, 1)
@@ -178,7 +178,7 @@ def test_out_of_memory_splits_the_batch_until_it_fits(
     finally:
         handle.remove()
     assert executor.pipeline_calls == 1 + 2 + 4  # 4 images, two halves of 2, four singles
-    assert [r.batch_size for r in results] == [1, 1, 1, 1]
+    assert [r.cohort_size for r in results] == [1, 1, 1, 1]
     with models.use("tiny") as (pipe, _):
         for result, request in zip(results, requests, strict=True):
             assert np.abs(_pixels(result.images[0]) - _pixels(generate(pipe, request)[0])).max() <= 2
@@ -201,38 +201,38 @@ def test_a_single_job_that_does_not_fit_fails_with_out_of_memory(
 
 def test_a_model_that_does_not_load_fails_its_jobs_and_not_the_executor(executor: GpuExecutor, job: MakeJob) -> None:
     missing = _submit_all(executor, [job(model="/nonexistent/model"), job(model="/nonexistent/model", seed=3)])
-    for batch_job in missing:
+    for cohort_job in missing:
         with pytest.raises(ModelNotFoundError):
-            batch_job.future.result(timeout=120)
+            cohort_job.future.result(timeout=120)
     assert len(executor.submit(new_job_id(), job(), _ignore).future.result(timeout=120).images) == 1
 
 
-def test_company_arriving_within_the_wait_joins_the_batch(models: LoadedModels, job: MakeJob) -> None:
+def test_company_arriving_within_the_wait_joins_the_cohort(models: LoadedModels, job: MakeJob) -> None:
     with GpuExecutor(models, max_images=2, wait_ms=30_000) as gpu:
         first = gpu.submit(new_job_id(), job(seed=1), _ignore)
-        # The executor holds the first job for company (up to 30 s); the second one completes the batch at once.
+        # The executor holds the first job for company (up to 30 s); the second one completes the cohort at once.
         second = gpu.submit(new_job_id(), job(seed=2), _ignore)
-        assert {r.batch_size for r in _results([first, second])} == {2}
+        assert {r.cohort_size for r in _results([first, second])} == {2}
         assert gpu.pipeline_calls == 1
 
 
-def test_while_the_device_is_busy_the_next_batch_keeps_gathering_company(models: LoadedModels, job: MakeJob) -> None:
+def test_while_the_device_is_busy_the_next_cohort_keeps_gathering_company(models: LoadedModels, job: MakeJob) -> None:
     started = threading.Event()
     with GpuExecutor(models, max_images=4, wait_ms=10) as gpu:
         busy = gpu.submit(new_job_id(), job(steps=150, width=128, height=128), lambda d, t: started.set())
         assert started.wait(60)
         first = gpu.submit(new_job_id(), job(seed=1), _ignore)
-        time.sleep(0.3)  # 30 times the batch wait: alone, `first` would have formed a batch of its own by now
+        time.sleep(0.3)  # 30 times the batch wait: alone, `first` would have formed a cohort of its own by now
         assert not busy.future.done()
         second = gpu.submit(new_job_id(), job(seed=2), _ignore)
-        assert {r.batch_size for r in _results([first, second])} == {2}
+        assert {r.cohort_size for r in _results([first, second])} == {2}
         assert gpu.pipeline_calls == 2
 
 
 def test_a_lone_job_waits_at_most_the_batch_wait(models: LoadedModels, job: MakeJob) -> None:
     with GpuExecutor(models, max_images=4, wait_ms=50) as gpu:
         [result] = _results([gpu.submit(new_job_id(), job(), _ignore)])
-    assert result.batch_size == 1
+    assert result.cohort_size == 1
 
 
 def test_shutdown_fails_jobs_still_queued(models: LoadedModels, job: MakeJob) -> None:

@@ -1,6 +1,8 @@
-"""Which jobs may share a pipeline call, and the queue that gathers them into batches.
+"""Which jobs may share a pipeline call, and the queue that gathers them into cohorts.
 
-A batch is one pipeline call: every image in it shares the model, size, steps, scheduler, guidance and any other
+A *cohort* is the compatible jobs the GPU executor renders in one pipeline call (a submitted batch, `POST
+/v1/batches`, is something else: its jobs come to the executor one by one, and each may share a cohort with any
+compatible job). Every image in a cohort shares the model, size, steps, scheduler, guidance and any other
 parameter of the request except the per-image ones (prompt, negative prompt, seed, image count) and those that
 only matter after denoising (output format, webhook, metadata). The key is built from the request's fields minus
 those, so a parameter added to `JobRequest` later (a LoRA set, say) keeps jobs apart until it is listed here.
@@ -20,22 +22,23 @@ from producer.jobs import JobRequest
 
 from .inference import StepCallback
 
-#: Executor ranks (lower goes first), mirroring the worker's message priorities.
+#: Executor ranks (lower goes first), mirroring the worker's message priorities: a job of a submitted batch
+#: (`POST /v1/batches`) waits for the interactive ones.
 INTERACTIVE_PRIORITY = 0
-BATCH_JOB_PRIORITY = 1
+BATCH_SUBMISSION_PRIORITY = 1
 
-#: Request fields that may differ between the jobs of one batch.
+#: Request fields that may differ between the jobs of one cohort.
 PER_JOB_FIELDS = frozenset(
     {"prompt", "negative_prompt", "seed", "num_images", "output_format", "webhook_url", "metadata"}
 )
 
 
-def batches_per_message(worker_threads: int, batch_max: int) -> int:
+def cohorts_per_message(worker_threads: int, batch_max: int) -> int:
     """Pipeline calls a job may wait through in its worker: those of the other threads' jobs, then its own."""
     return 1 + -(-worker_threads // batch_max)
 
 
-def batch_key(request: JobRequest) -> str:
+def cohort_key(request: JobRequest) -> str:
     """A string equal for two requests exactly when they may run in one pipeline call."""
     shared = request.model_dump(mode="json", exclude=set(PER_JOB_FIELDS))
     # SDXL encodes an empty negative prompt as zeros and a given one through the text encoder: keep them apart.
@@ -51,17 +54,18 @@ class JobResult:
     warnings: list[str]
     load_s: float
     inference_s: float
-    batch_size: int
-    #: Wall-clock time (`time.time()`) the job's batch started, for its queue wait.
+    #: Images in the job's pipeline call (the record's `timings.batch_size`).
+    cohort_size: int
+    #: Wall-clock time (`time.time()`) the job's cohort started, for its queue wait.
     started_at: float
 
 
 @dataclass(eq=False)
-class BatchJob:
+class CohortJob:
     """One job submitted to the executor.
 
-    `on_step(done, total)` is called after each denoising step of the job's batch (and once with `done=0` right
-    before it starts); whatever it raises stops this job (not the batch) and becomes the job's result.
+    `on_step(done, total)` is called after each denoising step of the job's cohort (and once with `done=0` right
+    before it starts); whatever it raises stops this job (not the cohort) and becomes the job's result.
     """
 
     job_id: str
@@ -70,39 +74,39 @@ class BatchJob:
     future: Future[JobResult] = field(default_factory=Future)
     key: str = ""
     submitted: float = field(default_factory=time.monotonic)
-    #: When the job was created (`time.time()`): batches start with the oldest job waiting, whatever the order in
+    #: When the job was created (`time.time()`): cohorts start with the oldest job waiting, whatever the order in
     #: which worker threads happened to submit them.
     created: float = field(default_factory=time.time)
-    #: Lower goes first, before creation time: interactive jobs (0) overtake batch jobs (1).
+    #: Lower goes first, before creation time: interactive jobs (0) overtake those of submitted batches (1).
     priority: int = INTERACTIVE_PRIORITY
     #: A `gpu_worker.checkpoint.Snapshot` to resume from (a job handed off by a spot-interrupted worker).
     resume: Any = None
-    #: Called by the executor as the job's batch forms, before `on_step(0, …)`: the runner claims the job here, so a
+    #: Called by the executor as the job's cohort forms, before `on_step(0, …)`: the runner claims the job here, so a
     #: job waiting for the GPU stays `queued` (cancelable at once, counted in queue positions). Raising drops it.
     start: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
-        self.key = batch_key(self.request)
+        self.key = cohort_key(self.request)
         if self.resume is not None:  # resumes at its own step: it runs alone
             self.key += f"|resume:{id(self)}"
 
 
-class BatchQueue:
-    """Pending jobs, handed out as batches of compatible jobs: interactive before batch jobs, then oldest first.
+class CohortQueue:
+    """Pending jobs, handed out as cohorts of compatible jobs: interactive ones first, then oldest first.
 
     `take` waits for a first job, then up to `wait_s` *after that job was submitted* for compatible company, so
-    under load (the oldest job has already waited while the GPU was busy) a batch forms without any extra delay.
-    A batch holds at most `max_images` images, except a single job asking for more, which runs alone.
+    under load (the oldest job has already waited while the GPU was busy) a cohort forms without any extra delay.
+    A cohort holds at most `max_images` images, except a single job asking for more, which runs alone.
     """
 
     def __init__(self, *, max_images: int, wait_s: float) -> None:
         self.max_images = max_images
         self.wait_s = wait_s
-        self._pending: list[BatchJob] = []
+        self._pending: list[CohortJob] = []
         self._changed = threading.Condition()
         self._closed = False
 
-    def put(self, job: BatchJob) -> None:
+    def put(self, job: CohortJob) -> None:
         """Add `job`; raises `RuntimeError` once the queue is closed."""
         with self._changed:
             if self._closed:
@@ -110,7 +114,7 @@ class BatchQueue:
             self._pending.append(job)
             self._changed.notify_all()
 
-    def close(self) -> list[BatchJob]:
+    def close(self) -> list[CohortJob]:
         """Refuse new jobs; returns those still pending (the caller fails them)."""
         with self._changed:
             self._closed = True
@@ -122,10 +126,10 @@ class BatchQueue:
         with self._changed:
             return len(self._pending)
 
-    def take(self, timeout_s: float | None = None, *, busy: Callable[[], bool] | None = None) -> list[BatchJob]:
-        """The next batch (oldest job first), or [] when closed or nothing came within `timeout_s`.
+    def take(self, timeout_s: float | None = None, *, busy: Callable[[], bool] | None = None) -> list[CohortJob]:
+        """The next cohort (oldest job first), or [] when closed or nothing came within `timeout_s`.
 
-        While `busy()` is true (the device is still running another batch) a batch that is not full keeps waiting
+        While `busy()` is true (the device is still running another cohort) a cohort that is not full keeps waiting
         for company past `wait_s`: it could not start sooner anyway. Call `poke` when `busy()` turns false.
         """
         with self._changed:
@@ -144,27 +148,27 @@ class BatchQueue:
                 self._changed.wait(remaining)
             # An older job may have arrived meanwhile (threads submit in no particular order): it goes first.
             oldest = min(self._pending, key=lambda job: (job.priority, job.created), default=None)
-            return self._pop_batch(oldest) if oldest is not None else []
+            return self._pop_cohort(oldest) if oldest is not None else []
 
     def poke(self) -> None:
         """Wake a `take` that waits for company while the device is busy: the device is free now."""
         with self._changed:
             self._changed.notify_all()
 
-    def _compatible(self, head: BatchJob) -> list[BatchJob]:
+    def _compatible(self, head: CohortJob) -> list[CohortJob]:
         return [job for job in self._pending if job.key == head.key]
 
-    def _fill(self, head: BatchJob) -> int:
+    def _fill(self, head: CohortJob) -> int:
         return sum(job.request.num_images for job in self._compatible(head))
 
-    def _pop_batch(self, head: BatchJob) -> list[BatchJob]:
-        batch: list[BatchJob] = []
+    def _pop_cohort(self, head: CohortJob) -> list[CohortJob]:
+        cohort: list[CohortJob] = []
         images = 0
         for job in self._compatible(head):
-            if batch and images + job.request.num_images > self.max_images:
+            if cohort and images + job.request.num_images > self.max_images:
                 continue  # a smaller job further back may still fit
-            batch.append(job)
+            cohort.append(job)
             images += job.request.num_images
-        for job in batch:
+        for job in cohort:
             self._pending.remove(job)
-        return batch
+        return cohort

@@ -1,4 +1,4 @@
-"""Which requests share a pipeline call, and how the batch queue forms batches (no pipeline needed)."""
+"""Which requests share a pipeline call, and how the cohort queue forms cohorts (no pipeline needed)."""
 
 from __future__ import annotations
 
@@ -6,27 +6,27 @@ import threading
 import time
 from collections.abc import Callable
 
-from gpu_worker.batching import BATCH_JOB_PRIORITY, PER_JOB_FIELDS, BatchJob, BatchQueue, batch_key
+from gpu_worker.cohorts import BATCH_SUBMISSION_PRIORITY, PER_JOB_FIELDS, CohortJob, CohortQueue, cohort_key
 from producer.jobs import JobRequest, Scheduler
 
 MakeJob = Callable[..., JobRequest]
 
 
-def _job(request: JobRequest) -> BatchJob:
-    return BatchJob("0" * 32, request, lambda done, total: None)
+def _job(request: JobRequest) -> CohortJob:
+    return CohortJob("0" * 32, request, lambda done, total: None)
 
 
-def test_per_image_and_after_denoising_fields_do_not_split_batches(job: MakeJob) -> None:
+def test_per_image_and_after_denoising_fields_do_not_split_cohorts(job: MakeJob) -> None:
     base = job()
     for other in (
         job(prompt="something else", seed=99, num_images=3),
         job(output_format="jpeg", metadata={"order": "1"}, webhook_url="https://example.com/hook"),
     ):
-        assert batch_key(other) == batch_key(base)
+        assert cohort_key(other) == cohort_key(base)
 
 
-def test_every_parameter_of_the_denoising_run_splits_batches(job: MakeJob) -> None:
-    base = batch_key(job())
+def test_every_parameter_of_the_denoising_run_splits_cohorts(job: MakeJob) -> None:
+    base = cohort_key(job())
     for change in (
         {"model": "/models/other"},
         {"width": 72},
@@ -36,19 +36,19 @@ def test_every_parameter_of_the_denoising_run_splits_batches(job: MakeJob) -> No
         {"scheduler": Scheduler.DDIM},
         {"negative_prompt": "blurry"},  # SDXL encodes "no negative prompt" differently from a given one
     ):
-        assert batch_key(job(**change)) != base, change
-    assert batch_key(job(negative_prompt="blurry")) == batch_key(job(negative_prompt="grainy"))
+        assert cohort_key(job(**change)) != base, change
+    assert cohort_key(job(negative_prompt="blurry")) == cohort_key(job(negative_prompt="grainy"))
 
 
-def test_a_field_added_to_the_request_later_splits_batches_until_declared_per_job() -> None:
+def test_a_field_added_to_the_request_later_splits_cohorts_until_declared_per_job() -> None:
     # The key is built from every field except the declared per-job ones, so a new parameter (a LoRA set, say)
-    # can never silently be shared across a batch.
+    # can never silently be shared across a cohort.
     assert set(JobRequest.model_fields) - PER_JOB_FIELDS >= {"model", "width", "height", "steps", "scheduler"}
     assert set(JobRequest.model_fields) >= PER_JOB_FIELDS
 
 
 def test_take_returns_the_oldest_job_with_its_compatible_company(job: MakeJob) -> None:
-    queue = BatchQueue(max_images=4, wait_s=0)
+    queue = CohortQueue(max_images=4, wait_s=0)
     a, b, c, d = (_job(job(steps=s, seed=i)) for i, s in enumerate((3, 4, 3, 3)))
     for item in (a, b, c, d):
         queue.put(item)
@@ -58,7 +58,7 @@ def test_take_returns_the_oldest_job_with_its_compatible_company(job: MakeJob) -
 
 
 def test_take_waits_for_company_measured_from_the_oldest_submission(job: MakeJob) -> None:
-    queue = BatchQueue(max_images=4, wait_s=0.3)
+    queue = CohortQueue(max_images=4, wait_s=0.3)
     first = _job(job())
     queue.put(first)
     started = time.monotonic()
@@ -66,11 +66,11 @@ def test_take_waits_for_company_measured_from_the_oldest_submission(job: MakeJob
     threading.Timer(0.05, queue.put, args=(later,)).start()
     assert queue.take() == [first, later]
     waited = time.monotonic() - started
-    assert 0.25 <= waited < 5  # waited for more until the deadline, since the batch never filled
+    assert 0.25 <= waited < 5  # waited for more until the deadline, since the cohort never filled
 
 
 def test_take_does_not_wait_once_the_oldest_job_has_waited_long_enough(job: MakeJob) -> None:
-    queue = BatchQueue(max_images=4, wait_s=0.2)
+    queue = CohortQueue(max_images=4, wait_s=0.2)
     queue.put(_job(job()))
     time.sleep(0.25)  # the GPU was busy meanwhile
     started = time.monotonic()
@@ -78,16 +78,16 @@ def test_take_does_not_wait_once_the_oldest_job_has_waited_long_enough(job: Make
     assert time.monotonic() - started < 0.15
 
 
-def test_a_full_batch_is_taken_at_once(job: MakeJob) -> None:
-    queue = BatchQueue(max_images=2, wait_s=30)
+def test_a_full_cohort_is_taken_at_once(job: MakeJob) -> None:
+    queue = CohortQueue(max_images=2, wait_s=30)
     queue.put(_job(job(num_images=2)))
     started = time.monotonic()
     assert len(queue.take()) == 1
     assert time.monotonic() - started < 5
 
 
-def test_a_job_larger_than_the_batch_limit_runs_alone(job: MakeJob) -> None:
-    queue = BatchQueue(max_images=2, wait_s=0)
+def test_a_job_larger_than_the_cohort_limit_runs_alone(job: MakeJob) -> None:
+    queue = CohortQueue(max_images=2, wait_s=0)
     big, small = _job(job(num_images=5)), _job(job(seed=3))
     queue.put(big)
     queue.put(small)
@@ -96,7 +96,7 @@ def test_a_job_larger_than_the_batch_limit_runs_alone(job: MakeJob) -> None:
 
 
 def test_close_hands_back_what_is_pending_and_wakes_takers(job: MakeJob) -> None:
-    queue = BatchQueue(max_images=4, wait_s=0)
+    queue = CohortQueue(max_images=4, wait_s=0)
     pending = _job(job())
     queue.put(pending)
     assert queue.close() == [pending]
@@ -104,7 +104,7 @@ def test_close_hands_back_what_is_pending_and_wakes_takers(job: MakeJob) -> None
 
 
 def test_the_oldest_job_goes_first_whatever_the_order_threads_submitted_in(job: MakeJob) -> None:
-    queue = BatchQueue(max_images=4, wait_s=0)
+    queue = CohortQueue(max_images=4, wait_s=0)
     newer, older = _job(job(steps=3)), _job(job(steps=4))
     older.created = newer.created - 10  # created first, but its thread was slower to submit
     queue.put(newer)
@@ -113,10 +113,10 @@ def test_the_oldest_job_goes_first_whatever_the_order_threads_submitted_in(job: 
     assert queue.take() == [newer]
 
 
-def test_an_interactive_job_goes_before_older_batch_jobs(job: MakeJob) -> None:
-    queue = BatchQueue(max_images=4, wait_s=0)
+def test_an_interactive_job_goes_before_older_jobs_of_a_submitted_batch(job: MakeJob) -> None:
+    queue = CohortQueue(max_images=4, wait_s=0)
     batch_job, interactive = _job(job(steps=3)), _job(job(steps=4))
-    batch_job.priority = BATCH_JOB_PRIORITY
+    batch_job.priority = BATCH_SUBMISSION_PRIORITY
     batch_job.created = interactive.created - 60  # waiting for a minute already
     queue.put(batch_job)
     queue.put(interactive)
