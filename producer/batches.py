@@ -125,9 +125,9 @@ def validate_items(batch: BatchRequest) -> list[JobRequest]:
 
 
 def _field(error: Any, prefix: str = "") -> dict[str, str]:
-    loc = [prefix] if prefix else []
-    loc += [str(part) for part in error.get("loc", ())]
-    return {"field": ".".join(loc) or "body", "message": str(error.get("msg", "invalid")).removeprefix("Value error, ")}
+    from .field_errors import field_error
+
+    return field_error(error, prefix=prefix)
 
 
 class BatchService:

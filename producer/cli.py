@@ -13,6 +13,7 @@ from rich.console import Console
 
 from .client import ApiError, Client
 from .errors import JobNotFoundError, ProducerError
+from .field_errors import field_path
 from .jobs import JobRecord, OutputFormat, Scheduler
 from .keys_cli import app as keys_app
 from .settings import ApiSettings, ClientSettings
@@ -168,7 +169,7 @@ def submit(
             record = client.submit(prompt, **fields)
         except ValidationError as exc:
             for error in exc.errors():
-                console.print(f"[red]{'.'.join(map(str, error['loc'])) or 'request'}[/]: {error['msg']}")
+                console.print(f"[red]{field_path(error, default='request')}[/]: {error['msg']}")
             raise typer.Exit(2) from None
         if wait or out:
             with console.status(f"job {record.id}") as status:

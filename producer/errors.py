@@ -1,14 +1,41 @@
-"""The producer's errors."""
+"""The producer's errors, each with the HTTP status and error code the API answers it with.
+
+`producer/api/errors.py` turns any `ProducerError` into `{"error": {"code", "message", "fields"?}}` from these
+attributes alone, so a new error is one class here, not one more handler there.
+"""
 
 from __future__ import annotations
 
+import math
+
 
 class ProducerError(Exception):
-    """Root of every error the producer package raises."""
+    """Root of every error the producer package raises.
+
+    `status_code` and `code` are what the API answers; 500 (the default) means a bug: the API then answers an
+    incident number and never the message."""
+
+    status_code: int = 500
+    code: str = "internal"
+
+    def client_message(self) -> str:
+        """The `error.message` a client sees."""
+        return str(self)
+
+    def client_fields(self) -> list[dict[str, str]] | None:
+        """The `error.fields` a client sees (`[{"field", "message"}]`), or None for an error about no field."""
+        return None
+
+    def client_headers(self) -> dict[str, str] | None:
+        """Response headers that go with the error (`Retry-After`, `WWW-Authenticate`), or None."""
+        return None
 
 
 class JobNotFoundError(ProducerError, LookupError):
     """No job with that id (or it belongs to someone else, or its record expired)."""
+
+    status_code = 404
+    code = "not_found"
 
     def __init__(self, job_id: str) -> None:
         super().__init__(f"no job {job_id!r}")
@@ -18,21 +45,51 @@ class JobNotFoundError(ProducerError, LookupError):
 class QueueUnavailableError(ProducerError):
     """Redis (the queue or the job store) could not be reached; nothing was enqueued."""
 
+    status_code = 503
+    code = "unavailable"
+
+    def client_message(self) -> str:
+        return "the queue is unavailable; retry shortly"  # the cause (hosts, ports) is for the log, not the client
+
+    def client_headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
+
 
 class ModelNotAllowedError(ProducerError, ValueError):
     """The job asks for a model this deployment does not serve."""
+
+    status_code = 422
+    code = "validation_error"
+
+    def client_fields(self) -> list[dict[str, str]]:
+        return [{"field": "model", "message": str(self)}]
 
 
 class JobConflictError(ProducerError):
     """The job is in a state that does not allow the operation (e.g. cancelling a finished job)."""
 
+    status_code = 409
+    code = "conflict"
+
 
 class WebhookUrlError(ProducerError, ValueError):
     """A URL the server was asked to call is refused (SSRF guard: scheme, private or metadata address)."""
 
+    status_code = 422
+    code = "validation_error"
+
+    def client_message(self) -> str:
+        return f"webhook_url refused: {self}"
+
+    def client_fields(self) -> list[dict[str, str]]:
+        return [{"field": "webhook_url", "message": str(self)}]
+
 
 class BatchNotFoundError(ProducerError, LookupError):
     """No batch with that id (or it belongs to another tenant, or it expired)."""
+
+    status_code = 404
+    code = "not_found"
 
     def __init__(self, batch_id: str) -> None:
         super().__init__(f"no batch {batch_id!r}")
@@ -42,22 +99,48 @@ class BatchNotFoundError(ProducerError, LookupError):
 class AuthenticationError(ProducerError):
     """The request carries no valid API key where one is required."""
 
+    status_code = 401
+    code = "unauthenticated"
+
+    def client_headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
 
 class RateLimitedError(ProducerError):
     """The API key sent requests faster than its rate limit allows; retry after `retry_after_s`."""
+
+    status_code = 429
+    code = "rate_limited"
 
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
+    def client_headers(self) -> dict[str, str]:
+        # Whole seconds (RFC 9110), rounded up so that a client retrying on time is not refused again.
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+
 
 class QuotaExceededError(RateLimitedError):
     """The API key has as many queued jobs as its quota allows; nothing was enqueued."""
+
+    code = "quota_exceeded"
 
 
 class IdempotencyConflictError(ProducerError):
     """An `Idempotency-Key` was reused with a different request body (or its first request is still running)."""
 
+    status_code = 422
+    code = "idempotency_key_reused"
+
     def __init__(self, message: str, *, in_progress: bool = False) -> None:
         super().__init__(message)
         self.in_progress = in_progress
+        if in_progress:  # not the client's mistake: the same request is still being served, so retry it
+            self.status_code, self.code = 409, "idempotency_in_progress"
+
+    def client_fields(self) -> list[dict[str, str]] | None:
+        return None if self.in_progress else [{"field": "Idempotency-Key", "message": str(self)}]
+
+    def client_headers(self) -> dict[str, str] | None:
+        return {"Retry-After": "1"} if self.in_progress else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from typing import Any
 
@@ -14,20 +13,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from ..errors import (
-    AuthenticationError,
-    BatchNotFoundError,
-    IdempotencyConflictError,
-    JobConflictError,
-    JobNotFoundError,
-    ModelNotAllowedError,
-    QueueUnavailableError,
-    QuotaExceededError,
-    RateLimitedError,
-    WebhookUrlError,
-)
+from ..errors import ProducerError, QueueUnavailableError
+from ..field_errors import field_error
 
 log = logging.getLogger(__name__)
+#: Where FastAPI says a request value came from; `fields` names the field itself.
+_REQUEST_PARTS = ("body", "query", "path")
 
 
 class FieldError(BaseModel):
@@ -76,16 +67,8 @@ def error_response(
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
-def _field(error: dict[str, Any]) -> dict[str, str]:
-    loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
-    if error.get("type") == "json_invalid":
-        return {"field": "body", "message": "request body is not valid JSON"}
-    message = str(error.get("msg", "invalid"))
-    return {"field": ".".join(loc) or "body", "message": message.removeprefix("Value error, ")}
-
-
 async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-    fields = [_field(e) for e in exc.errors()]
+    fields = [field_error(e, drop=_REQUEST_PARTS) for e in exc.errors()]
     summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
     return error_response(422, "validation_error", f"invalid request: {summary}", fields=fields)
 
@@ -95,46 +78,25 @@ async def _http(request: Request, exc: HTTPException) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
-async def _not_found(request: Request, exc: JobNotFoundError) -> JSONResponse:
-    return error_response(404, "not_found", str(exc))
+async def _producer(request: Request, exc: ProducerError) -> JSONResponse:
+    """Every producer error, from the status, code, message, fields and headers it carries."""
+    if exc.status_code == ProducerError.status_code:
+        raise exc  # a bug, not a condition the client can act on: the server-error handler reports an incident
+    if exc.status_code >= 500:
+        log.warning("answered %d %s: %s", exc.status_code, exc.code, exc)
+    return error_response(
+        exc.status_code,
+        exc.code,
+        exc.client_message(),
+        fields=exc.client_fields(),
+        headers=exc.client_headers(),
+    )
 
 
-async def _model(request: Request, exc: ModelNotAllowedError) -> JSONResponse:
-    return error_response(422, "validation_error", str(exc), fields=[{"field": "model", "message": str(exc)}])
-
-
-async def _conflict(request: Request, exc: JobConflictError) -> JSONResponse:
-    return error_response(409, "conflict", str(exc))
-
-
-async def _batch_not_found(request: Request, exc: BatchNotFoundError) -> JSONResponse:
-    return error_response(404, "not_found", str(exc))
-
-
-async def _unauthenticated(request: Request, exc: AuthenticationError) -> JSONResponse:
-    return error_response(401, "unauthenticated", str(exc), headers={"WWW-Authenticate": "Bearer"})
-
-
-async def _rate_limited(request: Request, exc: RateLimitedError) -> JSONResponse:
-    code = "quota_exceeded" if isinstance(exc, QuotaExceededError) else "rate_limited"
-    return error_response(429, code, str(exc), headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})
-
-
-async def _idempotency(request: Request, exc: IdempotencyConflictError) -> JSONResponse:
-    if exc.in_progress:
-        return error_response(409, "idempotency_in_progress", str(exc), headers={"Retry-After": "1"})
-    field = {"field": "Idempotency-Key", "message": str(exc)}
-    return error_response(422, "idempotency_key_reused", str(exc), fields=[field])
-
-
-async def _webhook_url(request: Request, exc: WebhookUrlError) -> JSONResponse:
-    message = f"webhook_url refused: {exc}"
-    return error_response(422, "validation_error", message, fields=[{"field": "webhook_url", "message": str(exc)}])
-
-
-async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("queue unavailable: %s", exc)
-    return error_response(503, "unavailable", "the queue is unavailable; retry shortly", headers={"Retry-After": "5"})
+async def _redis(request: Request, exc: redis.RedisError) -> JSONResponse:
+    unavailable = QueueUnavailableError(f"redis: {exc}")
+    unavailable.__cause__ = exc
+    return await _producer(request, unavailable)
 
 
 async def _internal(request: Request, exc: Exception) -> JSONResponse:
@@ -147,14 +109,6 @@ def install(app: FastAPI) -> None:
     """Register the handlers."""
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http)  # type: ignore[arg-type]
-    app.add_exception_handler(JobNotFoundError, _not_found)  # type: ignore[arg-type]
-    app.add_exception_handler(ModelNotAllowedError, _model)  # type: ignore[arg-type]
-    app.add_exception_handler(JobConflictError, _conflict)  # type: ignore[arg-type]
-    app.add_exception_handler(BatchNotFoundError, _batch_not_found)  # type: ignore[arg-type]
-    app.add_exception_handler(AuthenticationError, _unauthenticated)  # type: ignore[arg-type]
-    app.add_exception_handler(RateLimitedError, _rate_limited)  # type: ignore[arg-type]
-    app.add_exception_handler(IdempotencyConflictError, _idempotency)  # type: ignore[arg-type]
-    app.add_exception_handler(WebhookUrlError, _webhook_url)  # type: ignore[arg-type]
-    app.add_exception_handler(QueueUnavailableError, _unavailable)
-    app.add_exception_handler(redis.RedisError, _unavailable)
+    app.add_exception_handler(ProducerError, _producer)  # type: ignore[arg-type]
+    app.add_exception_handler(redis.RedisError, _redis)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal)
