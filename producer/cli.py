@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -16,6 +15,7 @@ from .errors import JobNotFoundError, ProducerError
 from .field_errors import field_path
 from .jobs import JobRecord, OutputFormat, Scheduler
 from .keys_cli import app as keys_app
+from .logs import configure_logging
 from .settings import ApiSettings, ClientSettings
 
 #: Entry-point group through which other packages add `sdq` commands.
@@ -23,14 +23,6 @@ PLUGIN_GROUP = "sdqueue.commands"
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="sdqueue: text-to-image jobs on (spot) GPUs.")
 console = Console(stderr=True)
 app.add_typer(keys_app, name="keys")
-
-
-def configure_logging(level: str) -> None:
-    """The log format every `sdq` process uses."""
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every request at INFO, and the worker polls cloud metadata every few seconds (spot notices).
-    if logging.getLogger().level > logging.DEBUG:
-        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _client() -> Client:

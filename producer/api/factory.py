@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from ..logs import configure_logging
 from ..settings import ApiSettings
 
 #: The import string uvicorn loads in every server process (`factory=True`).
@@ -70,7 +71,5 @@ def build_app(settings: ApiSettings) -> FastAPI:
 def app_from_env() -> FastAPI:
     """uvicorn's app factory: `ApiSettings` from this process's environment (which `sdq api` set up)."""
     if not logging.getLogger().handlers:  # a fresh worker process: log like the `sdq api` that started it
-        from ..cli import configure_logging
-
         configure_logging(logging.getLevelName(logging.getLogger("uvicorn.error").getEffectiveLevel()))
     return build_app(ApiSettings())
