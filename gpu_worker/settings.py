@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import NoDecode
+from pydantic import Field
 
-from producer.settings import CommonSettings, comma_list
+from producer.settings import CloudEndpointSettings, CommaList, CommonSettings
 
 
-class WorkerSettings(CommonSettings):
+class WorkerSettings(CommonSettings, CloudEndpointSettings):
     """A GPU worker's knobs. Each field names its environment variable."""
 
     device: str = Field(default="auto", description="SDQ_DEVICE: `auto` (CUDA when present), `cuda`, `cuda:1`, `cpu`.")
@@ -134,20 +133,11 @@ class WorkerSettings(CommonSettings):
     aws_metadata_url: str = Field(
         default="http://169.254.169.254", description="SDQ_AWS_METADATA_URL: EC2 instance metadata service (IMDSv2)."
     )
-    aws_endpoint_url: str | None = Field(
-        default=None, description="SDQ_AWS_ENDPOINT_URL: Auto Scaling API endpoint override (e.g. a VPC endpoint)."
-    )
     gcp_metadata_url: str = Field(
         default="http://metadata.google.internal", description="SDQ_GCP_METADATA_URL: the GCE metadata server."
     )
-    gcp_compute_url: str = Field(
-        default="https://compute.googleapis.com", description="SDQ_GCP_COMPUTE_URL: the Compute Engine API."
-    )
     azure_metadata_url: str = Field(
         default="http://169.254.169.254", description="SDQ_AZURE_METADATA_URL: Azure instance metadata service."
-    )
-    azure_management_url: str = Field(
-        default="https://management.azure.com", description="SDQ_AZURE_MANAGEMENT_URL: Azure Resource Manager."
     )
     checkpoint_storage_url: str | None = Field(
         default=None,
@@ -176,7 +166,7 @@ class WorkerSettings(CommonSettings):
         description="SDQ_MODEL_CACHE_BUDGET_GB: disk the model cache may fill; least recently used models (never"
         " one loaded by a process on this machine) are deleted past it. Unset = no limit.",
     )
-    preload_models: Annotated[list[str], NoDecode] = Field(
+    preload_models: CommaList[str] = Field(
         default_factory=list,
         description="SDQ_PRELOAD_MODELS: comma-separated models fetched into the cache and loaded at boot, before"
         " the worker takes jobs (a failure to load one stops the worker).",
@@ -230,11 +220,6 @@ class WorkerSettings(CommonSettings):
         description="SDQ_VAE_TILING: decode images larger than the VAE's native size tile by tile (no effect at"
         " or below it).",
     )
-
-    @field_validator("preload_models", mode="before")
-    @classmethod
-    def _comma_list(cls, value: object) -> object:
-        return comma_list(value)
 
     @property
     def model_cache_budget_bytes(self) -> int | None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .cost import InstancePrice
@@ -22,6 +22,29 @@ def comma_list(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+_Item = TypeVar("_Item")
+#: A list setting the environment gives as `a, b, c` (not as JSON): `hosts: CommaList[str]`.
+CommaList = Annotated[list[_Item], NoDecode, BeforeValidator(comma_list)]
+
+
+class CloudEndpointSettings(BaseSettings):
+    """The cloud APIs both the controller (to scale a group) and the worker (to retire its own VM) call: each
+    deployable reads the same variables, so one override points both at a test server or a private endpoint."""
+
+    model_config = SettingsConfigDict(env_prefix="SDQ_", extra="ignore")
+
+    aws_endpoint_url: str | None = Field(
+        default=None, description="SDQ_AWS_ENDPOINT_URL: another Auto Scaling API endpoint (tests, VPC endpoints)."
+    )
+    azure_management_url: str = Field(
+        default="https://management.azure.com",
+        description="SDQ_AZURE_MANAGEMENT_URL: Azure Resource Manager (other clouds, tests).",
+    )
+    gcp_compute_url: str = Field(
+        default="https://compute.googleapis.com", description="SDQ_GCP_COMPUTE_URL: the Compute Engine API (tests)."
+    )
 
 
 class CommonSettings(BaseSettings):
@@ -96,16 +119,11 @@ class CommonSettings(BaseSettings):
         description="SDQ_WEBHOOK_HTTPS_ONLY: webhooks go to https URLs only (allow-listed development hosts excepted).",
     )
     webhook_queue: str = Field(default="sdq-webhooks", description="SDQ_WEBHOOK_QUEUE: the delivery queue.")
-    webhook_allow: Annotated[list[str], NoDecode] = Field(
+    webhook_allow: CommaList[str] = Field(
         default_factory=list,
         description="SDQ_WEBHOOK_ALLOW: comma-separated hosts and CIDRs webhooks may reach even though they are"
         " private or loopback (development only, e.g. `127.0.0.1/32`); empty = public addresses only.",
     )
-
-    @field_validator("webhook_allow", mode="before")
-    @classmethod
-    def _comma_hosts(cls, value: object) -> object:
-        return comma_list(value)
 
     @property
     def resolved_model_cache_dir(self) -> Path:
@@ -177,7 +195,7 @@ class ApiSettings(CommonSettings, FleetSettings):
     url_expiry_s: int = Field(
         default=3600, gt=0, le=7 * 24 * 3600, description="SDQ_URL_EXPIRY_S: lifetime of presigned output URLs."
     )
-    allowed_models: Annotated[list[str], NoDecode] = Field(
+    allowed_models: CommaList[str] = Field(
         default_factory=list,
         description="SDQ_ALLOWED_MODELS: comma-separated models clients may ask for; empty = any.",
     )
@@ -200,7 +218,7 @@ class ApiSettings(CommonSettings, FleetSettings):
         ge=1024,
         description="SDQ_MAX_BATCH_BYTES: largest body `POST /v1/batches` accepts (other routes: 1 MiB).",
     )
-    inbound_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+    inbound_webhook_secrets: CommaList[SecretStr] = Field(
         default_factory=list,
         description="SDQ_INBOUND_WEBHOOK_SECRETS: comma-separated `whsec_…` secrets that `POST /v1/hooks/jobs`"
         " accepts signatures from (several during a rotation); empty = that endpoint is off.",
@@ -241,16 +259,11 @@ class ApiSettings(CommonSettings, FleetSettings):
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
 
-    @field_validator("allowed_models", "inbound_webhook_secrets", mode="before")
-    @classmethod
-    def _comma_list(cls, value: object) -> object:
-        return comma_list(value)
-
 
 class WebhookSettings(CommonSettings):
     """Settings of `sdq webhooks`, the CPU process that turns job events into signed deliveries."""
 
-    webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+    webhook_secrets: CommaList[SecretStr] = Field(
         default_factory=list,
         description="SDQ_WEBHOOK_SECRETS: comma-separated `whsec_…` signing secrets; every one signs each message"
         " (rotation: add the new one first, remove the old one later). Unset = one generated in data_dir.",
@@ -261,7 +274,7 @@ class WebhookSettings(CommonSettings):
     webhook_timeout_s: float = Field(
         default=10.0, gt=0, le=60, description="SDQ_WEBHOOK_TIMEOUT_S: time a receiver has to answer one attempt."
     )
-    webhook_retry_schedule_s: Annotated[list[float], NoDecode] = Field(
+    webhook_retry_schedule_s: CommaList[float] = Field(
         default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0],
         min_length=1,
         description="SDQ_WEBHOOK_RETRY_SCHEDULE_S: comma-separated delay before each attempt (first = 0);"
@@ -279,13 +292,6 @@ class WebhookSettings(CommonSettings):
         default=2.0, ge=0, description="SDQ_WEBHOOK_PROGRESS_INTERVAL_S: least time between two job.progress events."
     )
 
-    @field_validator("webhook_secrets", "webhook_retry_schedule_s", mode="before")
-    @classmethod
-    def _comma_values(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
-
 
 class ClientSettings(BaseSettings):
     """Settings of the SDK and the CLI's client commands."""
@@ -296,7 +302,7 @@ class ClientSettings(BaseSettings):
     api_key: SecretStr | None = Field(default=None, description="SDQ_API_KEY: bearer token for the API.")
 
 
-class ControllerSettings(CommonSettings, FleetSettings):
+class ControllerSettings(CommonSettings, FleetSettings, CloudEndpointSettings):
     """Settings of `sdq controller`: the provider it drives, its clocks, and the janitor's patience."""
 
     provider: Literal["none", "aws", "azure", "gcp", "kubernetes"] = Field(
@@ -347,25 +353,15 @@ class ControllerSettings(CommonSettings, FleetSettings):
     )
     aws_asg_name: str | None = Field(default=None, description="SDQ_AWS_ASG_NAME: the GPU Auto Scaling group.")
     aws_region: str | None = Field(default=None, description="SDQ_AWS_REGION: its region; default boto3's.")
-    aws_endpoint_url: str | None = Field(
-        default=None, description="SDQ_AWS_ENDPOINT_URL: another Auto Scaling endpoint (tests, VPC endpoints)."
-    )
     azure_subscription_id: str | None = Field(default=None, description="SDQ_AZURE_SUBSCRIPTION_ID.")
     azure_resource_group: str | None = Field(default=None, description="SDQ_AZURE_RESOURCE_GROUP.")
     azure_vmss_name: str | None = Field(default=None, description="SDQ_AZURE_VMSS_NAME: the GPU VM Scale Set.")
-    azure_management_url: str = Field(
-        default="https://management.azure.com",
-        description="SDQ_AZURE_MANAGEMENT_URL: Azure Resource Manager (other clouds, tests).",
-    )
     gcp_project: str | None = Field(default=None, description="SDQ_GCP_PROJECT.")
     gcp_zone: str | None = Field(default=None, description="SDQ_GCP_ZONE: zone of a zonal managed instance group.")
     gcp_region: str | None = Field(
         default=None, description="SDQ_GCP_REGION: region of a regional managed instance group (instead of a zone)."
     )
     gcp_mig_name: str | None = Field(default=None, description="SDQ_GCP_MIG_NAME: the GPU managed instance group.")
-    gcp_compute_url: str = Field(
-        default="https://compute.googleapis.com", description="SDQ_GCP_COMPUTE_URL: the Compute Engine API (tests)."
-    )
 
     @field_validator("controller_metrics_port", mode="before")
     @classmethod
