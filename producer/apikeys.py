@@ -141,13 +141,6 @@ class KeyStore:
         self.client.hset(keys.api_key(key_id), "revoked", "1")
         return True
 
-    def set_webhook_url(self, key_id: str, url: str | None) -> None:
-        """Set (or clear) the key's default webhook endpoint."""
-        if url is None:
-            self.client.hdel(keys.api_key(key_id), "webhook_url")
-        else:
-            self.client.hset(keys.api_key(key_id), "webhook_url", url)
-
     def _fields(self, key_id: str) -> dict[str, str]:
         return _decode(self.client.hgetall(keys.api_key(key_id)))  # type: ignore[arg-type]
 

@@ -9,7 +9,6 @@ result. For jobs the check and the creation are one Lua call (lua/create.lua); a
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 
 import redis
@@ -19,14 +18,6 @@ from .errors import IdempotencyConflictError
 
 HEADER = "Idempotency-Key"
 TTL_S = 24 * 3600
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-
-
-def check_key(value: str) -> str:
-    """The key if it is 1–255 visible ASCII characters; raises `ValueError` otherwise."""
-    if not _KEY.match(value):
-        raise ValueError(f"{HEADER} must be 1–255 visible ASCII characters")
-    return value
 
 
 def body_hash(canonical: bytes) -> str:
