@@ -10,11 +10,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from .apikeys_cli import app as keys_app
 from .client import ApiError, Client
 from .errors import JobNotFoundError, ProducerError
 from .field_errors import field_path
 from .jobs import JobRecord, OutputFormat, Scheduler
-from .keys_cli import app as keys_app
 from .logs import configure_logging
 from .settings import ApiSettings, ClientSettings
 

@@ -19,9 +19,9 @@ from storage.errors import (
 )
 from storage.expiry import check_expiry
 from storage.gcs import GcsStore
-from storage.keys import validate_key
 from storage.local import LocalStore
 from storage.metadata import validate_metadata
+from storage.object_keys import validate_key
 from storage.registry import FullStore, PresigningStore, open_store
 from storage.s3 import S3Store
 from storage.signing import LinkSigner

@@ -21,8 +21,8 @@ from storage.errors import (
     StoragePermissionError,
 )
 from storage.expiry import check_expiry
-from storage.keys import validate_key
 from storage.metadata import validate_metadata
+from storage.object_keys import validate_key
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

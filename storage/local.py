@@ -24,8 +24,8 @@ from storage.errors import (
     StorageError,
     StoragePermissionError,
 )
-from storage.keys import validate_key
 from storage.metadata import validate_metadata
+from storage.object_keys import validate_key
 from storage.signing import LinkSigner
 
 #: Top-level directory under the root that holds sidecars; keys may not start with it.

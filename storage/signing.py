@@ -12,7 +12,7 @@ from urllib.parse import quote, urlencode
 from storage.base import MAX_EXPIRY
 from storage.errors import InvalidKeyError, InvalidSignatureError, StorageConfigError
 from storage.expiry import check_expiry
-from storage.keys import validate_key
+from storage.object_keys import validate_key
 
 #: Shortest secret accepted, in bytes: HMAC-SHA256 gains nothing past 32 and is guessable well below 16.
 MIN_SECRET_BYTES = 16

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from storage.base import Lister, ObjectStore
 from storage.errors import InvalidKeyError, NotSupportedError, ObjectNotFoundError, StorageError
-from storage.keys import validate_key
+from storage.object_keys import validate_key
 
 
 def download_prefix(store: ObjectStore, prefix: str, dest: Path, *, concurrency: int = 8) -> list[str]:

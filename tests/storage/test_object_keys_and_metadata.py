@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from storage import InvalidKeyError, InvalidMetadataError, validate_key, validate_metadata
-from storage.keys import MAX_KEY_BYTES
 from storage.metadata import MAX_METADATA_BYTES
+from storage.object_keys import MAX_KEY_BYTES
 
 
 @pytest.mark.parametrize("key", ["a", "jobs/j1/0.png", ".hidden", "a..b/c...d", "ü/漢字.png", "x" * MAX_KEY_BYTES])
