@@ -1,7 +1,7 @@
 """Upload throughput and presign cost of each storage backend, against the local servers the tests use.
 
 `python -m bench.storage` starts SeaweedFS (S3), Azurite (Azure Blob) and fake-gcs-server (GCS) through
-tests/emulators.py, plus a local folder, and prints one JSON line per backend on stdout:
+tests/emulators/, plus a local folder, and prints one JSON line per backend on stdout:
 
     {"backend": "s3", "server": "seaweedfs", "object_kb": 400, "uploads_per_s_c1": ..., "uploads_per_s_c16": ...,
      "mb_per_s_c16": ..., "speedup_c16": ..., "presign_us": ..., "presign_vs_file": ...}

@@ -1,6 +1,7 @@
 """Fixtures for the storage tests: one store per backend on a real server, and a reference file route.
 
-The servers themselves (SeaweedFS, moto, Azurite, fake-gcs-server) come from tests/emulators.py, once per session.
+The servers themselves (SeaweedFS, moto, Azurite, fake-gcs-server) come from tests/emulators/ (one module per
+server), once per session.
 """
 
 from __future__ import annotations
