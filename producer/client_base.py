@@ -30,11 +30,14 @@ STREAM_ERRORS = (httpx.HTTPError, ProducerError, ValueError)
 
 
 class ApiError(ProducerError):
-    """The API refused a request; `fields` lists per-field problems for validation errors."""
+    """The API refused a request; `fields` lists per-field problems for validation errors.
+
+    `status` is the remote answer's; `status_code` stays 500: an API that meets this error while serving a request
+    of its own has a bug, not a client at fault."""
 
     def __init__(self, status: int, code: str, message: str, fields: list[dict[str, str]] | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
-        self.status = self.status_code = status
+        self.status = status
         self.code = code
         self.message = message
         self.fields = fields or []
