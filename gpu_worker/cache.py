@@ -2,7 +2,7 @@
 
 Layout under the cache root:
 
-    tiny/                 the built-in test pipeline (built, never downloaded; not counted in the budget)
+    tiny/, tiny-*/        the built-in test pipelines (built, never downloaded; not counted in the budget)
     models/<key>/         pipelines from the Hub or a storage prefix, one folder per reference (and precision)
     loras/<key>/          LoRA adapters; `<key>` is the LoRA's own name for bare names
     .staging/             installs in progress (a crashed one is cleared by the next install of the same key)
@@ -120,10 +120,10 @@ class ModelCache:
         """
         ref = ModelRef.parse(model)
         if ref.source is ModelSource.TINY:
-            path = self.root / "tiny"
+            path = self.root / ref.location
             fresh = not (path / sources.MODEL_INDEX).is_file()
             try:
-                build_tiny_pipeline(path)
+                build_tiny_pipeline(path, name=ref.location)
             except Exception as exc:
                 raise ModelLoadError(f"could not build the tiny model in {path}: {exc}") from exc
             return CacheLease(path, installed=fresh)

@@ -4,11 +4,14 @@ A run's whole state between two denoising steps is: the latents, the scheduler's
 multistep history for DPM++/UniPC/PNDM, the last sample, ...) and each image's RNG state (ancestral samplers draw
 fresh noise every step). Prompt embeddings and the timestep schedule are recomputed from the request, identically.
 
-Resuming re-enters the pipeline's own loop: the steps before the checkpoint run with the denoiser replaced by a
-zero-output stub (cheap), and at the end of step k-1 a `callback_on_step_end` swaps in the saved latents, the saved
-scheduler state and the saved generator states. From step k on the run is the interrupted run, so the image matches
-an uninterrupted one (bit-exact on the same device; float noise across devices). This works for every scheduler
-diffusers has, because the scheduler's state is captured generically (its tensor, list and number attributes).
+Resuming re-enters the pipeline's own loop: the steps before the checkpoint run with the denoiser (a UNet, or the
+SD 3 / Flux transformer) replaced by a zero-output stub (cheap), and at the end of step k-1 a `callback_on_step_end`
+swaps in the saved latents, the saved scheduler state and the saved generator states. From step k on the run is the
+interrupted run, so the image matches an uninterrupted one (bit-exact on the same device; float noise across
+devices). This works for every scheduler diffusers has, flow-matching ones included, because the scheduler's state
+is captured generically (its tensor, list and number attributes). Generators are CPU generators on every device
+(see `gpu_worker.inference`), so a CUDA worker resumes a CPU worker's checkpoint and the other way round; a state no
+CPU generator takes (a checkpoint of an older worker's CUDA generators) is a `CheckpointError` before the run starts.
 
 Checkpoints are loaded with `torch.load(weights_only=True)`: tensors, lists, dicts and numbers only, never code.
 """
@@ -24,9 +27,11 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
+from .sources import first_line
 
 #: Version of the checkpoint layout; a worker refuses (and restarts from step 0) a layout it does not know.
-CHECKPOINT_FORMAT = 1
+#: 2: generator states are always CPU generators' (format 1 held CUDA generators' on GPUs).
+CHECKPOINT_FORMAT = 2
 # Scheduler attributes that are configuration, not state (restored from the model's config anyway).
 _NOT_STATE = frozenset({"config", "_internal_dict"})
 
@@ -132,6 +137,8 @@ class DenoiseTap:
                 raise CheckpointError(
                     f"checkpoint holds {len(self.resume.generators)} image(s), not {len(self.generators)}"
                 )
+            for generator, state in zip(self.generators, self.resume.generators, strict=True):
+                _check_generator_state(generator, state)
             self._stub_denoiser()
         try:
             yield self
@@ -171,20 +178,11 @@ class DenoiseTap:
         )
 
     def _stub_denoiser(self) -> None:
-        denoiser = getattr(self.pipe, "unet", None)
-        if denoiser is None or self._stubbed is not None:
+        if self._stubbed is not None:
+            return
+        denoiser, zeros = _zero_denoiser(self.pipe)
+        if denoiser is None:
             return  # other denoisers replay for real: slower, equally correct (the state is swapped in anyway)
-        out_channels = int(denoiser.config.out_channels)
-
-        def zeros(sample: torch.Tensor, *args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
-            out = torch.zeros(
-                (sample.shape[0], out_channels, *sample.shape[2:]), dtype=sample.dtype, device=sample.device
-            )
-            if return_dict:
-                from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
-
-                return UNet2DConditionOutput(sample=out)
-            return (out,)
 
         # An instance attribute: nn.Module.__call__ finds it before the class's forward. torch.compile's wrapper keeps
         # its own compiled forward as an instance attribute too: remember it, to put it back.
@@ -199,6 +197,52 @@ class DenoiseTap:
             else:
                 self._stubbed.forward = self._replaced
             self._stubbed = None
+
+
+def _check_generator_state(generator: torch.Generator, state: Any) -> None:
+    """Raise `CheckpointError` unless `state` is a state `generator`'s kind takes (set on a scratch generator)."""
+    scratch = torch.Generator(device=generator.device)
+    try:
+        scratch.set_state(state)
+    except (RuntimeError, TypeError) as exc:
+        raise CheckpointError(
+            f"checkpoint's generator state does not fit a {generator.device.type} generator ({first_line(exc)})"
+        ) from exc
+
+
+def _zero_denoiser(pipe: Any) -> tuple[Any, Any]:
+    """The pipeline's denoiser and a forward that predicts zeros in its output shape; (None, None) if unknown."""
+    unet = getattr(pipe, "unet", None)
+    if unet is not None:
+        out_channels = int(unet.config.out_channels)
+
+        def unet_zeros(sample: torch.Tensor, *args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
+            out = torch.zeros(
+                (sample.shape[0], out_channels, *sample.shape[2:]), dtype=sample.dtype, device=sample.device
+            )
+            if return_dict:
+                from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+                return UNet2DConditionOutput(sample=out)
+            return (out,)
+
+        return unet, unet_zeros
+    transformer = getattr(pipe, "transformer", None)
+    config = getattr(transformer, "config", None)
+    if config is None or config.get("out_channels") not in (None, config.get("in_channels")):
+        return None, None
+    # SD 3 and Flux transformers predict a tensor shaped like their input (SD 3: B, C, H, W; Flux: B, tokens, C).
+
+    def transformer_zeros(*args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
+        sample = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        out = torch.zeros_like(sample)
+        if return_dict:
+            from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+            return Transformer2DModelOutput(sample=out)
+        return (out,)
+
+    return transformer, transformer_zeros
 
 
 def _capture(scheduler: Any, sample_shape: tuple[int, ...], rows: slice) -> dict[str, Any]:

@@ -80,3 +80,12 @@ class JobInterruptedError(WorkerError):
 
 class CheckpointError(Exception):
     """A checkpoint cannot be read, or does not fit the run it should resume (the job then restarts from step 0)."""
+
+
+class InvalidInputError(WorkerError):
+    """The request asks for something its model cannot do (a scheduler or negative prompt its family does not use).
+
+    Retrying does not help: the job fails as `invalid_input`, naming the field and what the model accepts.
+    """
+
+    error_code = ErrorCode.INVALID_INPUT

@@ -1,4 +1,10 @@
-"""Running text-to-image requests on a loaded pipeline: one job, or several compatible jobs in one call."""
+"""Running text-to-image requests on a loaded pipeline: one job, or several compatible jobs in one call.
+
+Every family (SD 1.x/2.x, SDXL, SD 3.x, Flux) runs through diffusers' own pipeline; `gpu_worker.families` says what
+a family accepts. Initial noise is drawn from CPU generators, as diffusers' reproducibility guide does: CUDA's
+random numbers for a large tensor depend on the GPU model (its SM count), so CUDA generators would give a job other
+images on another instance type, and a spot hand-off would continue a run with noise it was not started with.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,10 @@ import torch
 
 from gpu_worker.checkpoint import DenoiseTap
 from gpu_worker.errors import JobInterruptedError, OutOfMemoryError
+from gpu_worker.families import check_request, stamp, traits_of
+from gpu_worker.refiner import refiners_of
 from gpu_worker.schedulers import apply_scheduler
+from gpu_worker.vae import decoding
 from producer.jobs import JobRequest
 
 if TYPE_CHECKING:
@@ -59,41 +68,44 @@ def generate_batch(
     first = requests[0]
     if any(r.seed is None for r in requests):
         raise ValueError("the request must be resolved (seed set) before it is generated")
+    traits = traits_of(pipe)
+    for request in requests:
+        check_request(traits, request)
     apply_scheduler(pipe, first.scheduler)
     prompts = [r.prompt for r in requests for _ in range(r.num_images)]
     # All empty → None: SDXL then uses zero embeddings for the unconditional branch, as it does for a lone job.
     # The batch key keeps jobs with and without a negative prompt apart, so this choice never mixes the two.
     negatives = [r.negative_prompt for r in requests for _ in range(r.num_images)]
-    generators = [
-        generator
-        for r in requests
-        for generator in _generators(pipe.device, r.seed, r.num_images)  # type: ignore[arg-type]
-    ]
+    generators = [generator for r in requests for generator in cpu_generators(r.seed, r.num_images)]  # type: ignore[arg-type]
     if tap is not None:
         tap.bind(pipe, generators)
-    step_end = _step_callback(on_step, first.steps, tap)
-    try:
-        with tap.running() if tap is not None else nullcontext():
-            result = pipe(
-                prompt=prompts,
-                negative_prompt=negatives if any(negatives) else None,
-                width=first.width,
-                height=first.height,
-                num_inference_steps=first.steps,
-                guidance_scale=first.guidance_scale,
-                num_images_per_prompt=1,
-                generator=generators,
-                output_type="pil",
-                callback_on_step_end=step_end,
-            )
-    except torch.cuda.OutOfMemoryError as exc:
-        torch.cuda.empty_cache()  # hand the failed run's blocks back before the next batch
-        raise OutOfMemoryError(_oom_message(len(prompts), first)) from exc
-    except RuntimeError as exc:
-        if "MPS backend out of memory" not in str(exc):
-            raise
-        raise OutOfMemoryError(_oom_message(len(prompts), first)) from exc
+    refiner = getattr(first, "refiner", None)
+    arguments: dict[str, Any] = {
+        "prompt": prompts,
+        "num_inference_steps": first.steps,
+        "guidance_scale": first.guidance_scale,
+        "num_images_per_prompt": 1,
+        "generator": generators,
+    }
+    if traits.negative_prompt:  # Flux's pipeline takes one only for "true CFG", which sdqueue does not run
+        arguments["negative_prompt"] = negatives if any(negatives) else None
+    base = {**arguments, "width": first.width, "height": first.height}
+    if refiner is None:
+        base.update(output_type="pil", callback_on_step_end=_step_callback(on_step, first.steps, tap))
+    else:
+        base.update(output_type="latent", denoising_end=refiner.switch_at)
+        base["callback_on_step_end"] = _step_callback(on_step, first.steps, tap, total=first.steps)
+    with tap.running() if tap is not None else nullcontext():
+        result = _call(pipe, base, len(prompts), first)
+    if refiner is not None:
+        stage = refiners_of(pipe).get(refiner.model)
+        apply_scheduler(stage, first.scheduler)
+        done = tap.step if tap is not None else getattr(pipe, "num_timesteps", 0)
+        refine = {**arguments, "image": result.images, "denoising_start": refiner.switch_at, "output_type": "pil"}
+        refine["callback_on_step_end"] = _refiner_callback(on_step, tap, done)
+        result = _call(stage, refine, len(prompts), first)
     images = list(result.images)
+    stamp(images, pipe)
     split, start = [], 0
     for request in requests:
         split.append(images[start : start + request.num_images])
@@ -101,8 +113,28 @@ def generate_batch(
     return split
 
 
-def _step_callback(on_step: StepCallback | None, steps: int, tap: DenoiseTap | None = None) -> Any:
-    """The one `callback_on_step_end` of a pipeline call: reports steps; extend it here for per-step hooks."""
+def _call(pipe: Any, arguments: dict[str, Any], images: int, request: JobRequest) -> Any:
+    """One pipeline call; running out of accelerator memory raises `OutOfMemoryError`, after the failed call's
+    memory is handed back (outside the `except` block, whose traceback would keep the call's tensors alive)."""
+    try:
+        with decoding(pipe, request.width, request.height):
+            return pipe(**arguments)
+    except torch.cuda.OutOfMemoryError:
+        pass
+    except RuntimeError as exc:
+        if "MPS backend out of memory" not in str(exc):
+            raise
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # hand the failed run's blocks back before the next batch
+    raise OutOfMemoryError(_oom_message(images, request))
+
+
+def _step_callback(
+    on_step: StepCallback | None, steps: int, tap: DenoiseTap | None = None, *, total: int | None = None
+) -> Any:
+    """The one `callback_on_step_end` of a pipeline call: reports steps; extend it here for per-step hooks.
+
+    `total` overrides the pipeline's step count in progress (a refined job counts both stages' steps)."""
     if on_step is None and tap is None:
         return None
 
@@ -113,7 +145,7 @@ def _step_callback(on_step: StepCallback | None, steps: int, tap: DenoiseTap | N
                 return callback_kwargs
         if on_step is not None:
             try:
-                on_step(step_index + 1, getattr(pipeline, "num_timesteps", steps))
+                on_step(step_index + 1, total or getattr(pipeline, "num_timesteps", steps))
             except JobInterruptedError as exc:
                 if tap is not None and exc.snapshot is None:
                     exc.snapshot = tap.capture()
@@ -123,10 +155,30 @@ def _step_callback(on_step: StepCallback | None, steps: int, tap: DenoiseTap | N
     return step_end
 
 
-def _generators(device: torch.device, seed: int, count: int) -> list[torch.Generator]:
-    # MPS generators are not reproducible across runs; diffusers draws CPU noise and moves it over instead.
-    generator_device = "cpu" if device.type == "mps" else device
-    return [torch.Generator(device=generator_device).manual_seed(seed + index) for index in range(count)]
+def _refiner_callback(on_step: StepCallback | None, tap: DenoiseTap | None, done: int) -> Any:
+    """The refiner stage's step callback: progress continues from the base stage's `done` steps.
+
+    A spot notice here checkpoints the base stage's final state (the tap's): a resumed job replays the base stage
+    to its end and runs the refiner stage again, which needs no other state (it adds no noise).
+    """
+    if on_step is None:
+        return None
+
+    def step_end(pipeline: Any, step_index: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            on_step(done + step_index + 1, done + int(getattr(pipeline, "num_timesteps", 0) or 0))
+        except JobInterruptedError as exc:
+            if tap is not None and exc.snapshot is None:
+                exc.snapshot = tap.capture()
+            raise
+        return callback_kwargs
+
+    return step_end
+
+
+def cpu_generators(seed: int, count: int) -> list[torch.Generator]:
+    """One CPU generator per image, image n seeded `seed + n`: the same noise on every device (see the module doc)."""
+    return [torch.Generator(device="cpu").manual_seed(seed + index) for index in range(count)]
 
 
 def _oom_message(images: int, request: JobRequest) -> str:

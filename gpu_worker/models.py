@@ -29,7 +29,8 @@ from .cache import CacheLease, ModelCache
 from .errors import OutOfMemoryError
 from .lora import LoraLike, PipelineLoras
 from .optimize import PipelineOptions, compile_and_warm_up
-from .pipelines import default_dtype, load_from_directory, pipeline_bytes
+from .pipelines import default_dtype, family_dtype, load_from_directory, pipeline_bytes, prepare_family
+from .refiner import Refiners, attach, close_refiners
 from .sources import FP16_VARIANT, weight_variant
 
 if TYPE_CHECKING:
@@ -227,16 +228,28 @@ class LoadedModels:
         lease = self.cache.acquire(model, fp16=self.dtype == torch.float16)  # may download: outside every lock
         try:
             self._make_room(_weights_on_disk(lease.path))
-            pipe = self._with_oom_retry(
-                lambda: load_from_directory(
-                    lease.path, name=model, device=self.device, dtype=self.dtype, options=self.options
-                )
-            )
+            pipe = self._with_oom_retry(lambda: self._load_pipeline(model, lease))
         except BaseException:
             lease.release()
             raise
+        attach(pipe, Refiners(self._load_refiner))
         loras = PipelineLoras(pipe, self.cache, max_loaded=self.max_loaded_loras)
         return _Entry(model, pipe, lease, loras, pipeline_bytes(pipe))
+
+    def _load_pipeline(self, model: str, lease: CacheLease) -> Any:
+        dtype = family_dtype(lease.path, self.device)  # float16, or bfloat16 for SD 3 and Flux, on CUDA
+        pipe = load_from_directory(lease.path, name=model, device=self.device, dtype=dtype, options=self.options)
+        prepare_family(pipe, self.device)
+        return pipe
+
+    def _load_refiner(self, model: str) -> tuple[Any, Any]:
+        """Load an SDXL refiner for a base pipeline's jobs; it lives (and holds its lease) as long as the base."""
+        lease = self.cache.acquire(model, fp16=self.dtype == torch.float16)
+        try:
+            return self._with_oom_retry(lambda: self._load_pipeline(model, lease)), lease.release
+        except BaseException:
+            lease.release()
+            raise
 
     def _unpark(self, entry: _Entry) -> _Entry:
         self._make_room(entry.size_bytes)
@@ -248,22 +261,34 @@ class LoadedModels:
         return entry
 
     def _with_oom_retry(self, load: Any) -> Any:
-        """Run `load`; if the device runs out of memory, evict every idle pipeline and try once more."""
+        """Run `load`; if the device runs out of memory, evict every idle pipeline and try once more.
+
+        The retry runs after the `except` block: inside it, the traceback would keep the failed load's frames (and
+        the tensors they allocated) alive. Nothing here keeps a reference to an evicted pipeline either, so the
+        collection before the retry frees its memory.
+        """
         try:
             return load()
         except (OutOfMemoryError, torch.cuda.OutOfMemoryError):
             with self._cond:
-                idle = [entry for entry in self._resident.values() if entry.users == 0]
-                for entry in idle:
-                    self._evict(entry)
-            if not idle:
+                evicted = self._evict_idle()
+            if not evicted:
                 raise
-            _release_memory()
-            log.warning("out of device memory while loading; evicted %d idle pipeline(s) and retrying", len(idle))
-            try:
-                return load()
-            except torch.cuda.OutOfMemoryError as exc:
-                raise OutOfMemoryError("the model does not fit in device memory, even alone") from exc
+        _release_memory()
+        log.warning("out of device memory while loading; evicted %d idle pipeline(s) and retrying", evicted)
+        try:
+            return load()
+        except (OutOfMemoryError, torch.cuda.OutOfMemoryError):
+            pass
+        _release_memory()  # the second failure's frames are gone too
+        raise OutOfMemoryError("the model does not fit in device memory, even alone")
+
+    def _evict_idle(self) -> int:
+        """Evict every idle pipeline (caller holds the condition's lock); returns how many."""
+        idle = [model for model, entry in self._resident.items() if entry.users == 0]
+        for model in idle:
+            self._evict(self._resident[model])
+        return len(idle)
 
     def _make_room(self, needed_bytes: int) -> None:
         """Evict idle pipelines until one more fits: waits while every pipeline over the count is in use."""
@@ -306,9 +331,12 @@ class LoadedModels:
 
 
 def _drop(entry: _Entry) -> None:
+    """Release a pipeline for good: every reference this module holds to it goes, so a collection frees it."""
     log.info("unloading %s", entry.model)
     entry.loras.close()
+    close_refiners(entry.pipe)
     entry.lease.release()
+    entry.loras.pipe = None
     entry.pipe = None
 
 

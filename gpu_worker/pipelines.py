@@ -2,8 +2,9 @@
 
 A job names its model with a string (see `gpu_worker.refs.ModelRef`); the model cache (`gpu_worker.cache`) turns
 it into a local folder, and `load_from_directory` turns that folder into a ready-to-run pipeline on a device
-through diffusers' `AutoPipelineForText2Image` (SD 1.x/2.x, SDXL and every other text-to-image pipeline it knows),
-in float16 on CUDA and float32 elsewhere, set up as `PipelineOptions` say. Every loading failure is translated into
+through diffusers' `AutoPipelineForText2Image` (SD 1.x/2.x, SDXL, SD 3.x, Flux and every other text-to-image pipeline
+it knows), in its family's dtype (`gpu_worker.families`: float16 or bfloat16 on CUDA, float32 elsewhere), set up as
+`PipelineOptions` say. Every loading failure is translated into
 `ModelNotFoundError` (nothing there: retrying on this worker will not help), `ModelLoadError` (something is there
 but broken) or `OutOfMemoryError`.
 
@@ -20,9 +21,12 @@ import torch
 
 from gpu_worker.cache import ModelCache
 from gpu_worker.errors import ModelLoadError, OutOfMemoryError
+from gpu_worker.families import run_dtype, traits_of_directory
 from gpu_worker.optimize import PipelineOptions, optimize
+from gpu_worker.refiner import Refiners, attach
 from gpu_worker.refs import TINY_MODEL, ModelRef, ModelSource
 from gpu_worker.sources import FP16_VARIANT, MODEL_INDEX, first_line, weight_variant
+from gpu_worker.vae import make_vae_fp16_safe
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -32,15 +36,30 @@ __all__ = [
     "ModelRef",
     "ModelSource",
     "default_dtype",
+    "family_dtype",
     "load_from_directory",
     "load_pipeline",
     "pipeline_bytes",
+    "prepare_family",
 ]
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
-    """The dtype pipelines run in on `device`: float16 on CUDA, float32 elsewhere (CPU float16 is slow or missing)."""
+    """The weights' precision fetched for `device` before a model's family is known: float16 on CUDA, float32
+    elsewhere (CPU float16 is slow or missing)."""
     return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def family_dtype(path: Path, device: torch.device | str) -> torch.dtype:
+    """The dtype the pipeline saved in `path` runs in on `device`: its family's (see `gpu_worker.families`)."""
+    return run_dtype(traits_of_directory(path), device)
+
+
+def prepare_family(pipe: DiffusionPipeline, device: torch.device | str) -> None:
+    """Family set-up of a loaded pipeline: on CUDA with bfloat16, SDXL's VAE runs in bfloat16 so that it is never
+    upcast to float32 (see `gpu_worker.vae`)."""
+    if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported():
+        make_vae_fp16_safe(pipe)
 
 
 def load_pipeline(
@@ -62,10 +81,21 @@ def load_pipeline(
     file, empty storage prefix), `ModelLoadError` when something is there but does not load (missing or corrupt
     weights, bad configs), and `OutOfMemoryError` when the weights do not fit on the device.
     """
-    dtype = dtype or default_dtype(device)
     cache = ModelCache(cache_dir, local_files_only=local_files_only)
-    with cache.acquire(model, fp16=dtype == torch.float16) as lease:
-        return load_from_directory(lease.path, name=model, device=device, dtype=dtype, options=options)
+    with cache.acquire(model, fp16=(dtype or default_dtype(device)) == torch.float16) as lease:
+        pipe = load_from_directory(
+            lease.path, name=model, device=device, dtype=dtype or family_dtype(lease.path, device), options=options
+        )
+    prepare_family(pipe, device)
+
+    def load_refiner(refiner: str) -> tuple[Any, Any]:
+        loaded = load_pipeline(
+            refiner, cache_dir=cache_dir, device=device, local_files_only=local_files_only, options=options
+        )
+        return loaded, lambda: None
+
+    attach(pipe, Refiners(load_refiner))
+    return pipe
 
 
 def load_from_directory(

@@ -1,6 +1,7 @@
 """Model and LoRA references: what a job's `model` (or a LoRA's `name`) string points at.
 
-A reference is `tiny` (the built-in test pipeline), an absolute directory on the worker, a Hugging Face Hub id
+A reference is `tiny` (the built-in test pipeline, SD 1.x; `tiny-sdxl`, `tiny-sdxl-refiner`, `tiny-sd3` and
+`tiny-flux` are the other families' tiny pipelines), an absolute directory on the worker, a Hugging Face Hub id
 (`org/name`, optionally `@revision`), or a storage URL (`s3://`, `gs://`, `az://`, `file://`). LoRAs may also be a
 bare name (`my-style`), which the cache looks up under `<cache>/loras/<name>` (or pulls from the worker's LoRA
 storage prefix).
@@ -17,6 +18,8 @@ from gpu_worker.errors import ModelNotFoundError
 
 #: The model ref of the built-in tiny test pipeline (see `gpu_worker.tiny`).
 TINY_MODEL = "tiny"
+#: Every built-in tiny pipeline, one per model family (see `gpu_worker.tiny` and `gpu_worker.tiny_families`).
+TINY_MODELS = (TINY_MODEL, "tiny-sdxl", "tiny-sdxl-refiner", "tiny-sd3", "tiny-flux")
 _BARE_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]{0,127}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -42,7 +45,7 @@ class ModelRef:
     @classmethod
     def parse(cls, model: str) -> ModelRef:
         """Parse a job's `model` string. Raises `ModelNotFoundError` for a string that cannot name a model."""
-        if model == TINY_MODEL:
+        if model in TINY_MODELS:
             return cls(ModelSource.TINY, model)
         if model.startswith("/"):
             return cls(ModelSource.LOCAL, model)
@@ -57,11 +60,11 @@ class ModelRef:
     @classmethod
     def parse_lora(cls, name: str) -> ModelRef:
         """Parse a LoRA reference: like a model reference, except that a bare name is a name in the cache."""
-        if _BARE_NAME.match(name) and name != TINY_MODEL and "@" not in name:
+        if _BARE_NAME.match(name) and name not in TINY_MODELS and "@" not in name:
             return cls(ModelSource.NAMED, name)
         ref = cls.parse(name)
         if ref.source is ModelSource.TINY:
-            raise ModelNotFoundError("'tiny' is a model, not a LoRA")
+            raise ModelNotFoundError(f"{name!r} is a model, not a LoRA")
         return ref
 
     def cache_key(self, *suffixes: str) -> str:

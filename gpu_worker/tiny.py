@@ -4,6 +4,9 @@ It has every component SD 1.5 has (UNet, VAE with a scale factor of 8, CLIP text
 scheduler with SD's noise schedule), so it exercises the same code paths as a real model, but it is about 5 MB and
 renders a 64x64 image in well under a second on a CPU. Its images are coloured noise, deterministic per seed.
 The model ref `tiny` resolves to it; tests and local development use it instead of a download.
+
+The other families are built the same way under their own refs (`tiny-sdxl`, `tiny-sdxl-refiner`, `tiny-sd3`,
+`tiny-flux`; see `gpu_worker.tiny_families`), sharing this module's CLIP tokenizer and atomic build.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from gpu_worker.refs import TINY_MODEL, TINY_MODELS
 
 # Marks a finished build. The directory only appears under its final name by an atomic rename once everything is
 # written, so a directory without it is a leftover from something else (e.g. an interrupted copy).
@@ -36,20 +42,23 @@ _WORDS = (
 )
 
 
-def build_tiny_pipeline(path: Path, *, seed: int = 0) -> None:
-    """Build the tiny pipeline with weights drawn from `seed` and save it (safetensors) into `path`.
+def build_tiny_pipeline(path: Path, *, seed: int = 0, name: str = TINY_MODEL) -> None:
+    """Build the tiny pipeline `name` (one of `TINY_MODELS`: `tiny` is SD 1.x) with weights drawn from `seed` and
+    save it (safetensors) into `path`.
 
     Does nothing if `path` already holds a finished build. The build happens in a temporary sibling directory that
     is renamed into place, so a crash never leaves a half-written model under `path` and concurrent builders are
     safe: the first rename wins and the others discard their copy.
     """
+    if name not in TINY_MODELS:
+        raise ValueError(f"no tiny model {name!r}; the tiny models are {', '.join(TINY_MODELS)}")
     path = Path(path)
     if _is_complete(path):
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.build-", dir=path.parent))
     try:
-        _build(staging, seed=seed)
+        _build(staging, seed=seed, name=name)
         if _is_complete(path):  # another builder finished first; keep theirs, it may already be in use
             return
         if path.exists():  # an incomplete leftover: move it out of the way first
@@ -74,9 +83,10 @@ def _discard(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _build(directory: Path, *, seed: int) -> None:
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+def _build(directory: Path, *, seed: int, name: str) -> None:
+    from transformers import CLIPTokenizer
+
+    from gpu_worker.tiny_families import FAMILY_BUILDERS
 
     vocab_path, merges_path, vocab = _write_tokenizer_files(directory / "_tokenizer_source")
     # Positional on purpose: transformers 4 names these `vocab_file, merges_file`, transformers 5 `vocab, merges`
@@ -86,46 +96,55 @@ def _build(directory: Path, *, seed: int) -> None:
     # fork_rng: seeding the weights must not reseed the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            sample_size=64,  # times vae_scale_factor 8 = 512 px default size, like SD 1.5
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=8,
+        pipe = _sd_pipeline(tokenizer, vocab) if name == TINY_MODEL else FAMILY_BUILDERS[name](tokenizer, _WORDS)
+    pipe.save_pretrained(directory, safe_serialization=True)
+    shutil.rmtree(directory / "_tokenizer_source")
+
+
+def _sd_pipeline(tokenizer: Any, vocab: dict[str, int]) -> Any:
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    unet = UNet2DConditionModel(
+        sample_size=64,  # times vae_scale_factor 8 = 512 px default size, like SD 1.5
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        sample_size=512,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        # Four blocks → three 2x down/upsamplings → vae_scale_factor 8, like SD.
+        block_out_channels=(16, 32, 32, 32),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        norm_num_groups=8,
+        scaling_factor=0.18215,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            projection_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=_MAX_TOKENS,
+            hidden_act="quick_gelu",
+            bos_token_id=vocab[_BOS],
+            eos_token_id=vocab[_EOS],
+            pad_token_id=vocab[_EOS],
         )
-        vae = AutoencoderKL(
-            sample_size=512,
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            # Four blocks → three 2x down/upsamplings → vae_scale_factor 8, like SD.
-            block_out_channels=(16, 32, 32, 32),
-            layers_per_block=1,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            norm_num_groups=8,
-            scaling_factor=0.18215,
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(vocab),
-                hidden_size=32,
-                intermediate_size=64,
-                projection_dim=32,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=_MAX_TOKENS,
-                hidden_act="quick_gelu",
-                bos_token_id=vocab[_BOS],
-                eos_token_id=vocab[_EOS],
-                pad_token_id=vocab[_EOS],
-            )
-        )
+    )
     # SD 1.5's scheduler config, verbatim in the parts that matter.
     scheduler = PNDMScheduler(
         num_train_timesteps=1000,
@@ -136,7 +155,7 @@ def _build(directory: Path, *, seed: int) -> None:
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    pipe = StableDiffusionPipeline(
+    return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -146,8 +165,6 @@ def _build(directory: Path, *, seed: int) -> None:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(directory, safe_serialization=True)
-    shutil.rmtree(directory / "_tokenizer_source")
 
 
 def _write_tokenizer_files(directory: Path) -> tuple[Path, Path, dict[str, int]]:
@@ -180,20 +197,22 @@ def _write_tokenizer_files(directory: Path) -> tuple[Path, Path, dict[str, int]]
 
 
 def build_tiny_lora(path: Path, *, base: Path, seed: int = 0, rank: int = 4) -> None:
-    """Build a LoRA for the tiny pipeline in `base` with random (non-zero) weights drawn from `seed`; save it into
-    `path` as diffusers' `pytorch_lora_weights.safetensors`, the layout `load_lora_weights` reads.
+    """Build a LoRA for the tiny pipeline in `base` (any family) with random (non-zero) weights drawn from `seed`;
+    save it into `path` as diffusers' `pytorch_lora_weights.safetensors`, the layout `load_lora_weights` reads.
 
-    Made with PEFT like a trained LoRA, on the UNet's attention projections; it visibly changes the tiny model's
-    images. Does nothing if `path` already holds one.
+    Made with PEFT like a trained LoRA, on the denoiser's attention projections (the UNet's, or the SD3/Flux
+    transformer's); it visibly changes the tiny model's images. Does nothing if `path` already holds one.
     """
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    import diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
     path = Path(path)
     if (path / _LORA_WEIGHTS).is_file():
         return
-    unet = UNet2DConditionModel.from_pretrained(base / "unet")
+    index = json.loads((Path(base) / _MARKER).read_text(encoding="utf-8"))
+    folder = "unet" if "unet" in index else "transformer"
+    denoiser = getattr(diffusers, index[folder][1]).from_pretrained(Path(base) / folder)
     config = LoraConfig(
         r=rank,
         lora_alpha=rank,
@@ -202,13 +221,13 @@ def build_tiny_lora(path: Path, *, base: Path, seed: int = 0, rank: int = 4) -> 
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet.add_adapter(config)
+        denoiser.add_adapter(config)
+    pipeline_class = getattr(diffusers, index["_class_name"])
+    layers = {f"{folder}_lora_layers": get_peft_model_state_dict(denoiser)}
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.build-", dir=path.parent))
     try:
-        StableDiffusionPipeline.save_lora_weights(
-            staging, unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True
-        )
+        pipeline_class.save_lora_weights(staging, **layers, safe_serialization=True)
         if path.exists():
             _discard(path)
         os.rename(staging, path)

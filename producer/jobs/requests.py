@@ -81,6 +81,18 @@ class LoraRequest(BaseModel):
     scale: float = Field(default=1.0, ge=-MAX_LORA_SCALE, le=MAX_LORA_SCALE)
 
 
+class RefinerRequest(BaseModel):
+    """A second model that finishes an SDXL job: the base denoises the first `switch_at` of the noise schedule and
+    the refiner (e.g. `stabilityai/stable-diffusion-xl-refiner-1.0`) the rest, in the same job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    model: Annotated[str, AfterValidator(_model_ref)] = Field(description="The refiner model.")
+    switch_at: float = Field(
+        default=0.8, gt=0.0, lt=1.0, description="Fraction of the noise schedule the base model denoises (0–1)."
+    )
+
+
 def _unique_loras(value: tuple[LoraRequest, ...]) -> tuple[LoraRequest, ...]:
     names = [lora.name for lora in value]
     repeated = sorted({name for name in names if names.count(name) > 1})
@@ -123,6 +135,9 @@ class JobRequest(BaseModel):
     )
     loras: Annotated[tuple[LoraRequest, ...], Field(max_length=MAX_LORAS), AfterValidator(_unique_loras)] = Field(
         default=(), description=f"LoRA adapters applied to the model, each with a scale; at most {MAX_LORAS}."
+    )
+    refiner: RefinerRequest | None = Field(
+        default=None, description="An SDXL refiner that runs as the job's second stage; none by default."
     )
     metadata: Annotated[dict[str, str], AfterValidator(validated_metadata)] = Field(default_factory=dict)
 
