@@ -40,6 +40,7 @@ from .errors import (
     WorkerError,
 )
 from .executor import GpuExecutor
+from .families import rendered_by
 from .handoff import Handoff, StepClock
 from .lease import Lease
 from .notices import Interruption
@@ -258,12 +259,16 @@ class JobRunner:
         for index, (image, data) in enumerate(zip(images, encoded, strict=True)):
             key = output_key(job_id, index, request.output_format)
             seed = request.seed + index
+            metadata = {"job_id": job_id, "seed": str(seed)}
+            ran = rendered_by(image)  # which family and dtype rendered it, until the job record carries them
+            if ran is not None:
+                metadata["family"], metadata["dtype"] = ran
             self.objects.put(
                 key,
                 data,
                 content_type=request.output_format.content_type,
                 content_disposition=f'inline; filename="{job_id}-{index}.{request.output_format.extension}"',
-                metadata={"job_id": job_id, "seed": str(seed)},
+                metadata=metadata,
             )
             outputs.append(
                 Output(

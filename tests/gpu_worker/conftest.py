@@ -60,3 +60,22 @@ def job() -> Callable[..., JobRequest]:
         return JobRequest(**(fields | overrides))
 
     return make
+
+
+#: The tiny pipeline of every model family, by model ref (SD 1.x, SDXL, SD 3, Flux).
+FAMILY_MODELS = ("tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux")
+
+
+@pytest.fixture(scope="session")
+def family_pipes(model_cache: Path) -> Callable[[str], Any]:
+    """Load a tiny family's pipeline (built into the session's model cache on first use) once per session."""
+    from gpu_worker.pipelines import load_pipeline
+
+    loaded: dict[str, Any] = {}
+
+    def get(model: str) -> Any:
+        if model not in loaded:
+            loaded[model] = load_pipeline(model, cache_dir=model_cache, device="cpu")
+        return loaded[model]
+
+    return get
