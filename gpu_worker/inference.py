@@ -100,7 +100,7 @@ def generate_batch(
     if refiner is not None:
         stage = refiners_of(pipe).get(refiner.model)
         apply_scheduler(stage, first.scheduler)
-        done = tap.step if tap is not None else getattr(pipe, "num_timesteps", 0)
+        done = tap.step if tap is not None else int(getattr(pipe, "num_timesteps", 0))
         refine = {**arguments, "image": result.images, "denoising_start": refiner.switch_at, "output_type": "pil"}
         refine["callback_on_step_end"] = _refiner_callback(on_step, tap, done)
         result = _call(stage, refine, len(prompts), first)
@@ -145,7 +145,7 @@ def _step_callback(
                 return callback_kwargs
         if on_step is not None:
             try:
-                on_step(step_index + 1, total or getattr(pipeline, "num_timesteps", steps))
+                on_step(step_index + 1, total or int(getattr(pipeline, "num_timesteps", steps)))
             except JobInterruptedError as exc:
                 if tap is not None and exc.snapshot is None:
                     exc.snapshot = tap.capture()

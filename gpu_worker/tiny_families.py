@@ -56,7 +56,6 @@ def _t5_encoder(vocab_size: int, d_model: int) -> Any:
         relative_attention_num_buckets=8,
         pad_token_id=0,
         eos_token_id=1,
-        decoder_start_token_id=0,
     )
     return T5EncoderModel(config)
 

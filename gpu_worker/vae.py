@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from .families import Family, family_of_class
+
 #: Images up to this many times the VAE's native area (1024² for SD 1.5) decode in one piece.
 TILE_ABOVE_NATIVE_AREA = 4
 
@@ -28,8 +30,12 @@ def make_vae_fp16_safe(pipe: Any) -> bool:
 
     Latents reach the VAE in the pipeline's float16; a pre-hook casts them on entry to the decoder.
     """
+    # Only SDXL's pipelines upcast (SD 1.x's VAE config says `force_upcast` too, but its pipeline ignores it: that
+    # VAE decodes fine in float16).
     vae = getattr(pipe, "vae", None)
-    if vae is None or vae.dtype != torch.float16 or not getattr(vae.config, "force_upcast", False):
+    if family_of_class(type(pipe).__name__) is not Family.SDXL or vae is None or vae.dtype != torch.float16:
+        return False
+    if not getattr(vae.config, "force_upcast", False):
         return False
     vae.to(torch.bfloat16)
     vae.register_to_config(force_upcast=False)
