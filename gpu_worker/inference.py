@@ -55,7 +55,7 @@ def generate_batch(
     on_step: StepCallback | None = None,
     tap: DenoiseTap | None = None,
 ) -> list[list[Image.Image]]:
-    """Render several compatible requests (see `gpu_worker.batching.batch_key`) in one pipeline call.
+    """Render several compatible requests (see `gpu_worker.cohorts.cohort_key`) in one pipeline call.
 
     Returns each request's images, in order. The call always passes one prompt and one generator per image
     (`num_images_per_prompt=1`), whether it holds one job or many, so a job's images do not depend on the code
