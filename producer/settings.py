@@ -272,7 +272,18 @@ class WebhookSettings(CommonSettings):
         default=8, ge=1, le=256, description="SDQ_WEBHOOK_THREADS: deliveries in flight at once (they wait on I/O)."
     )
     webhook_timeout_s: float = Field(
-        default=10.0, gt=0, le=60, description="SDQ_WEBHOOK_TIMEOUT_S: time a receiver has to answer one attempt."
+        default=10.0,
+        gt=0,
+        le=60,
+        description="SDQ_WEBHOOK_TIMEOUT_S: time a receiver has to answer one attempt (connect, headers and body).",
+    )
+    webhook_max_in_flight_per_endpoint: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="SDQ_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT: attempts to one receiver (scheme, host, port) in flight"
+        " at once, over every `sdq webhooks` process; more wait their turn, so a slow receiver cannot hold every"
+        " delivery thread. Keep it below SDQ_WEBHOOK_THREADS.",
     )
     webhook_retry_schedule_s: CommaList[float] = Field(
         default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0],

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from ..errors import JobConflictError, JobNotFoundError
 from ..jobs import is_job_id
 from ..webhooks.delivery import send_delivery
-from ..webhooks.log import Delivery, DeliveryList, DeliveryLog, DeliveryState
+from ..webhooks.log import Delivery, DeliveryList, DeliveryLog
 from .auth import CallerDep
 from .deps import Deps
 from .errors import ERROR_RESPONSES
@@ -37,16 +37,17 @@ def deliveries(job_id: str, http: Request, caller: CallerDep) -> DeliveryList:
     summary="Send a webhook message again",
 )
 def redeliver(job_id: str, delivery_id: str, http: Request, caller: CallerDep) -> Delivery:
-    """Queue a new attempt of a finished message now (same `webhook-id`, fresh signature), restarting its retry
-    schedule and re-enabling an endpoint that answered 410. 409 while the message is still pending."""
+    """Queue a new attempt of the message now (same `webhook-id`, fresh signature), restarting its retry schedule
+    (a retry already scheduled is dropped) and re-enabling an endpoint that answered 410. 409 while an attempt is
+    in flight."""
     log = _log(http, job_id, caller.tenant)
     found = log.get(delivery_id) if len(delivery_id) <= 200 else None
     if found is None or found.job_id != job_id:
         raise JobNotFoundError(f"{job_id}/deliveries/{delivery_id}")
-    if found.state is DeliveryState.PENDING:
-        raise JobConflictError(f"delivery {delivery_id} is still pending; its next attempt is scheduled")
-    log.reopen(delivery_id)
-    send_delivery(Deps.of(http).service.broker, HookConfig.of(http).webhook_queue, delivery_id)
+    ticket = log.reopen(delivery_id)
+    if ticket is None:
+        raise JobConflictError(f"delivery {delivery_id} has an attempt in flight; redeliver once it has ended")
+    send_delivery(Deps.of(http).service.broker, HookConfig.of(http).webhook_queue, delivery_id, ticket=ticket)
     again = log.get(delivery_id)
     assert again is not None
     return again

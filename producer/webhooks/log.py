@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 from datetime import datetime, timezone
 from typing import Any, cast
@@ -26,6 +27,18 @@ for i = 3, #ARGV, 2 do redis.call("HSET", KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call("EXPIRE", KEYS[1], ARGV[2])
 redis.call("RPUSH", KEYS[2], ARGV[1])
 redis.call("EXPIRE", KEYS[2], ARGV[2])
+return 1
+"""
+
+# Reopen a finished (or stalled) message for a redelivery, unless an attempt of it is in flight: atomic with the
+# lock, so a redelivery never races an attempt. A fresh ticket makes every queue message sent before it stale (a
+# retry scheduled hours ahead must not add an attempt after the redelivery). Returns 1, or 0 while in flight.
+_REOPEN = """
+if redis.call("EXISTS", KEYS[1]) == 0 or redis.call("EXISTS", KEYS[2]) == 1 then return 0 end
+redis.call("HSET", KEYS[1], "state", ARGV[1], "round_start", redis.call("HGET", KEYS[1], "attempts") or "0",
+  "ticket", ARGV[2])
+redis.call("HDEL", KEYS[1], "next_at")
+redis.call("DEL", KEYS[3])
 return 1
 """
 
@@ -87,6 +100,7 @@ class DeliveryLog:
         self.client = client
         self.ttl_s = ttl_s
         self._create = client.register_script(_CREATE)
+        self._reopen = client.register_script(_REOPEN)
 
     def create(self, msg_id: str, job_id: str, kind: WebhookEventType, url: str, body: bytes, **extra: str) -> bool:
         """Record a new pending message; False when `msg_id` exists already (nothing is changed then)."""
@@ -124,9 +138,15 @@ class DeliveryLog:
         return [_delivery({k.decode(): v for k, v in f.items()}) for f in pipe.execute() if f]
 
     def record_attempt(
-        self, msg_id: str, attempt: DeliveryAttempt, state: DeliveryState, next_at: float | None = None
+        self,
+        msg_id: str,
+        attempt: DeliveryAttempt,
+        state: DeliveryState,
+        next_at: float | None = None,
+        ticket: str | None = None,
     ) -> int:
-        """Append an attempt and set the message's state; returns how many attempts it has had."""
+        """Append an attempt and set the message's state; returns how many attempts it has had. `ticket` is the
+        one the queue message of the next attempt carries (every older one is stale from now on)."""
         log = json.loads(cast(bytes, self.client.hget(keys.delivery(msg_id), "log")) or b"[]")
         log = [*log, attempt.model_dump(mode="json")][-MAX_LOGGED_ATTEMPTS:]
         pipe = self.client.pipeline(transaction=True)
@@ -136,6 +156,8 @@ class DeliveryLog:
             pipe.hdel(keys.delivery(msg_id), "next_at")
         else:
             pipe.hset(keys.delivery(msg_id), "next_at", repr(next_at))
+        if ticket is not None:
+            pipe.hset(keys.delivery(msg_id), "ticket", ticket)
         return int(pipe.execute()[0])
 
     def set_state(self, msg_id: str, state: DeliveryState) -> None:
@@ -143,16 +165,25 @@ class DeliveryLog:
         self.client.hset(keys.delivery(msg_id), mapping={"state": state.value})
         self.client.hdel(keys.delivery(msg_id), "next_at")
 
-    def reopen(self, msg_id: str) -> None:
-        """Make a message pending again for a redelivery, and re-enable its endpoint (an explicit user action)."""
-        found = cast(list[bytes | None], self.client.hmget(keys.delivery(msg_id), ["url", "attempts"]))
-        url, attempts = ((v or b"").decode() for v in found)
-        pipe = self.client.pipeline(transaction=True)
+    def reopen(self, msg_id: str) -> str | None:
+        """Make a message pending again for a redelivery, and re-enable its endpoint (an explicit user action).
+
+        Returns the ticket the redelivery's queue message must carry; None while an attempt is in flight (or for
+        an unknown message)."""
+        url = cast(bytes | None, self.client.hget(keys.delivery(msg_id), "url")) or b""
+        ticket = new_ticket()
         # The retry schedule starts over from this attempt on (`round_start`); the log keeps counting.
-        pipe.hset(keys.delivery(msg_id), "state", DeliveryState.PENDING.value)
-        pipe.hset(keys.delivery(msg_id), "round_start", attempts or "0")
-        pipe.delete(keys.disabled_endpoint(endpoint_digest(url)))
-        pipe.execute()
+        key_names = [
+            keys.delivery(msg_id),
+            keys.delivery_lock(msg_id),
+            keys.disabled_endpoint(endpoint_digest(url.decode())),
+        ]
+        done = self._reopen(keys=key_names, args=[DeliveryState.PENDING.value, ticket])
+        return ticket if done else None
+
+    def in_flight(self, msg_id: str) -> bool:
+        """Whether an attempt of the message is being made now (its in-flight lock is held)."""
+        return bool(self.client.exists(keys.delivery_lock(msg_id)))
 
     def disable_endpoint(self, url: str) -> None:
         """Stop sending to `url` (it answered 410 Gone)."""
@@ -169,6 +200,11 @@ class DeliveryLog:
     def unlock(self, msg_id: str) -> None:
         """Release the in-flight lock."""
         self.client.delete(keys.delivery_lock(msg_id))
+
+
+def new_ticket() -> str:
+    """A fresh ticket: the token that marks which queue message may make a message's next attempt."""
+    return secrets.token_hex(8)
 
 
 def _time(value: bytes | None) -> datetime | None:

@@ -16,6 +16,7 @@ from ..runtime import open_backends
 from ..settings import WebhookSettings
 from .delivery import Deliverer, RetryPolicy, declare_deliver, send_delivery
 from .dispatch import Dispatcher
+from .inflight import EndpointSlots
 from .keyring import Keyring, server_secrets
 from .log import DeliveryLog
 from .ssrf import Resolver, UrlPolicy, system_resolver
@@ -42,8 +43,8 @@ def run_webhooks(
         secrets = server_secrets([s.get_secret_value() for s in settings.webhook_secrets], settings.data_dir)
         queue = settings.webhook_queue
 
-        def send(msg_id: str, delay_s: float = 0.0) -> None:
-            send_delivery(backends.broker, queue, msg_id, delay_s)
+        def send(msg_id: str, delay_s: float = 0.0, ticket: str | None = None) -> None:
+            send_delivery(backends.broker, queue, msg_id, delay_s, ticket)
 
         retry = RetryPolicy(
             settings.webhook_retry_schedule_s, settings.webhook_jitter, settings.webhook_max_retry_after_s
@@ -56,6 +57,7 @@ def run_webhooks(
             send,
             timeout_s=settings.webhook_timeout_s,
             resolver=resolver,
+            slots=EndpointSlots(backends.client, limit=settings.webhook_max_in_flight_per_endpoint),
         )
         declare_deliver(backends.broker, deliverer, queue)
         backends.broker.declare_queue(queue)

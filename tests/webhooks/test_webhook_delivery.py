@@ -151,8 +151,8 @@ def test_a_410_disables_the_endpoint_until_a_redelivery(sender: WebhookSettings,
         from producer.webhooks.delivery import send_delivery
 
         msg_id = log.for_job(second.id)[0].id
-        log.reopen(msg_id)
-        send_delivery(make_broker(redis_client, heartbeat_timeout_s=60), sender.webhook_queue, msg_id)
+        ticket = log.reopen(msg_id)
+        send_delivery(make_broker(redis_client, heartbeat_timeout_s=60), sender.webhook_queue, msg_id, ticket=ticket)
         (again,) = got.wait_for(2)[1:]
     assert json.loads(again.body)["type"] == "job.failed"
     Webhook(SECRET).verify(again.body, again.headers)

@@ -73,7 +73,7 @@ def _deliverer(
         Keyring(client, [new_secret()]),
         policy,
         RetryPolicy([0.0, 1.0]),
-        lambda msg_id, delay_s: sent.append((msg_id, delay_s)),
+        lambda msg_id, delay_s=0.0, ticket=None: sent.append((msg_id, delay_s)),
         timeout_s=2,
         resolver=resolver,
     )
