@@ -35,8 +35,10 @@ def run_webhooks(
     stop: threading.Event | None = None,
     ready: threading.Event | None = None,
     resolver: Resolver = system_resolver,
+    time_limit_s: float | None = None,
 ) -> int:
-    """Run the dispatcher and the delivery worker until SIGTERM/SIGINT (or `stop`); returns 0."""
+    """Run the dispatcher and the delivery worker until SIGTERM/SIGINT (or `stop`); returns 0. `time_limit_s`
+    overrides the actor's time limit (default: the attempt deadline plus a grace; tests shorten it)."""
     stop = stop or threading.Event()
     with open_backends(settings, middleware=[TimeLimit(), Retries()]) as backends:
         deliveries = DeliveryLog(backends.client, ttl_s=settings.job_ttl_s + 24 * 3600)
@@ -58,6 +60,7 @@ def run_webhooks(
             timeout_s=settings.webhook_timeout_s,
             resolver=resolver,
             slots=EndpointSlots(backends.client, limit=settings.webhook_max_in_flight_per_endpoint),
+            time_limit_s=time_limit_s,
         )
         declare_deliver(backends.broker, deliverer, queue)
         backends.broker.declare_queue(queue)
@@ -78,6 +81,8 @@ def run_webhooks(
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
+        # Dramatiq's own CLI emits this; without it TimeLimit never starts its watcher and no time limit fires.
+        backends.broker.emit_after("process_boot")
         worker.start()
         thread = threading.Thread(target=dispatcher.run, args=(stop,), name="sdq-webhook-dispatch", daemon=True)
         thread.start()

@@ -40,12 +40,16 @@ class Receiver:
 
     def wait_for(self, count: int, timeout_s: float = 60.0) -> list[Received]:
         """Poll until at least `count` requests arrived; returns them (fails the test on timeout)."""
-        deadline = time.monotonic() + timeout_s
-        while len(self.requests) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"receiver got {len(self.requests)} of {count} requests in {timeout_s} s")
-            time.sleep(0.02)
-        return list(self.requests)
+        return _wait_for(self.requests, count, timeout_s)
+
+
+def _wait_for(requests: list[Received], count: int, timeout_s: float) -> list[Received]:
+    deadline = time.monotonic() + timeout_s
+    while len(requests) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"receiver got {len(requests)} of {count} requests in {timeout_s} s")
+        time.sleep(0.02)
+    return list(requests)
 
 
 @contextmanager
@@ -79,6 +83,76 @@ def receiver(script: list[Answer] | None = None) -> Iterator[Receiver]:
     try:
         yield holder["r"]
     finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class Slow:
+    """A receiver that is slow on purpose: it trickles the first `trickles` answers' bodies a byte at a time (each
+    `byte_every_s`), and holds every other request `hold_s` before answering 200. It counts requests in flight."""
+
+    url: str
+    trickles: int = 0
+    byte_every_s: float = 0.2
+    hold_s: float = 0.0
+    requests: list[Received] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wait_for(self, count: int, timeout_s: float = 60.0) -> list[Received]:
+        """Poll until at least `count` requests arrived; returns them (fails the test on timeout)."""
+        return _wait_for(self.requests, count, timeout_s)
+
+
+@contextmanager
+def slow_receiver(*, trickles: int = 0, byte_every_s: float = 0.2, hold_s: float = 0.0) -> Iterator[Slow]:
+    """A `Slow` receiver on 127.0.0.1 with a free port, stopped on exit (a trickle in progress is cut off)."""
+    holder: dict[str, Slow] = {}
+    stopping = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            got = holder["r"]
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            with got.lock:
+                got.requests.append(Received(time.monotonic(), self.path, headers, body, time.time()))
+                trickle = len(got.requests) <= got.trickles
+                got.in_flight += 1
+                got.most_in_flight = max(got.most_in_flight, got.in_flight)
+            try:
+                payload = b"x" * 1000 if trickle else b"ok"
+                if not trickle:
+                    stopping.wait(got.hold_s)
+                self.send_response(200)
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                for i in range(len(payload) if trickle else 1):
+                    self.wfile.write(payload[i : i + 1] if trickle else payload)
+                    self.wfile.flush()
+                    if trickle and stopping.wait(got.byte_every_s):
+                        return
+            except OSError:
+                pass  # the sender gave up on us: that is the point of a trickle
+            finally:
+                with got.lock:
+                    got.in_flight -= 1
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    holder["r"] = Slow(url=url, trickles=trickles, byte_every_s=byte_every_s, hold_s=hold_s)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield holder["r"]
+    finally:
+        stopping.set()
         server.shutdown()
         server.server_close()
 
