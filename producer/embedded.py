@@ -22,6 +22,7 @@ import redis
 from filelock import FileLock
 
 from .errors import QueueUnavailableError
+from .privatefs import UnsafePathError, private_dir, tighten_files, verified_private_dir
 
 _MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 108 bytes on Linux
 
@@ -49,8 +50,9 @@ class EmbeddedRedis:
         self.start_timeout_s = start_timeout_s
         socket = self.data_dir / "redis.sock"
         if len(str(socket)) > _MAX_SOCKET_PATH:  # deep data dirs: keep the socket short but still unique
+            # In a directory of our own, checked before use: a bare /tmp path could be made by anyone first.
             digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
-            socket = Path(tempfile.gettempdir()) / f"sdq-{digest}.sock"
+            socket = Path(tempfile.gettempdir()) / f"sdq-{os.geteuid()}-{digest}" / "redis.sock"
         self.socket = socket
         # A shared flock on `redis.users` held from start to stop: the kernel counts who still uses the server,
         # including processes that have not opened a connection yet, and drops the lock of one that crashed.
@@ -63,13 +65,19 @@ class EmbeddedRedis:
 
     def start(self) -> str:
         """Connect to the running server, or start one; returns its URL."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            private_dir(self.data_dir)  # the AOF holds every key record and secret in plain text
+            if self.socket.parent != self.data_dir:
+                verified_private_dir(self.socket.parent)
+        except UnsafePathError as exc:
+            raise QueueUnavailableError(f"embedded Redis: {exc}") from None
         with FileLock(str(self.data_dir / "redis.lock")):
             if self._users_fd is None:
                 self._users_fd = os.open(self.data_dir / "redis.users", os.O_RDWR | os.O_CREAT, 0o600)
                 fcntl.flock(self._users_fd, fcntl.LOCK_SH)
             if self._alive():
                 return self.url
+            tighten_files(self.data_dir, ("appendonlydir", "appendonly.aof", "dump.rdb"))  # from older versions
             launcher = subprocess.run(
                 [
                     redis_server_binary(),
@@ -89,6 +97,7 @@ class EmbeddedRedis:
                 stderr=subprocess.DEVNULL,
                 check=False,
                 timeout=self.start_timeout_s,
+                umask=0o077,  # the AOF and its directory: owner only
             )  # fmt: skip
             deadline = time.monotonic() + self.start_timeout_s
             while not self._alive():

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis
 from dramatiq.brokers.redis import RedisBroker
@@ -16,6 +14,7 @@ from filelock import FileLock
 
 from .broker import make_broker
 from .embedded import EmbeddedRedis
+from .privatefs import private_dir, write_private
 from .settings import CommonSettings
 from .store import JobStore
 
@@ -50,17 +49,8 @@ def signing_secret(settings: CommonSettings) -> bytes:
     """The key for local download links: `SDQ_SIGNING_SECRET`, else one generated once under the data dir."""
     if settings.signing_secret is not None:
         return settings.signing_secret.get_secret_value().encode()
-    path = settings.data_dir / "signing.key"
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = private_dir(settings.data_dir) / "signing.key"
     with FileLock(str(path) + ".lock"):
         if not path.exists():
-            _write_private(path, secrets.token_hex(32))
+            write_private(path, secrets.token_hex(32))
         return path.read_text().strip().encode()
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)

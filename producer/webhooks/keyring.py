@@ -9,6 +9,7 @@ import redis
 from filelock import FileLock
 
 from .. import keys
+from ..privatefs import private_dir, write_private
 from .signing import new_secret, secret_key
 
 
@@ -37,12 +38,8 @@ def server_secrets(configured: Sequence[str], data_dir: Path) -> list[str]:
     """`SDQ_WEBHOOK_SECRETS`, else one secret generated once under the data directory (mode 0600)."""
     if configured:
         return list(configured)
-    path = data_dir / "webhook.key"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    path = private_dir(data_dir) / "webhook.key"
     with FileLock(str(path) + ".lock"):
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.touch(mode=0o600)
-            tmp.write_text(new_secret())
-            tmp.replace(path)
+            write_private(path, new_secret())
         return [path.read_text().strip()]
