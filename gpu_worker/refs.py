@@ -20,7 +20,7 @@ from gpu_worker.errors import ModelNotFoundError
 TINY_MODEL = "tiny"
 #: Every built-in tiny pipeline, one per model family (see `gpu_worker.tiny` and `gpu_worker.tiny_families`).
 TINY_MODELS = (TINY_MODEL, "tiny-sdxl", "tiny-sdxl-refiner", "tiny-sd3", "tiny-flux")
-_BARE_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]{0,127}$")
+_BARE_NAME = re.compile(r"[A-Za-z0-9][\w.\-]{0,127}")  # fullmatch, not `$`
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -60,7 +60,7 @@ class ModelRef:
     @classmethod
     def parse_lora(cls, name: str) -> ModelRef:
         """Parse a LoRA reference: like a model reference, except that a bare name is a name in the cache."""
-        if _BARE_NAME.match(name) and name not in TINY_MODELS and "@" not in name:
+        if _BARE_NAME.fullmatch(name) and name not in TINY_MODELS and "@" not in name:
             return cls(ModelSource.NAMED, name)
         ref = cls.parse(name)
         if ref.source is ModelSource.TINY:

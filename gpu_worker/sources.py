@@ -29,8 +29,8 @@ MODEL_INDEX = "model_index.json"
 FP16_VARIANT = "fp16"
 _CONFIG_SUFFIXES = (".json", ".txt", ".model")  # configs, tokenizer vocab/merges, sentencepiece models
 # `name[-00001-of-00002][.variant].safetensors`
-_WEIGHTS = re.compile(r"^(?P<stem>[^.]+)(?:\.(?P<variant>[A-Za-z0-9_-]+))?\.safetensors$")
-_SHARD = re.compile(r"-\d{5}-of-\d{5}$")
+_WEIGHTS = re.compile(r"(?P<stem>[^.]+)(?:\.(?P<variant>[A-Za-z0-9_-]+))?\.safetensors")  # fullmatch, not `$`
+_SHARD = re.compile(r"-\d{5}-of-\d{5}\Z")
 
 
 def select_hub_files(files: Iterable[str], *, fp16: bool) -> list[str]:
@@ -49,7 +49,7 @@ def select_hub_files(files: Iterable[str], *, fp16: bool) -> list[str]:
             continue  # top-level files (single-file checkpoints, README, samples) and deeper folders are not loaded
         if filename.endswith(_CONFIG_SUFFIXES):
             chosen.append(name)
-        if _WEIGHTS.match(filename):
+        if _WEIGHTS.fullmatch(filename):
             weights[folder].append((name, weight_variant(filename)))
     for candidates in weights.values():
         fp16_files = [name for name, variant in candidates if variant == FP16_VARIANT]
@@ -60,7 +60,7 @@ def select_hub_files(files: Iterable[str], *, fp16: bool) -> list[str]:
 
 def weight_variant(filename: str) -> str | None:
     """The variant of a safetensors weights file (`fp16` for `model.fp16.safetensors` and its shards), or None."""
-    match = _WEIGHTS.match(filename)
+    match = _WEIGHTS.fullmatch(filename)
     if not match or not match["variant"]:
         return None
     return _SHARD.sub("", match["variant"])  # transformers names shards `model.fp16-00001-of-00002.safetensors`

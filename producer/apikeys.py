@@ -23,8 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import keys
 
 TOKEN_PREFIX = "sdq_"
-_TOKEN = re.compile(r"^sdq_([0-9a-f]{16})_([A-Za-z0-9_\-]{32,128})$")
-_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+# fullmatch, never `$`: that would accept a trailing newline.
+_TOKEN = re.compile(r"sdq_([0-9a-f]{16})_([A-Za-z0-9_\-]{32,128})")
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 
 class ApiKey(BaseModel):
@@ -46,7 +47,7 @@ class ApiKey(BaseModel):
 
 def valid_tenant(tenant: str) -> bool:
     """Whether `tenant` is a usable tenant name (it becomes part of Redis keys)."""
-    return bool(_TENANT.match(tenant))
+    return bool(_TENANT.fullmatch(tenant))
 
 
 def token_digest(token: str) -> str:
@@ -56,7 +57,7 @@ def token_digest(token: str) -> str:
 
 def token_key_id(token: str) -> str | None:
     """The key id inside a well-formed token, else None."""
-    match = _TOKEN.match(token)
+    match = _TOKEN.fullmatch(token)
     return match.group(1) if match else None
 
 
@@ -115,7 +116,7 @@ class KeyStore:
 
     def authenticate(self, token: str) -> ApiKey | None:
         """The live key `token` belongs to, or None (unknown, malformed, wrong secret or revoked)."""
-        match = _TOKEN.match(token)
+        match = _TOKEN.fullmatch(token)
         if not match:
             return None
         fields = self._fields(match.group(1))

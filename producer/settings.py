@@ -10,6 +10,7 @@ from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .cost import InstancePrice
+from .loopback import is_loopback_host
 
 if TYPE_CHECKING:
     from storage import StorageCredentials
@@ -237,7 +238,7 @@ class ApiSettings(CommonSettings, FleetSettings):
         """How many API processes to run: `api_workers`, else the default its description gives."""
         if self.api_workers is not None:
             return self.api_workers
-        loopback = self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+        loopback = is_loopback_host(self.host)
         if loopback or self.redis_url is None:
             return 1
         # The CPUs this process may run on (a cpuset narrows them), not every CPU of the host.
@@ -246,7 +247,7 @@ class ApiSettings(CommonSettings, FleetSettings):
     @property
     def auth_required(self) -> bool:
         """Whether API keys are required; raises `ValueError` for `open` on a non-loopback address."""
-        loopback = self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+        loopback = is_loopback_host(self.host)
         if self.auth == "open" and not loopback:
             raise ValueError(f"SDQ_AUTH=open is allowed only on a loopback address, not {self.host!r}")
         return self.auth == "required" or (self.auth == "auto" and not loopback)

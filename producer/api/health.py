@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from .deps import Deps
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
@@ -16,5 +19,8 @@ def healthz(http: Request) -> JSONResponse:
     try:
         Deps.of(http).service.store.client.ping()
     except Exception as exc:  # any failure to reach Redis means not ready
-        return JSONResponse({"status": "unavailable", "redis": str(exc)}, status_code=503)
+        # The reason goes to the server's log only: its text names hosts, ports and paths an anonymous probe
+        # has no business seeing.
+        log.warning("healthz: redis unreachable: %s", exc)
+        return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok"})

@@ -27,10 +27,11 @@ MAX_LORAS = 4
 #: LoRA scales accepted: 1 is the trained strength, 0 is no effect, negative inverts it.
 MAX_LORA_SCALE = 4.0
 
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
 # A model reference: `tiny`, a hub id (`org/name`, optionally `@revision`), an absolute path on the worker,
 # or a storage URL (`s3://…`, `gs://…`, `az://…`, `file://…`). No whitespace or control characters.
-_MODEL_REF = re.compile(r"^[A-Za-z0-9][\w.\-/:@+~=]{0,511}$|^/[\w.\-/@+~=]{1,511}$")
+# Validators use fullmatch: `$` would let a trailing newline through.
+_MODEL_REF = re.compile(r"[A-Za-z0-9][\w.\-/:@+~=]{0,511}|/[\w.\-/@+~=]{1,511}")
 
 
 def _multiple_of_8(value: int) -> int:
@@ -46,7 +47,7 @@ def _not_blank(value: str) -> str:
 
 
 def _model_ref(value: str) -> str:
-    if not _MODEL_REF.match(value) or ".." in value.split("/"):
+    if not _MODEL_REF.fullmatch(value) or ".." in value.split("/"):
         raise ValueError("must be 'tiny', a hub id like 'org/name', an absolute path or a storage URL")
     return value
 
@@ -66,7 +67,7 @@ Side = Annotated[int, Field(ge=MIN_SIDE_PX, le=MAX_SIDE_PX), AfterValidator(_mul
 
 
 def _lora_name(value: str) -> str:
-    if not _MODEL_REF.match(value) or ".." in value.split("/"):
+    if not _MODEL_REF.fullmatch(value) or ".." in value.split("/"):
         raise ValueError("must be a LoRA name, a hub id like 'org/name', an absolute path or a storage URL")
     return value
 
@@ -177,7 +178,7 @@ def new_job_id() -> str:
 
 def is_job_id(value: str) -> bool:
     """Whether `value` has the shape of a job id (so it is safe to use in a Redis key or an object key)."""
-    return bool(_JOB_ID.match(value))
+    return bool(_JOB_ID.fullmatch(value))
 
 
 def output_key(job_id: str, index: int, fmt: OutputFormat) -> str:
