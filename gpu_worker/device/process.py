@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 # Only light imports here: the worker process spawns this child before it imports anything heavy (see cli.py).
 from ..errors import CheckpointError, TransientError
+from ..parent_death import child_payload, run_child, start_child
 from .child import serve
 from .protocol import (
     Answer,
@@ -149,10 +150,10 @@ class DeviceProcess:
         # spawn, not fork: a forked child would inherit the parent's threads' locks and could not use CUDA.
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe(duplex=True)
-        process = context.Process(
-            target=serve, args=(child, self.settings, self._log_level), name="sdq-device", daemon=True
-        )
-        process.start()
+        # run_child: the child dies with this process (SIGKILL included), set before it imports anything heavy.
+        payload = child_payload(serve, self.settings, self._log_level)
+        process = context.Process(target=run_child, args=(payload, child), name="sdq-device", daemon=True)
+        start_child(process.start)  # from a thread that lasts: the child's parent-death signal follows it
         child.close()
         self._process, self._conn, self._booted = process, parent, False
         self._pending.clear()
