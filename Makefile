@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # Test-only tools outside the virtualenv: Azurite (npm) and checkov (its own venv: it pins many libraries).
 TOOLS ?= .tools
 
-.PHONY: install install-test demo test lint typecheck bench services clean
+.PHONY: install install-test demo test lint typecheck bench services browser clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test services $(TOOLS)/.azurite $(TOOLS)/checkov/.installed
+install-test: $(VENV)/.installed-test services browser $(TOOLS)/.azurite $(TOOLS)/checkov/.installed
 
 ## Real services the tests start themselves: redis-server from the distribution's packages.
 services:
@@ -45,6 +45,16 @@ services:
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
 	    command -v systemctl >/dev/null 2>&1 && $$SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true; \
 	  else echo "no apt-get: install redis-server yourself (tests start and stop their own)"; exit 1; fi; }
+
+## The browser the dashboard tests drive (Playwright with `executable_path`): the distribution's chromium, never a
+## browser build downloaded by `playwright install`.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium"; \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	  else echo "no apt-get: install chromium yourself (the browser tests skip without it)"; exit 1; fi; }
 
 $(TOOLS)/.azurite:
 	@command -v npm >/dev/null 2>&1 || { \

@@ -209,6 +209,17 @@ def demo(
 
 
 @app.command()
+def up(
+    workers: Annotated[int | None, typer.Option(min=1, max=64, help="Workers to run (default: one per GPU).")] = None,
+    log_level: str = "info",
+) -> None:
+    """Run a whole local stack: API + dashboard, workers, webhook sender, controller; Ctrl-C stops it all."""
+    from .up import run_up
+
+    raise typer.Exit(run_up(workers=workers, log_level=log_level, emit=console.print))
+
+
+@app.command()
 def batch(
     prompts: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines: objects or strings.")],
     out: Annotated[Path, typer.Option(help="Images, manifest.jsonl and the resume state go here.")],

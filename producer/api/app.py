@@ -13,7 +13,9 @@ from storage import ObjectStore
 from ..batches import BatchService
 from ..ratelimit import Limits
 from ..service import JobService
-from . import batches, costs, deliveries, errors, events, files, health, jobs, scaling
+from ..ui import router as ui_router
+from . import batch_list, batches, costs, deliveries, errors, events, files, health, jobs, scaling, watch
+from . import fleet as fleet_api
 from . import hooks as hooks_api
 from .aredis import async_redis
 from .auth import Authenticator
@@ -70,6 +72,7 @@ def create_app(
     errors.install(app)
     app.add_middleware(BodyLimit, per_path={"/v1/batches": max_batch_bytes})
     app.include_router(jobs.router)
+    app.include_router(batch_list.router)  # before `batches`: GET /v1/batches, /v1/batches/{id}/items
     app.include_router(events.router)
     app.include_router(batches.router)
     app.include_router(deliveries.router)
@@ -78,4 +81,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(scaling.router)
     app.include_router(costs.router)
+    app.include_router(fleet_api.router)
+    app.include_router(watch.router)
+    app.include_router(ui_router)  # the dashboard: /ui
     return app

@@ -22,6 +22,7 @@ from ..cost import CostCalculator, PriceTable, UsageLedger
 from ..runtime import open_backends
 from ..settings import ControllerSettings
 from ..store import JobStore
+from .history import FleetHistory
 from .janitor import Janitor
 from .maintenance import run_maintenance
 from .metrics import ControllerMetrics
@@ -81,6 +82,7 @@ class Controller:
         webhook_queue = getattr(settings, "webhook_queue", None)
         self.maintained_queues = self.job_queues + ([webhook_queue] if webhook_queue else [])
         self._due = {"maintenance": 0.0, "janitor": 0.0, "cost": 0.0}
+        self.history = FleetHistory(store.client)  # the dashboard's fleet chart
 
     def _is_due(self, task: str, interval_s: float) -> bool:
         now = time.monotonic()
@@ -114,6 +116,8 @@ class Controller:
         if self.metrics:
             self.metrics.observe_decision(decision, self.provider.name)
         self.emit(decision.describe())
+        if not self.dry_run:
+            self.history.record(decision)
         return decision
 
     def run(self, stop: threading.Event, *, ticks: int | None = None) -> None:

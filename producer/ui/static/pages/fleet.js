@@ -1,0 +1,61 @@
+// Fleet: work remaining, workers holding, desired and capacity over the last hour, and what workers report.
+import { api, every, probe } from "../api.js";
+import { lineChart } from "../chart.js";
+import { duration, h } from "../dom.js";
+
+export const title = "Fleet";
+const REFRESH_MS = 10000;
+
+function figure(label, value, hint) {
+  return h("div", { className: "figure" }, h("dt", {}, label), h("dd", {}, value === null || value === undefined ? "—" : String(value)), hint ? h("dd", { className: "muted" }, hint) : null);
+}
+
+function workersView(workers) {
+  // GPU utilization/memory and idle timers, once some route reports them (GET /v1/fleet/workers).
+  if (!workers || !Array.isArray(workers.workers) || !workers.workers.length) {
+    return h("p", { className: "empty" }, "Workers do not report GPU figures to the API yet; each worker exports them on its Prometheus endpoint (sdq_gpu_*).");
+  }
+  return h("div", { className: "table-wrap" }, h("table", {},
+    h("thead", {}, h("tr", {}, ["Worker", "GPU", "Utilization", "Memory", "Idle for", "Retires in"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, workers.workers.map((w) => h("tr", {},
+      h("th", { scope: "row", className: "mono" }, w.id || w.name || "?"),
+      h("td", {}, w.gpu_name || "—"),
+      h("td", {}, w.utilization_ratio !== undefined ? h("meter", { min: 0, max: 1, value: w.utilization_ratio, "aria-label": "GPU utilization" }, `${Math.round(w.utilization_ratio * 100)}%`) : "—"),
+      h("td", {}, w.memory_used_bytes !== undefined ? `${(w.memory_used_bytes / 2 ** 30).toFixed(1)} / ${(w.memory_total_bytes / 2 ** 30).toFixed(1)} GiB` : "—"),
+      h("td", {}, w.idle_s !== undefined ? duration(w.idle_s) : "—"),
+      h("td", {}, w.retires_in_s !== undefined ? duration(w.retires_in_s) : "—"))))));
+}
+
+export async function render(main, { signal }) {
+  const figures = h("dl", { className: "figures", "aria-live": "polite" });
+  const chart = h("div");
+  const workers = h("section", { "aria-labelledby": "w-h" });
+  main.append(h("h1", {}, "Fleet"), figures,
+    h("section", { "aria-labelledby": "hist-h" }, h("h2", { id: "hist-h" }, "The last hour"), chart),
+    h("h2", { id: "w-h" }, "Workers"), workers);
+  async function refresh() {
+    const [scaling, history, reported] = await Promise.all([
+      api("/v1/scaling", { signal }), api("/v1/fleet/history?minutes=60", { signal }), probe("/v1/fleet/workers")]);
+    if (signal.aborted) return;
+    figures.replaceChildren(
+      figure("Work remaining", scaling.work_remaining, "pending + delayed + in flight + held by dead workers"),
+      figure("Pending", scaling.pending), figure("In flight", scaling.in_flight), figure("Delayed", scaling.delayed),
+      figure("Held by dead workers", scaling.dead_held), figure("Workers holding", scaling.workers_holding),
+      figure("Desired workers", scaling.desired_workers, `${scaling.min_workers}–${scaling.max_workers}, ${scaling.worker_concurrency} per worker`));
+    const s = history.samples;
+    const now = Date.now() / 1000;
+    const series = [
+      { name: "work remaining", points: s.map((p) => [p.at, p.work_remaining]) },
+      { name: "desired", points: s.map((p) => [p.at, p.desired]) },
+      { name: "capacity", points: s.map((p) => [p.at, p.capacity]) },
+      { name: "workers holding", points: s.map((p) => [p.at, p.workers_holding]) },
+    ];
+    if (!s.length) series[0].points = [[now, scaling.work_remaining]];
+    chart.replaceChildren(lineChart(series, { label: "Work remaining, desired workers, capacity and workers holding over the last hour" }),
+      s.length ? h("p", { className: "muted" }, `${s.length} samples from sdq controller, one every ${history.sample_s} s.`)
+        : h("p", { className: "muted" }, "No history yet: sdq controller records a sample every 10 s (sdq up runs one)."));
+    workers.replaceChildren(workersView(reported));
+  }
+  await refresh();
+  every(REFRESH_MS, refresh, signal);
+}
