@@ -20,7 +20,7 @@ from .client import Client
 from .embedded import EmbeddedRedis
 from .jobs import JobRecord, JobRequest, OutputFormat
 from .localstack import LocalStack, StackError
-from .settings import CommonSettings
+from .settings import ApiSettings, CommonSettings
 from .webhooks.inbox import Inbox
 from .webhooks.signing import new_secret
 
@@ -81,6 +81,7 @@ def _run(out: Path, jobs: int, storage_url: str | None) -> int:
             raise DemoError(str(exc)) from exc
         stack.callback(local.stop)
         console.print(f"API at [bold]{local.api_url}[/]; one worker; webhooks to {inbox.url} (logs in {out / 'logs'})")
+        console.print(f"dashboard (while the demo runs): [bold]{local.api_url}/ui/[/]")
         storage = env.get("SDQ_STORAGE_URL") or settings.resolved_storage_url
         console.print(f"images go to [bold]{storage.split('?', 1)[0]}[/]")
         with Client(local.api_url) as client:
@@ -90,12 +91,13 @@ def _run(out: Path, jobs: int, storage_url: str | None) -> int:
             records = _follow(client, submitted)
             files = {r.id: client.download(r, out) for r in records if r.status.value == "succeeded"}
         _webhooks(inbox, records)
-    _gallery(out, records, files)
+    _gallery(out, records, files, dashboard=f"{ApiSettings().resolved_public_url}/ui/#/gallery")
     _table(records, time.monotonic() - started)
     failed = [r for r in records if r.status.value != "succeeded"]
     for record in failed:
         console.print(f"[red]job {record.id} {record.status.value}[/]: {record.error}")
     console.print(f"gallery: [bold]{(out / 'index.html').resolve()}[/]")
+    console.print("the jobs stay in the data dir: [bold]sdq up[/] serves them in the dashboard (its gallery page)")
     return 1 if failed else 0
 
 
@@ -133,7 +135,7 @@ def _follow(client: Client, submitted: list[JobRecord]) -> list[JobRecord]:
     return [client.get(job_id) for job_id in records]
 
 
-def _gallery(out: Path, records: list[JobRecord], files: dict[str, list[Path]]) -> None:
+def _gallery(out: Path, records: list[JobRecord], files: dict[str, list[Path]], *, dashboard: str) -> None:
     figures = []
     for record in records:
         for path, output in zip(files.get(record.id, []), record.outputs, strict=False):
@@ -145,7 +147,9 @@ def _gallery(out: Path, records: list[JobRecord], files: dict[str, list[Path]]) 
         "<!doctype html><meta charset=utf-8><title>sdqueue demo</title>"
         "<style>body{font-family:sans-serif;display:flex;flex-wrap:wrap;gap:1em}"
         "figure{width:256px;margin:0}img{width:256px;image-rendering:pixelated}</style>"
-        "<h1 style='width:100%'>sdqueue demo</h1>" + "".join(figures)
+        "<h1 style='width:100%'>sdqueue demo</h1>"
+        f"<p style='width:100%'>Run <code>sdq up</code> and open <a href=\"{html.escape(dashboard)}\">the dashboard's"
+        " gallery</a> for these jobs and every later one.</p>" + "".join(figures)
     )
     (out / "index.html").write_text(page, encoding="utf-8")
 

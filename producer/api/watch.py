@@ -1,11 +1,12 @@
 """`GET /v1/events`: one Server-Sent Events stream for a set of jobs (a dashboard page), instead of one per job.
 
-Events: `job` (data: the record, with output URLs) for each watched job on connect and whenever its status
-changes (and, for queued jobs, when their record changes: queue position and ETA); `progress` (data:
-`{"id", "step", "total"}`) on each step a worker reports; `gone` (data: `{"id"}`) for an id that is not there,
-or not the caller's. With `recent=true` the stream also sends `job` for every job of the caller created after it
-connected, and watches those too. One poll reads every watched job's status and progress in one pipelined round
-trip. The stream is bounded: at most `MAX_JOBS` ids, and it ends after `MAX_STREAM_S` (clients reconnect).
+Events: `ready` (data: `{"jobs", "recent"}`) once the stream watches; `job` (data: the record, with output URLs)
+for each watched job on connect and whenever its status changes (and, for queued jobs, when their record changes:
+queue position and ETA); `progress` (data: `{"id", "step", "total"}`) on each step a worker reports; `gone`
+(data: `{"id"}`) for an id that is not there, or not the caller's. With `recent=true` the stream also sends `job`
+for every job of the caller created after it connected, and watches those too. One poll reads every watched job's
+status and progress in one pipelined round trip. The stream is bounded: at most `MAX_JOBS` ids, and it ends after
+`MAX_STREAM_S` (clients reconnect).
 """
 
 from __future__ import annotations
@@ -121,7 +122,9 @@ async def watch(
 
     if recent:
         await run_in_threadpool(state.mark_newest)
-    for job_id in dict.fromkeys(j for j in jobs.split(",") if j):
+    wanted = list(dict.fromkeys(j for j in jobs.split(",") if j))
+    yield event("ready", json.dumps({"jobs": len(wanted), "recent": recent}))
+    for job_id in wanted:
         yield await announce(job_id)
     started = refreshed = time.monotonic()
     while time.monotonic() - started < MAX_STREAM_S and (recent or state.seen):

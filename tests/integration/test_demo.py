@@ -31,5 +31,7 @@ def test_the_demo_runs_jobs_writes_a_gallery_and_stops_everything(tmp_path: Path
         assert image.name in gallery
         Image.open(image).verify()
     assert "succeeded" in result.stdout
+    assert "/ui/" in result.stdout and "sdq up" in result.stdout  # the dashboard's URL, and how to get it back
+    assert "/ui/#/gallery" in gallery
     # everything it started is gone: no embedded Redis left on the socket
     assert not (tmp_path / "data" / "redis.sock").exists()
