@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Stack
+from tests.support import Stack, wait_for
 
 from .conftest import Tab, api
 
@@ -32,6 +32,7 @@ def some_jobs(ui_stack: Stack) -> str:
     )
     items = [{"prompt": f"tile {i}"} for i in range(3)]
     api(ui_stack, "POST", "/v1/batches", json={"items": items, "defaults": {"width": 64, "height": 64, "steps": 2}})
+    wait_for(lambda: api(ui_stack, "GET", f"/v1/jobs/{job['id']}")["status"] == "succeeded", 120)  # images to show
     return str(job["id"])
 
 
