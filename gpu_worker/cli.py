@@ -9,10 +9,13 @@ from producer.cli import configure_logging
 
 def worker(log_level: str = "info") -> None:
     """Run a GPU worker: pull jobs from Redis and run them on this machine's GPU (or CPU)."""
+    from producer.catalog import load_catalog
+
     from .settings import WorkerSettings
 
     configure_logging(log_level)
     settings = WorkerSettings()
+    load_catalog(settings.model_catalog)  # a bad SDQ_MODEL_CATALOG is one line naming the file, before anything starts
     device = None
     if settings.device_process:
         from .device.process import DeviceProcess

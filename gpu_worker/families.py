@@ -1,64 +1,55 @@
-"""Model families: what a loaded pipeline is (SD 1.x/2.x, SDXL, SD 3.x, Flux) and how it must be run.
+"""Model families on the worker: which family a loaded pipeline is, the dtype it runs in, and its requests' check.
 
-A family fixes the dtype on CUDA (float16 for the UNet families, bfloat16 for the flow-matching transformers, which
-overflow in float16), the schedulers a job may pick (flow-matching models cannot use the DDPM-family samplers), and
-whether a negative prompt or guidance scale means anything. The family is read from the pipeline class diffusers
-loaded (`model_index.json`'s `_class_name`), never guessed from the model's name. Everything runs in float32 off
-CUDA. A request the family cannot serve fails on the worker with `InvalidInputError`, naming the field.
+The rules of each family (schedulers, negative prompt, guidance, refiner, side multiple, prompt tokens) live on the
+light side, `producer.families`, which the API applies at submission to a catalog model; this module adds what only
+the worker knows: the dtype on CUDA (float16 for the UNet families, bfloat16 for the flow-matching transformers,
+which overflow in float16) and the family of the pipeline diffusers actually loaded, read from its class
+(`model_index.json`'s `_class_name`), never guessed from the model's name. Everything runs in float32 off CUDA. A
+request the family cannot serve fails on the worker with `InvalidInputError`, naming the field.
 """
 
 from __future__ import annotations
 
-import enum
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from producer.jobs import JobRequest, Scheduler
+from producer.families import FAMILY_RULES, Family, FamilyRules, family_problems
+from producer.jobs import JobRequest
 
 from .errors import InvalidInputError
 
-_UNET_SCHEDULERS = frozenset(Scheduler)
-# Flow matching: Euler on the flow (the models' own), and DPM-Solver++/UniPC on flow sigmas. DDIM and PNDM are
-# noise-prediction samplers, and FlowMatchEuler's stochastic variant draws noise without the job's generator.
-_FLOW_SCHEDULERS = frozenset({Scheduler.DEFAULT, Scheduler.EULER, Scheduler.DPMPP_2M, Scheduler.UNIPC})
 #: Key of a rendered image's `PIL.Image.info` entries that name the family and dtype that rendered it.
 FAMILY_INFO = "sdqueue_family"
 DTYPE_INFO = "sdqueue_dtype"
 
 
-class Family(str, enum.Enum):
-    """A model family, by architecture."""
-
-    SD = "sd"  # SD 1.x / 2.x
-    SDXL = "sdxl"
-    SD3 = "sd3"
-    FLUX = "flux"
-    OTHER = "other"  # any other text-to-image pipeline diffusers loads: run with its own scheduler only
-
-
 @dataclass(frozen=True)
 class FamilyTraits:
-    """How a family runs: dtype on CUDA, schedulers allowed, and which prompt controls apply."""
+    """How a family runs on the worker: its rules (`producer.families`) and its dtype on CUDA."""
 
-    family: Family
+    rules: FamilyRules
     cuda_dtype: torch.dtype
-    schedulers: frozenset[Scheduler]
-    negative_prompt: bool
-    guidance: bool
-    flow_matching: bool
+
+    @property
+    def family(self) -> Family:
+        return self.rules.family
+
+    @property
+    def negative_prompt(self) -> bool:
+        return self.rules.negative_prompt
+
+    @property
+    def guidance(self) -> bool:
+        return self.rules.guidance
 
 
+_CUDA_DTYPES = {Family.SD3: torch.bfloat16, Family.FLUX: torch.bfloat16}
 _TRAITS = {
-    Family.SD: FamilyTraits(Family.SD, torch.float16, _UNET_SCHEDULERS, True, True, False),
-    Family.SDXL: FamilyTraits(Family.SDXL, torch.float16, _UNET_SCHEDULERS, True, True, False),
-    Family.SD3: FamilyTraits(Family.SD3, torch.bfloat16, _FLOW_SCHEDULERS, True, True, True),
-    # Flux.1 is guidance-distilled: no negative branch; dev embeds the guidance scale, schnell ignores it.
-    Family.FLUX: FamilyTraits(Family.FLUX, torch.bfloat16, _FLOW_SCHEDULERS, False, True, True),
-    Family.OTHER: FamilyTraits(Family.OTHER, torch.float16, frozenset({Scheduler.DEFAULT}), True, True, False),
+    family: FamilyTraits(rules, _CUDA_DTYPES.get(family, torch.float16)) for family, rules in FAMILY_RULES.items()
 }
 # Pipeline class name prefixes, most specific first (every SD 3 and SDXL class starts with "StableDiffusion").
 _PREFIXES = (
@@ -78,7 +69,7 @@ def traits_of(pipe: Any) -> FamilyTraits:
     """The traits of a loaded pipeline; a Flux model without guidance embedding (schnell) ignores the scale."""
     traits = _TRAITS[family_of_class(type(pipe).__name__)]
     if traits.family is Family.FLUX and not getattr(pipe.transformer.config, "guidance_embeds", True):
-        return FamilyTraits(**{**traits.__dict__, "guidance": False})
+        return replace(traits, rules=replace(traits.rules, guidance=False))
     return traits
 
 
@@ -102,16 +93,10 @@ def run_dtype(traits: FamilyTraits, device: torch.device | str) -> torch.dtype:
 
 
 def check_request(traits: FamilyTraits, request: JobRequest) -> None:
-    """Raise `InvalidInputError` if `request` asks for something `traits`' family cannot do."""
-    name = traits.family.value
-    if request.scheduler not in traits.schedulers:
-        allowed = ", ".join(sorted(s.value for s in traits.schedulers))
-        raise InvalidInputError(f"scheduler: {name} models cannot use {request.scheduler.value!r} (allowed: {allowed})")
-    if request.negative_prompt and not traits.negative_prompt:
-        raise InvalidInputError(f"negative_prompt: {name} models do not use a negative prompt; leave it empty")
-    refiner = getattr(request, "refiner", None)
-    if refiner is not None and traits.family is not Family.SDXL:
-        raise InvalidInputError(f"refiner: only SDXL models take a refiner stage, not {name}")
+    """Raise `InvalidInputError` if `request` asks for something `traits`' family cannot do (the first problem)."""
+    problems = family_problems(traits.rules, request)
+    if problems:
+        raise InvalidInputError(str(problems[0]))
 
 
 def stamp(images: list[Any], pipe: Any) -> None:

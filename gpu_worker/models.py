@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from producer.catalog import Catalog, load_catalog
+
 from .cache import CacheLease, ModelCache
 from .errors import OutOfMemoryError
 from .lora import LoraLike, PipelineLoras
@@ -77,8 +79,12 @@ class LoadedModels:
         max_parked: int = 2,
         max_loaded_loras: int = 8,
         options: PipelineOptions | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
-        """Give `cache` (a configured `ModelCache`) or `cache_dir` (a cache with default settings there)."""
+        """Give `cache` (a configured `ModelCache`) or `cache_dir` (a cache with default settings there).
+
+        A model named in `catalog` (default: the built-in one) is loaded from its catalog source; the pipeline is
+        still known by the name the job used."""
         if cache is None:
             if cache_dir is None:
                 raise ValueError("LoadedModels needs a cache or a cache_dir")
@@ -93,6 +99,7 @@ class LoadedModels:
         self.max_parked = max_parked
         self.max_loaded_loras = max_loaded_loras
         self.options = options or PipelineOptions()
+        self.catalog = catalog or load_catalog(None)
         self._resident: OrderedDict[str, _Entry] = OrderedDict()
         self._parked: OrderedDict[str, _Entry] = OrderedDict()
         self._loading: set[str] = set()
@@ -118,6 +125,7 @@ class LoadedModels:
             max_parked=settings.max_parked_models,
             max_loaded_loras=settings.max_loaded_loras,
             options=PipelineOptions.from_settings(settings),
+            catalog=load_catalog(settings.model_catalog),
         )
 
     @property
@@ -225,7 +233,8 @@ class LoadedModels:
         return entry, load_s
 
     def _load(self, model: str) -> _Entry:
-        lease = self.cache.acquire(model, fp16=self.dtype == torch.float16)  # may download: outside every lock
+        source = self.catalog.source_of(model)  # a catalog name (`sdxl`) loads its source (a hub id, a prefix)
+        lease = self.cache.acquire(source, fp16=self.dtype == torch.float16)  # may download: outside every lock
         try:
             self._make_room(_weights_on_disk(lease.path))
             pipe = self._with_oom_retry(lambda: self._load_pipeline(model, lease))
@@ -244,7 +253,7 @@ class LoadedModels:
 
     def _load_refiner(self, model: str) -> tuple[Any, Any]:
         """Load an SDXL refiner for a base pipeline's jobs; it lives (and holds its lease) as long as the base."""
-        lease = self.cache.acquire(model, fp16=self.dtype == torch.float16)
+        lease = self.cache.acquire(self.catalog.source_of(model), fp16=self.dtype == torch.float16)
         try:
             return self._with_oom_retry(lambda: self._load_pipeline(model, lease)), lease.release
         except BaseException:

@@ -26,7 +26,14 @@ from pydantic_core import from_json, to_json
 from . import keys
 from .broker import BATCH_ACTOR
 from .cost import CostCalculator
-from .errors import BatchNotFoundError, IdempotencyConflictError, QueueUnavailableError, QuotaExceededError
+from .errors import (
+    BatchNotFoundError,
+    IdempotencyConflictError,
+    ModelLimitError,
+    ModelNotAllowedError,
+    QueueUnavailableError,
+    QuotaExceededError,
+)
 from .idempotency import IdempotencyStore, body_hash
 from .jobs import (
     CONTRACT_VERSION,
@@ -154,11 +161,12 @@ class BatchService:
                 check_url_shape(batch.webhook_url, self.jobs.url_policy)
             except ValueError as exc:
                 raise BatchValidationError([{"field": "webhook_url", "message": str(exc)}]) from None
-        for index, request in enumerate(requests):
+        for index, item in enumerate(requests):
             try:
-                self.jobs.check_model(request)
-            except ValueError as exc:
-                raise BatchValidationError([{"field": f"items.{index}.model", "message": str(exc)}]) from None
+                requests[index] = request = self.jobs.shape(item)  # its catalog model's defaults and limits
+            except (ModelNotAllowedError, ModelLimitError) as exc:
+                fields = [{**field, "field": f"items.{index}.{field['field']}"} for field in exc.client_fields()]
+                raise BatchValidationError(fields) from None
             if request.webhook_url:
                 try:
                     check_url_shape(request.webhook_url, self.jobs.url_policy)

@@ -59,6 +59,9 @@ def api(
         settings.auth_required  # noqa: B018 - refuse a bad SDQ_AUTH here, not once per worker
     except ValueError as exc:
         raise ProducerError(str(exc)) from None
+    from .catalog import load_catalog
+
+    load_catalog(settings.model_catalog)  # CatalogError: one line naming the file, here rather than per server process
     # Every server process builds its app from the environment (uvicorn's factory): hand the overrides down.
     os.environ.update({"SDQ_HOST": settings.host, "SDQ_PORT": str(settings.port)})
     embedded = None if settings.redis_url else EmbeddedRedis(settings.data_dir)
@@ -128,14 +131,14 @@ def submit(
     prompt: str,
     negative_prompt: str = "",
     model: str | None = None,
-    width: int = 512,
-    height: int = 512,
-    steps: int = 30,
-    guidance_scale: float = 7.5,
+    width: Annotated[int | None, typer.Option(help="Default: the model's (`sdq models`).")] = None,
+    height: Annotated[int | None, typer.Option(help="Default: the model's.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Default: the model's.")] = None,
+    guidance_scale: Annotated[float | None, typer.Option(help="Default: the model's.")] = None,
     seed: int | None = None,
     num_images: int = 1,
     output_format: OutputFormat = OutputFormat.PNG,
-    scheduler: Scheduler = Scheduler.DEFAULT,
+    scheduler: Annotated[Scheduler | None, typer.Option(help="Default: the model's.")] = None,
     webhook_url: Annotated[str | None, typer.Option(help="Send signed job events to this URL.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait until the job finishes.")] = False,
     out: Annotated[Path | None, typer.Option(help="Download the images here (implies --wait).")] = None,
@@ -143,8 +146,8 @@ def submit(
     """Submit a job and print its record."""
     from pydantic import ValidationError
 
-    fields: dict[str, Any] = {
-        "negative_prompt": negative_prompt,
+    given: dict[str, Any] = {
+        "negative_prompt": negative_prompt or None,
         "model": model,
         "width": width,
         "height": height,
@@ -156,6 +159,8 @@ def submit(
         "output_format": output_format,
         "webhook_url": webhook_url,
     }
+    # Only the options given: the server fills the rest from the model's catalog defaults.
+    fields = {name: value for name, value in given.items() if value is not None}
     with _client() as client:
         try:
             record = client.submit(prompt, **fields)

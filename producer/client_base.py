@@ -77,7 +77,8 @@ class Call(Generic[Model]):
 
 def _body(request: JobRequest | str, fields: dict[str, Any]) -> dict[str, Any]:
     job = request if isinstance(request, JobRequest) else JobRequest(prompt=request, **fields)
-    return job.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+    # Only what the caller gave: the server fills the rest from the model's catalog defaults (SDXL's 1024², ...).
+    return job.model_dump(mode="json", exclude_none=True, exclude_unset=True)
 
 
 def _batch_body(

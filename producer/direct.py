@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .catalog import load_catalog
 from .jobs import JobRecord, JobRequest
 from .runtime import open_backends
 from .service import JobService
@@ -15,8 +16,11 @@ from .settings import CommonSettings
 @contextmanager
 def connect(settings: CommonSettings) -> Iterator[JobService]:
     """A `JobService` on the Redis that `settings` name (the embedded one when `redis_url` is unset)."""
+    catalog = load_catalog(settings.model_catalog)
     with open_backends(settings) as backends:
-        yield JobService(backends.store, backends.broker, queue=settings.queue, default_model=settings.default_model)
+        yield JobService(
+            backends.store, backends.broker, queue=settings.queue, default_model=settings.default_model, catalog=catalog
+        )
 
 
 def enqueue(request: JobRequest | str, *, settings: CommonSettings, **fields: Any) -> JobRecord:

@@ -7,6 +7,7 @@ attributes alone, so a new error is one class here, not one more handler there.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 
 class ProducerError(Exception):
@@ -63,6 +64,34 @@ class ModelNotAllowedError(ProducerError, ValueError):
 
     def client_fields(self) -> list[dict[str, str]]:
         return [{"field": "model", "message": str(self)}]
+
+
+class ModelLimitError(ProducerError, ValueError):
+    """The job asks for something its catalog model cannot do (a scheduler, a size, a negative prompt): 422 naming
+    each field and what the model accepts."""
+
+    status_code = 422
+    code = "validation_error"
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{field}: {message}" for field, message in problems))
+        self.problems = [(field, message) for field, message in problems]
+
+    def client_fields(self) -> list[dict[str, str]]:
+        return [{"field": field, "message": message} for field, message in self.problems]
+
+
+class CatalogError(ProducerError):
+    """The model catalog (`SDQ_MODEL_CATALOG`) cannot be read or is not valid; the message names the file.
+
+    Raised where a deployable starts (it then prints one line and exits); a server that met it while serving could
+    not serve at all, hence 503, without the file's path."""
+
+    status_code = 503
+    code = "unavailable"
+
+    def client_message(self) -> str:
+        return "the server's model catalog cannot be read"
 
 
 class JobConflictError(ProducerError):

@@ -10,6 +10,7 @@ import redis.asyncio
 from dramatiq.brokers.redis import RedisBroker
 
 from .broker import encode, job_message, send
+from .catalog import Catalog, load_catalog
 from .errors import JobConflictError, JobNotFoundError, ModelNotAllowedError, QueueUnavailableError
 from .idempotency import body_hash
 from .jobs import JobMessage, JobPage, JobRecord, JobRequest, JobStatus, WebhookEventType, new_job_id
@@ -36,12 +37,15 @@ class JobService:
         default_model: str,
         allowed_models: frozenset[str] = frozenset(),
         url_policy: UrlPolicy | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.store = store
         self.broker = broker
         self.queue = queue
         self.default_model = default_model
-        self.allowed_models = allowed_models
+        #: The model catalog: its models' defaults fill what a request omits, and their limits are checked here.
+        self.catalog = catalog or load_catalog(None)
+        self.allowed_models = self.catalog.allowed(sorted(allowed_models))
         #: What webhook URLs may look like (`SDQ_WEBHOOK_HTTPS_ONLY`, `SDQ_WEBHOOK_ALLOW`); checked again, with DNS,
         #: before every delivery.
         self.url_policy = url_policy or UrlPolicy()
@@ -115,17 +119,25 @@ class JobService:
 
     def _new_job(self, request: JobRequest, idempotency_key: str | None) -> _NewJob:
         """Checks that need no Redis, then the job's id, resolved request and record fields."""
-        self.check_model(request)
-        if request.webhook_url:
-            check_url_shape(request.webhook_url, self.url_policy)  # WebhookUrlError: 422 on `webhook_url`
         idempotency = (
             Idempotency(idempotency_key, body_hash(request.model_dump_json().encode())) if idempotency_key else None
         )
-        resolved = request.resolved(self.default_model)
+        resolved = self.shape(request).resolved(self.default_model)
+        if resolved.webhook_url:
+            check_url_shape(resolved.webhook_url, self.url_policy)  # WebhookUrlError: 422 on `webhook_url`
         extra = {}
         if resolved.webhook_url:  # the job's transitions feed the webhook stream (see JobStore.enable_hooks)
             extra["hooks"] = "2" if WebhookEventType.JOB_PROGRESS in resolved.wanted_webhook_events else "1"
         return _NewJob(JobMessage(job_id=new_job_id(), request=resolved), idempotency, extra)
+
+    def shape(self, request: JobRequest) -> JobRequest:
+        """`request` for a model this deployment serves, its model named and its catalog model's defaults in the
+        fields it omitted; raises `ModelNotAllowedError`, or `ModelLimitError` naming each field its model cannot
+        serve (`producer.catalog`)."""
+        self.check_model(request)
+        if request.model is None:
+            request = request.model_copy(update={"model": self.default_model})
+        return self.catalog.apply(request)
 
     def check_model(self, request: JobRequest) -> None:
         """Raise `ModelNotAllowedError` when the request asks for a model this deployment does not serve."""

@@ -68,6 +68,12 @@ class CommonSettings(BaseSettings):
         default=None, description="SDQ_MODEL_CACHE_DIR: local (NVMe) model cache; default `<data_dir>/models`."
     )
     default_model: str = Field(default="tiny", description="SDQ_DEFAULT_MODEL: model for jobs that name none.")
+    model_catalog: Path | None = Field(
+        default=None,
+        description="SDQ_MODEL_CATALOG: a YAML or JSON file of the model names clients use, with each one's source,"
+        " family, defaults and limits (the shape of `producer/catalog.yaml`, the built-in one used when unset); the"
+        " API and every worker must read the same file.",
+    )
     queue: str = Field(default="sdq-generate", description="SDQ_QUEUE: the Dramatiq queue jobs travel on.")
     batch_queue: str = Field(
         default="sdq-batch",
@@ -198,7 +204,8 @@ class ApiSettings(CommonSettings, FleetSettings):
     )
     allowed_models: CommaList[str] = Field(
         default_factory=list,
-        description="SDQ_ALLOWED_MODELS: comma-separated models clients may ask for; empty = any.",
+        description="SDQ_ALLOWED_MODELS: comma-separated models clients may ask for, `@catalog` standing for every"
+        " name in the model catalog (`@catalog` alone: the catalog's models only); empty = any.",
     )
     auth: Literal["auto", "open", "required"] = Field(
         default="auto",

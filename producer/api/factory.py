@@ -26,6 +26,7 @@ def build_app(settings: ApiSettings) -> FastAPI:
     """The API over the backends `settings` name; they are closed when the server shuts the app down."""
     from storage import LinkSigner, open_store
 
+    from ..catalog import load_catalog
     from ..runtime import open_backends, signing_secret
     from ..service import JobService
     from ..webhooks.ssrf import UrlPolicy
@@ -34,6 +35,7 @@ def build_app(settings: ApiSettings) -> FastAPI:
     from .hooks import HookConfig
     from .scaling import Fleet
 
+    catalog = load_catalog(settings.model_catalog)  # CatalogError names the file before anything starts
     resources = ExitStack()
     try:
         backends = resources.enter_context(open_backends(settings))
@@ -46,6 +48,7 @@ def build_app(settings: ApiSettings) -> FastAPI:
             default_model=settings.default_model,
             allowed_models=frozenset(settings.allowed_models),
             url_policy=UrlPolicy.from_entries(settings.webhook_allow, https_only=settings.webhook_https_only),
+            catalog=catalog,
         )
         return create_app(
             service,

@@ -88,6 +88,14 @@ def test_dtypes_per_family_and_device() -> None:
     assert run_dtype(sd, "cpu") == run_dtype(flux, "cpu") == torch.float32
 
 
+def test_the_workers_family_rules_are_the_apis() -> None:
+    from producer.families import FAMILY_RULES
+
+    # One source of truth: the traits the worker checks a job against wrap the rules the API checks it against.
+    assert {family: _traits(family).rules for family in Family} == FAMILY_RULES
+    assert all(_traits(family).rules is FAMILY_RULES[family] for family in Family)
+
+
 def _traits(family: Family) -> Any:
     from gpu_worker.families import _TRAITS
 

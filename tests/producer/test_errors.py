@@ -15,6 +15,8 @@ EXPECTED = {
     errors.BatchNotFoundError: (404, "not_found"),
     errors.QueueUnavailableError: (503, "unavailable"),
     errors.ModelNotAllowedError: (422, "validation_error"),
+    errors.ModelLimitError: (422, "validation_error"),
+    errors.CatalogError: (503, "unavailable"),
     errors.WebhookUrlError: (422, "validation_error"),
     errors.JobConflictError: (409, "conflict"),
     errors.AuthenticationError: (401, "unauthenticated"),

@@ -1,0 +1,116 @@
+"""The model catalog at submission, over real HTTP (`sdq api` on a real Redis, no worker): a request outside its
+model's limits is a 422 naming the field with nothing enqueued; omitted fields get the model's defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from producer import Client
+from producer.client import ApiError
+from tests.support import Stack, start_stack
+
+pytestmark = pytest.mark.redis
+
+QUEUE = "dramatiq:sdq-generate"
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    redis.Redis.from_url(redis_server).flushdb()
+    tmp = tmp_path_factory.mktemp("catalog-api")
+    # The built-in catalog, and only its models.
+    running = start_stack(tmp, redis_server, tmp / "models", SDQ_ALLOWED_MODELS="@catalog")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.api_url, timeout=10) as client:
+        yield client
+
+
+def _queued(redis_server: str) -> tuple[int, int]:
+    client = redis.Redis.from_url(redis_server)
+    return client.llen(QUEUE), client.zcard("sdq:jobs")
+
+
+FLUX_REFUSED = {
+    "ddim": ({"scheduler": "ddim"}, "scheduler", "allowed: default, dpmpp_2m, euler, unipc"),
+    "negative prompt": ({"negative_prompt": "blurry"}, "negative_prompt", "does not use a negative prompt"),
+    "guidance": ({"guidance_scale": 7.5}, "guidance_scale", "takes no guidance scale"),
+    "side not a multiple of 16": ({"width": 1000}, "width", "multiple of 16"),
+    "too many steps": ({"steps": 50}, "steps", "1–16 steps"),
+    "refiner": ({"refiner": {"model": "sdxl-refiner"}}, "refiner", "only SDXL models"),
+}
+
+
+@pytest.mark.parametrize(("fields", "field", "accepted"), FLUX_REFUSED.values(), ids=FLUX_REFUSED.keys())
+def test_a_flux_request_outside_its_limits_is_a_422_naming_the_field(
+    http: httpx.Client, redis_server: str, fields: dict[str, object], field: str, accepted: str
+) -> None:
+    before = _queued(redis_server)
+    response = http.post("/v1/jobs", json={"prompt": "a fox", "model": "flux-schnell", **fields})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert [f["field"] for f in error["fields"]] == [field]
+    assert accepted in error["fields"][0]["message"] and "'flux-schnell'" in error["fields"][0]["message"]
+    assert _queued(redis_server) == before
+
+
+def test_omitted_fields_get_the_models_defaults(http: httpx.Client) -> None:
+    response = http.post("/v1/jobs", json={"prompt": "a fox", "model": "flux-schnell", "seed": 1})
+    assert response.status_code == 202, response.text
+    request = response.json()["request"]
+    assert (request["width"], request["height"], request["steps"], request["guidance_scale"]) == (1024, 1024, 4, 0.0)
+    given = http.post("/v1/jobs", json={"prompt": "a fox", "model": "flux-schnell", "steps": 2, "width": 512}).json()
+    assert (given["request"]["steps"], given["request"]["width"], given["request"]["height"]) == (2, 512, 1024)
+
+
+def test_a_job_naming_no_model_is_the_default_tiny_one_as_before(http: httpx.Client) -> None:
+    request = http.post("/v1/jobs", json={"prompt": "a fox"}).json()["request"]
+    assert request["model"] == "tiny"
+    assert (request["width"], request["height"], request["steps"], request["guidance_scale"]) == (512, 512, 30, 7.5)
+    assert request["scheduler"] == "default"
+
+
+def test_only_the_catalogs_models_are_served(http: httpx.Client, redis_server: str) -> None:
+    before = _queued(redis_server)
+    response = http.post("/v1/jobs", json={"prompt": "a fox", "model": "org/not-listed"})
+    assert response.status_code == 422
+    fields = response.json()["error"]["fields"]
+    assert fields[0]["field"] == "model" and "flux-schnell" in fields[0]["message"]
+    assert _queued(redis_server) == before
+
+
+def test_a_batch_item_outside_its_limits_names_the_item_and_field(http: httpx.Client, redis_server: str) -> None:
+    before = _queued(redis_server)
+    items = [{"prompt": "a fox"}, {"prompt": "a cat", "model": "flux-dev", "scheduler": "pndm"}]
+    response = http.post("/v1/batches", json={"items": items})
+    assert response.status_code == 422, response.text
+    assert [f["field"] for f in response.json()["error"]["fields"]] == ["items.1.scheduler"]
+    assert _queued(redis_server) == before
+
+
+def test_batch_items_get_their_models_defaults_under_the_batchs_own(http: httpx.Client, stack: Stack) -> None:
+    body = {"items": [{"prompt": "a fox", "model": "sdxl"}, {"prompt": "a cat"}], "defaults": {"steps": 12}}
+    created = http.post("/v1/batches", json=body)
+    assert created.status_code == 202, created.text
+    with stack.client() as sdk:
+        sdxl, tiny = (sdk.get(job_id).request for job_id in created.json()["job_ids"])
+    assert (sdxl.width, sdxl.steps, sdxl.guidance_scale) == (1024, 12, 5.0)
+    assert (tiny.width, tiny.steps, tiny.guidance_scale) == (512, 12, 7.5)
+
+
+def test_the_sdk_sends_only_what_the_caller_gave(stack: Stack) -> None:
+    with stack.client() as sdk:
+        record = sdk.submit("a fox", model="sdxl", steps=20)
+    assert (record.request.width, record.request.steps, record.request.guidance_scale) == (1024, 20, 5.0)
+    with Client(stack.api_url) as sdk, pytest.raises(ApiError) as caught:
+        sdk.submit("a fox", model="flux-dev", scheduler="ddim")
+    assert caught.value.status == 422 and [f["field"] for f in caught.value.fields] == ["scheduler"]
