@@ -1,10 +1,11 @@
 """The wire contract: everything that crosses a process boundary, one module per contract.
 
 A `JobRequest` (requests.py) is what a client asks for, a `JobMessage` (checkpoints.py, with the checkpoint it may
-carry) is what travels through Redis to a worker, and a `JobRecord` (records.py) is what the API reports back; a
-submitted batch has its own models (batches.py) and so does a webhook delivery (events.py). All are frozen pydantic
-models; the worker re-validates every message on entry, so a producer of another version cannot smuggle in a request
-this version would refuse. The Redis hash a record is stored in is owned by `producer.jobhash`.
+carry) is what travels through Redis to a worker, and a `JobRecord` (records.py) is what the API reports back; the
+image inputs a request may carry (inputs.py), an upload (uploads.py), a submitted batch (batches.py) and a webhook
+delivery (events.py) have their own models. All are frozen pydantic models; the worker re-validates every message
+on entry, so a producer of another version cannot smuggle in a request this version would refuse. The Redis hash a
+record is stored in is owned by `producer.jobhash`.
 """
 
 from .batches import (
@@ -33,6 +34,20 @@ from .enums import (
 from .events import (
     WebhookEvent,
 )
+from .inputs import (
+    IMAGE_CONTENT_TYPES,
+    MAX_CONDITIONING_SCALE,
+    MAX_CONTROLNETS,
+    MAX_INLINE_IMAGE_BYTES_LIMIT,
+    MAX_IP_ADAPTER_SCALE,
+    ControlNetRequest,
+    ControlPreprocess,
+    ImageRef,
+    IpAdapterRequest,
+    input_object_key,
+    is_upload_id,
+    upload_object_key,
+)
 from .records import (
     JobError,
     JobPage,
@@ -42,6 +57,7 @@ from .records import (
     Timings,
 )
 from .requests import (
+    DEFAULT_STRENGTH,
     MAX_AREA_PX,
     MAX_GUIDANCE,
     MAX_IMAGES,
@@ -64,14 +80,25 @@ from .requests import (
     output_key,
     validated_metadata,
 )
+from .uploads import (
+    ImageContentType,
+    UploadCreated,
+    UploadRequest,
+)
 
 __all__ = [
     "CONTRACT_VERSION",
+    "DEFAULT_STRENGTH",
     "DEFAULT_WEBHOOK_EVENTS",
+    "IMAGE_CONTENT_TYPES",
     "MAX_AREA_PX",
     "MAX_BATCH_ITEMS",
+    "MAX_CONDITIONING_SCALE",
+    "MAX_CONTROLNETS",
     "MAX_GUIDANCE",
     "MAX_IMAGES",
+    "MAX_INLINE_IMAGE_BYTES_LIMIT",
+    "MAX_IP_ADAPTER_SCALE",
     "MAX_LORAS",
     "MAX_LORA_SCALE",
     "MAX_METADATA_ITEMS",
@@ -89,7 +116,12 @@ __all__ = [
     "BatchRequest",
     "BatchStatus",
     "CheckpointRef",
+    "ControlNetRequest",
+    "ControlPreprocess",
     "ErrorCode",
+    "ImageContentType",
+    "ImageRef",
+    "IpAdapterRequest",
     "JobError",
     "JobMessage",
     "JobPage",
@@ -105,10 +137,15 @@ __all__ = [
     "Side",
     "TextEnum",
     "Timings",
+    "UploadCreated",
+    "UploadRequest",
     "WebhookEvent",
     "WebhookEventType",
+    "input_object_key",
     "is_job_id",
+    "is_upload_id",
     "new_job_id",
     "output_key",
+    "upload_object_key",
     "validated_metadata",
 ]

@@ -10,6 +10,15 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .enums import DEFAULT_WEBHOOK_EVENTS, OutputFormat, Scheduler, WebhookEventType
+from .inputs import (
+    MAX_CONTROLNETS,
+    ControlNets,
+    ImageRef,
+    IpAdapterRequest,
+    is_empty,
+    is_none,
+    named_inputs,
+)
 
 MIN_SIDE_PX = 64
 MAX_SIDE_PX = 2048
@@ -26,6 +35,8 @@ MAX_METADATA_VALUE_CHARS = 512
 MAX_LORAS = 4
 #: LoRA scales accepted: 1 is the trained strength, 0 is no effect, negative inverts it.
 MAX_LORA_SCALE = 4.0
+#: `strength` of an image-to-image job that gives none (diffusers' default).
+DEFAULT_STRENGTH = 0.8
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 # A model reference: `tiny`, a hub id (`org/name`, optionally `@revision`), an absolute path on the worker,
@@ -141,6 +152,29 @@ class JobRequest(BaseModel):
         default=None, description="An SDXL refiner that runs as the job's second stage; none by default."
     )
     metadata: Annotated[dict[str, str], AfterValidator(validated_metadata)] = Field(default_factory=dict)
+    # Image inputs (producer/jobs/inputs.py). Each is left out of the JSON while unset, so a text-only request
+    # serializes, hashes (idempotency) and groups into cohorts exactly as before they existed.
+    image: ImageRef | None = Field(
+        default=None, exclude_if=is_none, description="Start from this image: image-to-image, or the one to inpaint."
+    )
+    strength: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        exclude_if=is_none,
+        description=f"How much of `image` is repainted: 0 keeps it, 1 ignores it ({DEFAULT_STRENGTH} when omitted).",
+    )
+    mask_image: ImageRef | None = Field(
+        default=None,
+        exclude_if=is_none,
+        description="Inpainting: white pixels are repainted, black ones kept; the same size as `image`.",
+    )
+    controlnets: ControlNets = Field(
+        default=(), exclude_if=is_empty, description=f"ControlNet units, at most {MAX_CONTROLNETS}."
+    )
+    ip_adapter: IpAdapterRequest | None = Field(
+        default=None, exclude_if=is_none, description="A reference image whose look the output borrows."
+    )
 
     @field_validator("height")
     @classmethod
@@ -159,6 +193,29 @@ class JobRequest(BaseModel):
         if events is not None and WebhookEventType.BATCH_COMPLETED in events:
             raise ValueError("batch.completed is sent to a batch's webhook, not a job's")
         return events
+
+    @field_validator("strength", "mask_image")
+    @classmethod
+    def _needs_image(cls, value: object, info: ValidationInfo) -> object:
+        # On the dependent fields (validated after `image`) so that the error names them.
+        if value is not None and info.data.get("image") is None:
+            raise ValueError("needs an image: give `image` too")
+        return value
+
+    @property
+    def has_inputs(self) -> bool:
+        """Whether the job carries any input image."""
+        return any(ref is not None for ref in (self.image, self.mask_image, self.ip_adapter)) or bool(self.controlnets)
+
+    @property
+    def effective_strength(self) -> float:
+        """The image-to-image strength the worker applies: `strength`, or `DEFAULT_STRENGTH` when omitted (left
+        unset in the record, so that jobs submitted singly and in batches group alike)."""
+        return DEFAULT_STRENGTH if self.strength is None else self.strength
+
+    def input_images(self) -> list[tuple[str, str, ImageRef]]:
+        """Every input image as (field path, as errors name it; object name under `inputs/<job>/`; reference)."""
+        return named_inputs(self.image, self.mask_image, self.controlnets, self.ip_adapter)
 
     @property
     def wanted_webhook_events(self) -> frozenset[WebhookEventType]:
