@@ -1,4 +1,5 @@
-"""Cloud-agnostic object storage: protocols, a registry of backends by URL scheme, and presigned links.
+"""Cloud-agnostic object storage: protocols, a registry of backends by URL scheme, and presigned links (downloads
+and uploads).
 
 `import storage` imports no cloud SDK; each backend imports its own when a store is built.
 """
@@ -26,11 +27,13 @@ from storage.registry import FullStore, PresigningStore, open_store
 from storage.s3 import S3Store
 from storage.signing import LinkSigner
 from storage.transfer import download_prefix
+from storage.uploads import DEFAULT_UPLOAD_EXPIRY, PresignedUpload, UploadSigner
 
 # Plain sorted(), as tests/test_imports.py pins it for every package, not ruff's constants-first order.
 __all__ = [  # noqa: RUF022
     "AzureBlobStore",
     "DEFAULT_EXPIRY",
+    "DEFAULT_UPLOAD_EXPIRY",
     "FullStore",
     "GcsStore",
     "InvalidExpiryError",
@@ -45,6 +48,7 @@ __all__ = [  # noqa: RUF022
     "ObjectInfo",
     "ObjectNotFoundError",
     "ObjectStore",
+    "PresignedUpload",
     "Presigner",
     "PresigningStore",
     "PutData",
@@ -53,6 +57,7 @@ __all__ = [  # noqa: RUF022
     "StorageCredentials",
     "StorageError",
     "StoragePermissionError",
+    "UploadSigner",
     "check_expiry",
     "download_prefix",
     "open_store",

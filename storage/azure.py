@@ -23,6 +23,8 @@ from storage.errors import (
 from storage.expiry import check_expiry
 from storage.metadata import validate_metadata
 from storage.object_keys import validate_key
+from storage.uploads.azure import write_sas
+from storage.uploads.base import DEFAULT_UPLOAD_EXPIRY, PresignedUpload
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -190,17 +192,7 @@ class AzureBlobStore:
         expires_in_s = check_expiry(expires_in, MAX_EXPIRY)
         now = datetime.now(timezone.utc)
         expiry = now + timedelta(seconds=expires_in_s)
-        signing: dict[str, Any] = {}
-        credential = self._service.credential
-        if getattr(credential, "account_key", None):
-            signing["account_key"] = credential.account_key
-        elif hasattr(credential, "get_token"):
-            signing["user_delegation_key"] = self._user_delegation_key(key, now, expiry)
-        else:
-            raise NotSupportedError(
-                f"{self.url} is reached with a SAS token, which cannot mint new SAS URLs;"
-                " use an account key or an Azure AD credential"
-            )
+        signing = self._sas_signing(key, now, expiry)
         with self._errors(key):
             sas = generate_blob_sas(
                 self.account,
@@ -211,8 +203,45 @@ class AzureBlobStore:
                 expiry=expiry,
                 **signing,
             )
+        return f"{self._blob_url(full_key)}?{sas}"
+
+    def presign_upload(
+        self, key: str, *, content_type: str, max_bytes: int, expires_in: timedelta = DEFAULT_UPLOAD_EXPIRY
+    ) -> PresignedUpload:
+        """A create/write SAS for `key` alone (see `storage.uploads.azure`: Azure cannot bound its size)."""
+        full_key = self._full_key(key)
+        expires_in_s = check_expiry(expires_in, MAX_EXPIRY)
+        now = datetime.now(timezone.utc)
+        expiry = now + timedelta(seconds=expires_in_s)
+        signing = self._sas_signing(key, now, expiry)
+        with self._errors(key):
+            return write_sas(
+                self._blob_url(full_key),
+                self.account,
+                self.container,
+                full_key,
+                content_type=content_type,
+                max_bytes=max_bytes,
+                start=now - _CLOCK_SKEW,
+                expiry=expiry,
+                signing=signing,
+            )
+
+    def _blob_url(self, full_key: str) -> str:
         # The blob URL as the SDK quotes it, without building a BlobClient (a pipeline) per URL.
-        return f"{self._container.url.rstrip('/')}/{quote(full_key, safe='~/')}?{sas}"
+        return f"{self._container.url.rstrip('/')}/{quote(full_key, safe='~/')}"
+
+    def _sas_signing(self, key: str, now: datetime, expiry: datetime) -> dict[str, Any]:
+        """What signs a SAS: the account key, else a user-delegation key from the Azure AD credential."""
+        credential = self._service.credential
+        if getattr(credential, "account_key", None):
+            return {"account_key": credential.account_key}
+        if hasattr(credential, "get_token"):
+            return {"user_delegation_key": self._user_delegation_key(key, now, expiry)}
+        raise NotSupportedError(
+            f"{self.url} is reached with a SAS token, which cannot mint new SAS URLs;"
+            " use an account key or an Azure AD credential"
+        )
 
     def _user_delegation_key(self, key: str, now: datetime, expiry: datetime) -> UserDelegationKey:
         # One delegation key serves many URLs: ask for a fresh one (valid 7 days, Azure's limit) only when the

@@ -23,6 +23,8 @@ from storage.errors import (
 from storage.expiry import check_expiry
 from storage.metadata import validate_metadata
 from storage.object_keys import validate_key
+from storage.uploads.base import DEFAULT_UPLOAD_EXPIRY, PresignedUpload
+from storage.uploads.gcs import signed_put
 
 if TYPE_CHECKING:
     from google.api_core.exceptions import GoogleAPICallError
@@ -169,11 +171,7 @@ class GcsStore:
         """A V4 signed URL that lets anyone holding it GET `key` until it expires (at most 7 days)."""
         blob = self._blob(key)
         expires_in_s = check_expiry(expires_in, MAX_EXPIRY)
-        signing: dict[str, Any] = {}
-        if self._signer is not None:
-            signing["credentials"] = self._signer
-        else:
-            signing.update(self._iam_signing(key))
+        signing = self._signing(key)
         with self._errors(key):
             return str(
                 blob.generate_signed_url(
@@ -184,6 +182,28 @@ class GcsStore:
                     **signing,
                 )
             )
+
+    def presign_upload(
+        self, key: str, *, content_type: str, max_bytes: int, expires_in: timedelta = DEFAULT_UPLOAD_EXPIRY
+    ) -> PresignedUpload:
+        """A V4 signed PUT for `key` that binds its type and size range (see `storage.uploads.gcs`)."""
+        blob = self._blob(key)
+        expires_in_s = check_expiry(expires_in, MAX_EXPIRY)
+        signing = self._signing(key)
+        with self._errors(key):
+            return signed_put(
+                blob,
+                content_type=content_type,
+                max_bytes=max_bytes,
+                expires_in_s=expires_in_s,
+                endpoint=self._endpoint,
+                signing=signing,
+            )
+
+    def _signing(self, key: str) -> dict[str, Any]:
+        if self._signer is not None:
+            return {"credentials": self._signer}
+        return self._iam_signing(key)
 
     def _iam_signing(self, key: str) -> dict[str, Any]:
         # Token-only credentials (GCE, Cloud Run, workload identity) cannot sign: IAM signBlob signs for the

@@ -27,6 +27,8 @@ from storage.errors import (
 from storage.metadata import validate_metadata
 from storage.object_keys import validate_key
 from storage.signing import LinkSigner
+from storage.uploads.base import DEFAULT_UPLOAD_EXPIRY, PresignedUpload
+from storage.uploads.local import signed_put
 
 #: Top-level directory under the root that holds sidecars; keys may not start with it.
 RESERVED_DIR = ".sdqueue"
@@ -185,6 +187,15 @@ class LocalStore:
         if self._signer is None:
             raise NotSupportedError(f"{self.url} has no LinkSigner, so it cannot presign; pass signer=")
         return self._signer.sign(key, expires_in=expires_in)
+
+    def presign_upload(
+        self, key: str, *, content_type: str, max_bytes: int, expires_in: timedelta = DEFAULT_UPLOAD_EXPIRY
+    ) -> PresignedUpload:
+        """A signed PUT link to the API's file route for `key`; raises `NotSupportedError` without a signer."""
+        if self._signer is None:
+            raise NotSupportedError(f"{self.url} has no LinkSigner, so it cannot presign uploads; pass signer=")
+        self._path(key)
+        return signed_put(self._signer, key, content_type=content_type, max_bytes=max_bytes, expires_in=expires_in)
 
     def _path(self, key: str) -> Path:
         validate_key(key)

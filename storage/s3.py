@@ -21,6 +21,8 @@ from storage.errors import (
 from storage.expiry import check_expiry
 from storage.metadata import validate_metadata
 from storage.object_keys import validate_key
+from storage.uploads.base import DEFAULT_UPLOAD_EXPIRY, PresignedUpload
+from storage.uploads.s3 import presign_post
 
 if TYPE_CHECKING:
     from boto3.s3.transfer import TransferConfig
@@ -214,6 +216,22 @@ class S3Store:
         with self._errors(key):
             return self._client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": full_key}, ExpiresIn=expires_in_s
+            )
+
+    def presign_upload(
+        self, key: str, *, content_type: str, max_bytes: int, expires_in: timedelta = DEFAULT_UPLOAD_EXPIRY
+    ) -> PresignedUpload:
+        """A SigV4 POST policy that writes `key` once (see `storage.uploads.s3`); S3 enforces every condition."""
+        full_key = self._full_key(key)
+        expires_in_s = check_expiry(expires_in, self._longest_expiry())
+        with self._errors(key):
+            return presign_post(
+                self._client,
+                self.bucket,
+                full_key,
+                content_type=content_type,
+                max_bytes=max_bytes,
+                expires_in_s=expires_in_s,
             )
 
     def _full_key(self, key: str) -> str:

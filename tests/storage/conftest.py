@@ -77,7 +77,7 @@ def s3_store(moto_endpoint: str, aws_session: boto3.session.Session, s3_bucket: 
 
 
 class _FileRoute(BaseHTTPRequestHandler):
-    """What the API's `GET /v1/files/{key:path}` does: verify the link, then stream the file with its type."""
+    """What the API's file routes do: verify the link, then stream the file with its type (GET) or store it (PUT)."""
 
     server: _FileServer
 
@@ -101,6 +101,32 @@ class _FileRoute(BaseHTTPRequestHandler):
             self.send_header("Content-Disposition", info.content_disposition)
         self.end_headers()
         self.wfile.write(path.read_bytes())
+
+    def do_PUT(self) -> None:
+        """What the API's `PUT /v1/files/{key:path}` does: verify the upload link, cap the body, store it."""
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        key = unquote(url.path.removeprefix(FILES_PATH))
+        content_type = self.headers.get("Content-Type", "")
+        try:
+            limit = self.server.signer.verify_upload(
+                key,
+                query.get("expires", [""])[0],
+                query.get("max_bytes", [""])[0],
+                content_type,
+                query.get("signature", [""])[0],
+            )
+        except InvalidSignatureError as exc:
+            self.send_error(403, str(exc))
+            return
+        length = int(self.headers.get("Content-Length", "0"))
+        if length > limit:
+            self.send_error(413)
+            return
+        self.server.store.put(key, self.rfile.read(length), content_type=content_type)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # keep test output clean
