@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar
+
+from .jobs.enums import ErrorCode
 
 
 class ProducerError(Exception):
@@ -173,3 +176,30 @@ class IdempotencyConflictError(ProducerError):
 
     def client_headers(self) -> dict[str, str] | None:
         return {"Retry-After": "1"} if self.in_progress else None
+
+
+class InvalidInputError(ProducerError, ValueError):
+    """An input image is unusable: undecodable, truncated, a decompression bomb, over a size or pixel limit, the
+    wrong size for its role, an unknown or foreign upload id, or a URL that is forbidden or cannot be fetched.
+
+    At submission the API answers 422 naming `field`; while a job is prepared the worker fails it with
+    `error_code` (`invalid_input`) and this message, without retrying: the same input would fail again.
+    """
+
+    status_code = 422
+    code = "validation_error"
+    #: What a job that failed with this error reports as `JobError.code`.
+    error_code: ClassVar[ErrorCode] = ErrorCode.INVALID_INPUT
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        #: The request field at fault, dotted as API errors name fields (`image`, `controlnets.0.image.url`).
+        self.field = field
+        #: What is wrong with it, without the field name.
+        self.reason = message
+
+    def client_message(self) -> str:
+        return f"invalid request: {self}"
+
+    def client_fields(self) -> list[dict[str, str]]:
+        return [{"field": self.field, "message": self.reason}]

@@ -114,3 +114,11 @@ def progress_sent(job_id: str) -> str:
 def inbound_seen(msg_id: str) -> str:
     """An inbound webhook id already accepted (replay protection), holding the ids of the jobs it made."""
     return f"{PREFIX}hooks:seen:{msg_id}"
+
+
+# Uploads (producer/inputs/uploads.py).
+
+
+def upload(upload_id: str) -> str:
+    """Hash holding one upload: its tenant, content type and byte limit; it expires with the upload id."""
+    return f"{PREFIX}upload:{upload_id}"

@@ -10,6 +10,7 @@ from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .cost import InstancePrice
+from .inputs.limits import InputSettings
 from .loopback import is_loopback_host
 
 if TYPE_CHECKING:
@@ -189,7 +190,7 @@ class FleetSettings(BaseSettings):
         return self
 
 
-class ApiSettings(CommonSettings, FleetSettings):
+class ApiSettings(CommonSettings, FleetSettings, InputSettings):
     """Settings of `sdq api`."""
 
     host: str = Field(default="127.0.0.1", description="SDQ_HOST: address the API listens on.")

@@ -12,7 +12,9 @@ import pytest
 from fastapi import FastAPI
 
 from producer import Client
+from producer.inputs import InputLimits
 from producer.localstack import LocalStack, free_port
+from producer.webhooks.ssrf import UrlPolicy
 
 __all__ = ["Stack", "free_port", "make_app", "start_stack", "wait_for"]
 
@@ -50,10 +52,13 @@ def make_app(
     burst: int = 1,
     max_queued_jobs: int = 0,
     allowed_models: frozenset[str] = frozenset(),
+    inputs: InputLimits | None = None,
+    input_url_policy: UrlPolicy | None = None,
 ) -> FastAPI:
     """The real API app in-process (for `fastapi.testclient.TestClient`) on a real Redis, local storage under `tmp`.
 
-    With `auth`, API keys are required (default limits as given; 0 = unlimited); without, it runs open."""
+    With `auth`, API keys are required (default limits as given; 0 = unlimited); without, it runs open. `inputs` and
+    `input_url_policy` bound image inputs (default: the settings' defaults)."""
     from datetime import timedelta
 
     import redis
@@ -78,7 +83,15 @@ def make_app(
     objects = open_store((tmp / "objects").as_uri(), signer=LinkSigner(b"k" * 32, "http://testserver"))
     limits = Limits(rate_per_s, burst, max_queued_jobs)
     authenticator = Authenticator(KeyStore(client), RateLimiter(client), limits) if auth else None
-    return create_app(service, objects, url_expiry=timedelta(hours=1), auth=authenticator, redis_url=redis_url)
+    return create_app(
+        service,
+        objects,
+        url_expiry=timedelta(hours=1),
+        auth=authenticator,
+        redis_url=redis_url,
+        inputs=inputs,
+        input_url_policy=input_url_policy,
+    )
 
 
 def wait_for(predicate: Callable[[], T], timeout_s: float = 60.0, interval_s: float = 0.05) -> T:

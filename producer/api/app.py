@@ -9,12 +9,17 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from storage import ObjectStore
+from storage.signing import FILES_PATH
 
 from ..batches import BatchService
+from ..inputs.limits import InputLimits
+from ..inputs.submission import InputGate
+from ..inputs.uploads import Uploads
 from ..ratelimit import Limits
 from ..service import JobService
 from ..ui import router as ui_router
-from . import batch_list, batches, costs, deliveries, errors, events, files, health, jobs, scaling, watch
+from ..webhooks.ssrf import UrlPolicy
+from . import batch_list, batches, costs, deliveries, errors, events, files, health, jobs, scaling, uploads, watch
 from . import fleet as fleet_api
 from . import hooks as hooks_api
 from .aredis import async_redis
@@ -36,12 +41,15 @@ def create_app(
     batch_queue: str = "sdq-batch",
     max_batch_bytes: int = 64 * 1024 * 1024,
     hooks: HookConfig | None = None,
+    inputs: InputLimits | None = None,
+    input_url_policy: UrlPolicy | None = None,
     on_shutdown: Callable[[], None] | None = None,
 ) -> FastAPI:
     """The API over a job service and the object store its workers write to (`fleet`: scaling and prices).
 
     `auth` decides who may call it (default: open, no keys); batch jobs go to `batch_queue`. With `redis_url` (the
     Redis of `service`), the hot routes (submit, the key check) use an asyncio client: no thread hop per call.
+    `inputs` limits image inputs and uploads, whose URLs must pass `input_url_policy` (default: https, public).
     `on_shutdown` runs after the server stops (closes what the app was built on, see `producer.api.factory`)."""
 
     @asynccontextmanager
@@ -69,14 +77,23 @@ def create_app(
     app.state.auth = auth or Authenticator(None, None, Limits(0, 1, 0))
     app.state.hooks = hooks or HookConfig()
     app.state.batches = BatchService(service, queue=batch_queue, cost=fleet.costs)
+    limits = inputs or InputLimits()
+    app.state.inputs = InputGate(
+        Uploads(service.store.client, objects, limits), limits, input_url_policy or UrlPolicy()
+    )
     errors.install(app)
-    app.add_middleware(BodyLimit, per_path={"/v1/batches": max_batch_bytes})
+    app.add_middleware(
+        BodyLimit,
+        per_path={"/v1/batches": max_batch_bytes, "/v1/jobs": limits.max_job_body_bytes},
+        per_prefix={FILES_PATH: limits.max_upload_bytes},
+    )
     app.include_router(jobs.router)
     app.include_router(batch_list.router)  # before `batches`: GET /v1/batches, /v1/batches/{id}/items
     app.include_router(events.router)
     app.include_router(batches.router)
     app.include_router(deliveries.router)
     app.include_router(hooks_api.router)
+    app.include_router(uploads.router)
     app.include_router(files.router)
     app.include_router(health.router)
     app.include_router(scaling.router)

@@ -58,6 +58,7 @@ async def create(
     body = await http.body()
     try:
         batch = parse_body(body, http.headers.get("content-type", ""))
+        batch = await run_in_threadpool(http.app.state.inputs.prepare_batch, batch, caller.tenant)
         created, new = await run_in_threadpool(
             _service(http).create, batch, owner=caller.owner, idempotency_key=idempotency_key
         )

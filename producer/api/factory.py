@@ -64,6 +64,8 @@ def build_app(settings: ApiSettings) -> FastAPI:
                 webhook_queue=settings.webhook_queue,
                 delivery_ttl_s=settings.job_ttl_s + 24 * 3600,
             ),
+            inputs=settings.input_limits(),
+            input_url_policy=settings.input_url_policy(),
             on_shutdown=resources.close,
         )
     except BaseException:

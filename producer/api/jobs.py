@@ -40,6 +40,8 @@ async def submit(
 
     With an `Idempotency-Key`, a retry returns the job the first request made (header `Idempotent-Replayed`)."""
     service, aclient = Deps.of(http).service, getattr(http.app.state, "aredis", None)
+    if request.has_inputs:  # InvalidInputError: 422 naming the image field; text-only jobs skip this
+        request = await run_in_threadpool(http.app.state.inputs.prepare, request, caller.tenant)
     if aclient is not None:  # one Redis round trip on the event loop, no thread hop
         created = await service.submit_once_async(aclient, request, owner=caller.owner, idempotency_key=idempotency_key)
     else:

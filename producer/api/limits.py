@@ -15,18 +15,25 @@ class BodyLimit:
     """ASGI middleware: 413 when Content-Length, or the bytes actually streamed, exceed `max_bytes`."""
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, *, per_path: Mapping[str, int] | None = None
+        self,
+        app: ASGIApp,
+        max_bytes: int = MAX_BODY_BYTES,
+        *,
+        per_path: Mapping[str, int] | None = None,
+        per_prefix: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         #: Larger limits for the few routes that take bulk bodies (`/v1/batches`), by exact path.
         self.per_path = dict(per_path or {})
+        #: Limits by path prefix, for routes with a key in the path (`/v1/files/` takes local uploads).
+        self.per_prefix = dict(per_prefix or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.per_path.get(scope["path"], self.max_bytes)
+        limit = self._limit(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await self._too_large(send, limit)
@@ -50,6 +57,11 @@ class BodyLimit:
             return next(pending, None) or await receive()
 
         await self.app(scope, replay, send)
+
+    def _limit(self, path: str) -> int:
+        if path in self.per_path:
+            return self.per_path[path]
+        return next((limit for prefix, limit in self.per_prefix.items() if path.startswith(prefix)), self.max_bytes)
 
     async def _too_large(self, send: Send, limit: int) -> None:
         body = json.dumps(
