@@ -1,4 +1,5 @@
-# The object store: generated images under <prefix>/jobs/, spot checkpoints under <prefix>/checkpoints/.
+# The object store: generated images under <prefix>/jobs/, spot checkpoints under <prefix>/checkpoints/, input
+# images under <prefix>/uploads/ (sent by clients with presigned grants) and <prefix>/inputs/ (prepared per job).
 
 resource "aws_s3_bucket" "objects" {
   #checkov:skip=CKV_AWS_144:Cross-region replication doubles storage cost for images that expire in days; regenerate instead.
@@ -40,7 +41,8 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "objects" {
   }
 }
 
-# Outputs live for output_retention_days, checkpoints only for checkpoint_retention_days; overwritten versions
+# Outputs live for output_retention_days, checkpoints only for checkpoint_retention_days, uploaded and prepared
+# input images (uploads/, inputs/) for input_retention_days; overwritten versions
 # (a retried job rewrites the same deterministic key) go a day later; stalled multipart uploads after a day.
 resource "aws_s3_bucket_lifecycle_configuration" "objects" {
   bucket     = aws_s3_bucket.objects.id
@@ -77,6 +79,34 @@ resource "aws_s3_bucket_lifecycle_configuration" "objects" {
     }
     expiration {
       days = var.checkpoint_retention_days
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+  }
+
+  rule {
+    id     = "expire-uploads"
+    status = "Enabled"
+    filter {
+      prefix = "${local.prefix}/uploads/"
+    }
+    expiration {
+      days = var.input_retention_days
+    }
+    noncurrent_version_expiration {
+      noncurrent_days = 1
+    }
+  }
+
+  rule {
+    id     = "expire-inputs"
+    status = "Enabled"
+    filter {
+      prefix = "${local.prefix}/inputs/"
+    }
+    expiration {
+      days = var.input_retention_days
     }
     noncurrent_version_expiration {
       noncurrent_days = 1

@@ -105,6 +105,12 @@ variable "checkpoint_retention_days" {
   default     = 1
 }
 
+variable "input_retention_days" {
+  description = "Uploaded images (uploads/) and jobs' prepared inputs (inputs/) are deleted after this many days: at least SDQ_UPLOAD_TTL_S plus SDQ_JOB_TTL_S, so that a job queued with an upload before it expired still finds it."
+  type        = number
+  default     = 8
+}
+
 variable "redis_node_type" {
   description = "ElastiCache node type."
   type        = string

@@ -1,4 +1,5 @@
-# The object store: generated images under <prefix>/jobs/, spot checkpoints under <prefix>/checkpoints/.
+# The object store: generated images under <prefix>/jobs/, spot checkpoints under <prefix>/checkpoints/, input
+# images under <prefix>/uploads/ (sent by clients with a write SAS) and <prefix>/inputs/ (prepared per job).
 # Clients download through user-delegation SAS URLs, so the blob endpoint stays reachable from the internet;
 # every request still needs a valid SAS or an Entra ID token (no anonymous access, no shared keys).
 
@@ -49,7 +50,8 @@ resource "azurerm_storage_container" "objects" {
   container_access_type = "private"
 }
 
-# Outputs live output_retention_days, checkpoints only checkpoint_retention_days.
+# Outputs live output_retention_days, checkpoints only checkpoint_retention_days, input images (uploads/, inputs/)
+# input_retention_days.
 resource "azurerm_storage_management_policy" "objects" {
   storage_account_id = azurerm_storage_account.objects.id
 
@@ -77,6 +79,34 @@ resource "azurerm_storage_management_policy" "objects" {
     actions {
       base_blob {
         delete_after_days_since_modification_greater_than = var.checkpoint_retention_days
+      }
+    }
+  }
+
+  rule {
+    name    = "expire-uploads"
+    enabled = true
+    filters {
+      blob_types   = ["blockBlob"]
+      prefix_match = ["${local.container}/${local.prefix}/uploads/"]
+    }
+    actions {
+      base_blob {
+        delete_after_days_since_modification_greater_than = var.input_retention_days
+      }
+    }
+  }
+
+  rule {
+    name    = "expire-inputs"
+    enabled = true
+    filters {
+      blob_types   = ["blockBlob"]
+      prefix_match = ["${local.container}/${local.prefix}/inputs/"]
+    }
+    actions {
+      base_blob {
+        delete_after_days_since_modification_greater_than = var.input_retention_days
       }
     }
   }

@@ -1,4 +1,5 @@
-# The object store: generated images under <prefix>/jobs/, spot checkpoints under <prefix>/checkpoints/.
+# The object store: generated images under <prefix>/jobs/, spot checkpoints under <prefix>/checkpoints/, input
+# images under <prefix>/uploads/ (sent by clients with signed PUTs) and <prefix>/inputs/ (prepared per job).
 
 resource "random_id" "bucket" {
   byte_length = 4
@@ -35,6 +36,16 @@ resource "google_storage_bucket" "objects" {
     condition {
       age            = var.checkpoint_retention_days
       matches_prefix = ["${local.prefix}/checkpoints/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  lifecycle_rule {
+    condition {
+      age            = var.input_retention_days
+      matches_prefix = ["${local.prefix}/uploads/", "${local.prefix}/inputs/"]
     }
     action {
       type = "Delete"

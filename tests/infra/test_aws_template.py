@@ -104,3 +104,11 @@ def test_aws_identities_are_least_privilege(modules: dict[str, Module]) -> None:
     assert ecr_pull["resources"] == ["${statement.value}"], "pull from the one repository only"
     control_actions = {a for s in statements["control"] for a in s["actions"]}
     assert not control_actions & {"s3:PutObject", "s3:DeleteObject", "autoscaling:TerminateInstanceInAutoScalingGroup"}
+
+
+def test_aws_uploaded_and_prepared_inputs_expire(modules: dict[str, Module]) -> None:
+    rules = {r["id"]: r for r in modules["aws"].resource("aws_s3_bucket_lifecycle_configuration", "objects")["rule"]}
+    for prefix in ("uploads", "inputs"):
+        rule = rules[f"expire-{prefix}"]
+        assert block(rule, "filter")["prefix"].endswith(f"/{prefix}/") and rule["status"] == "Enabled"
+        assert bare(block(rule, "expiration")["days"]) == "var.input_retention_days"

@@ -59,3 +59,12 @@ def test_azure_lifecycle_and_identities(modules: dict[str, Module]) -> None:
     assert roles["scaler"]["assignable_scopes"] == [vmss_id]
     assert azure.resource("azurerm_role_assignment", "worker_self_retire")["scope"] == vmss_id
     assert azure.resource("azurerm_role_assignment", "control_scaler")["scope"] == vmss_id
+
+
+def test_azure_uploaded_and_prepared_inputs_expire(modules: dict[str, Module]) -> None:
+    rules = {r["name"]: r for r in modules["azure"].resource("azurerm_storage_management_policy", "objects")["rule"]}
+    for prefix in ("uploads", "inputs"):
+        rule = rules[f"expire-{prefix}"]
+        assert block(rule, "filters")["prefix_match"][0].endswith(f"/{prefix}/")
+        base = block(block(rule, "actions"), "base_blob")
+        assert bare(base["delete_after_days_since_modification_greater_than"]) == "var.input_retention_days"

@@ -55,3 +55,10 @@ def test_gcp_identities_are_least_privilege(modules: dict[str, Module]) -> None:
     for name, binding in gcp.all("google_storage_bucket_iam_member").items():
         assert "local.prefix" in block(binding, "condition")["expression"], f"{name} is not scoped to the prefix"
     assert "roles/owner" not in gcp.text and "roles/editor" not in gcp.text
+
+
+def test_gcp_uploaded_and_prepared_inputs_expire(modules: dict[str, Module]) -> None:
+    rules = modules["gcp"].resource("google_storage_bucket", "objects")["lifecycle_rule"]
+    inputs = [block(r, "condition") for r in rules if "/uploads/" in str(block(r, "condition").get("matches_prefix"))]
+    assert len(inputs) == 1 and bare(inputs[0]["age"]) == "var.input_retention_days"
+    assert [p.rsplit("/", 2)[-2] for p in inputs[0]["matches_prefix"]] == ["uploads", "inputs"]
