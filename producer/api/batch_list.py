@@ -110,7 +110,10 @@ def items(
     service = _service(http)
     if not is_job_id(batch_id):
         raise BatchNotFoundError(batch_id)
-    service.get(batch_id, tenant=caller.tenant)  # 404 for an unknown batch or another tenant's
+    # 404 for an unknown batch or another tenant's (one HMGET: not the whole record, whose cost reads every job).
+    found, owner = service.client.hmget(keys.batch(batch_id), ["id", "tenant"])
+    if found is None or (caller.tenant is not None and _text(owner or b"") != caller.tenant):
+        raise BatchNotFoundError(batch_id)
     raw: list[bytes] = service.client.lrange(keys.batch_jobs(batch_id), offset, offset + limit - 1)  # type: ignore[assignment]
     ids = [_text(i) for i in raw]
     deps = Deps.of(http)

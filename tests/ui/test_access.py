@@ -107,5 +107,6 @@ def test_a_page_of_1000_jobs_renders_within_a_second(tab: Tab, ui_stack: Stack, 
     (artifacts / "render-1000.json").write_text(json.dumps(timing))
     print("1000-job render:", json.dumps(timing))
     assert timing["rows"] == 1000
-    assert timing["table_ms"] < 1000, timing  # building and laying out the 1 000 rows
-    assert timing["total_ms"] < 3000, timing  # including five API pages read from the real server
+    # The bar: building and laying out the 1 000 rows. The total (five API pages from the real server, on a
+    # shared CPU) is written to render-1000.json beside the screenshots, not asserted: speed belongs in bench/.
+    assert timing["table_ms"] < 1000, timing

@@ -16,6 +16,7 @@ const main = document.getElementById("main");
 const statusLine = document.getElementById("status");
 let current = null; // { controller: AbortController }
 let asking = false;
+let rendered = 0;
 
 /** `#/job/abc?x=1` → { page: "job", arg: "abc", params: URLSearchParams }. */
 export function route(hash = location.hash) {
@@ -56,6 +57,8 @@ async function render() {
     await module.render(main, { arg, params, signal: controller.signal, go, notify });
     main.dataset.renderedMs = String(Math.round(performance.now() - started));
     main.dataset.page = page;
+    // Keyboard and screen-reader users land on the new page, not on the link they followed.
+    if (rendered++ && !main.contains(document.activeElement)) main.focus({ preventScroll: true });
   } catch (error) {
     if (controller.signal.aborted) return;
     clear(main);
