@@ -68,7 +68,7 @@ def decode(data: bytes, *, field: str, max_pixels: int) -> Image.Image:
 def probe(data: bytes, *, field: str, max_pixels: int) -> Probe:
     """Decode `data` as `decode` does and report its format and size, EXIF orientation applied."""
     image = decode(data, field=field, max_pixels=max_pixels)
-    width, height = _oriented_size(image)
+    width, height = upright_size(image)
     return Probe(format=str(image.format), width=width, height=height)
 
 
@@ -96,8 +96,8 @@ def encode_png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _oriented_size(image: Image.Image) -> tuple[int, int]:
-    # EXIF orientations 5–8 swap width and height.
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """Width and height of `image` once its EXIF orientation is applied (orientations 5–8 swap them)."""
     orientation = image.getexif().get(0x0112, 1)
     width, height = image.size
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
