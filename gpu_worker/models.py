@@ -33,7 +33,7 @@ from .lora import LoraLike, PipelineLoras
 from .optimize import PipelineOptions, compile_and_warm_up
 from .pipelines import default_dtype, family_dtype, load_from_directory, pipeline_bytes, prepare_family
 from .refiner import Refiners, attach, close_refiners
-from .sources import FP16_VARIANT, weight_variant
+from .sources import weights_bytes
 
 if TYPE_CHECKING:
     from .settings import WorkerSettings
@@ -236,7 +236,7 @@ class LoadedModels:
         source = self.catalog.source_of(model)  # a catalog name (`sdxl`) loads its source (a hub id, a prefix)
         lease = self.cache.acquire(source, fp16=self.dtype == torch.float16)  # may download: outside every lock
         try:
-            self._make_room(_weights_on_disk(lease.path))
+            self._make_room(weights_bytes(lease.path, fp16=self.dtype == torch.float16))
             pipe = self._with_oom_retry(lambda: self._load_pipeline(model, lease))
         except BaseException:
             lease.release()
@@ -347,13 +347,6 @@ def _drop(entry: _Entry) -> None:
     entry.lease.release()
     entry.loras.pipe = None
     entry.pipe = None
-
-
-def _weights_on_disk(path: Path) -> int:
-    """Bytes of safetensors weights in a pipeline folder: the estimate of its device memory before loading."""
-    files = list(path.glob("*/*.safetensors"))
-    fp16 = [file for file in files if weight_variant(file.name) == FP16_VARIANT]
-    return sum(file.stat().st_size for file in (fp16 or files))
 
 
 def _release_memory() -> None:

@@ -4,10 +4,11 @@ The cache (`gpu_worker.cache`) calls these under its install lock, into a tempor
 once `verify_pipeline_dir` / `verify_lora_dir` pass. Every failure is translated here: nothing at the source is a
 `ModelNotFoundError`, something there that is broken or unreadable is a `ModelLoadError`.
 
-From the Hub only what diffusers loads is downloaded: `model_index.json`, each component's configs and tokenizer
-files, and its safetensors weights in one precision (the `fp16` variant where the worker runs in float16 and the
-repo ships one). Single-file checkpoints, pickled `.bin` weights, EMA variants and images are skipped, which for a
-typical SD repository is most of its bytes.
+From the Hub only what diffusers loads is downloaded: `model_index.json`, then for each component it names (less
+the safety checker, which is never loaded) its configs and tokenizer files and its safetensors weights in one
+precision (the `fp16` variant where the worker runs in float16 and the repo ships one). Single-file checkpoints,
+pickled `.bin` weights, EMA variants, images and folders `model_index.json` does not name (SDXL's `vae_1_0/`) are
+skipped, which for a typical SD repository is most of its bytes.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import json
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from gpu_worker.errors import ModelLoadError, ModelNotFoundError, TransientError
 from gpu_worker.refs import ModelRef
@@ -27,35 +29,79 @@ log = logging.getLogger(__name__)
 
 MODEL_INDEX = "model_index.json"
 FP16_VARIANT = "fp16"
+#: Components the worker never loads (outputs are not filtered): `from_pretrained` is given None for them, so their
+#: files (SD 1.5's safety checker: 0.6 GB in fp16, 1.2 GB in fp32) are neither downloaded nor counted.
+UNLOADED_COMPONENTS = ("feature_extractor", "safety_checker")
 _CONFIG_SUFFIXES = (".json", ".txt", ".model")  # configs, tokenizer vocab/merges, sentencepiece models
 # `name[-00001-of-00002][.variant].safetensors`
 _WEIGHTS = re.compile(r"(?P<stem>[^.]+)(?:\.(?P<variant>[A-Za-z0-9_-]+))?\.safetensors")  # fullmatch, not `$`
+# The index of sharded weights: `name.safetensors.index[.variant].json` (or `.bin.index.json`, never loaded).
+_WEIGHTS_INDEX = re.compile(r"[^.]+\.(?P<format>safetensors|bin)\.index(?:\.(?P<variant>[A-Za-z0-9_-]+))?\.json")
 _SHARD = re.compile(r"-\d{5}-of-\d{5}\Z")
 
 
-def select_hub_files(files: Iterable[str], *, fp16: bool) -> list[str]:
-    """The files of a Hub repository that a diffusers pipeline load needs, in one precision.
+def loaded_components(index: Mapping[str, Any]) -> list[str]:
+    """The components of `model_index.json` that a load reads from disk: those with a (library, class) spec, less
+    the `UNLOADED_COMPONENTS`. A `[null, null]` spec is an optional component the repository does not ship."""
+    return sorted(
+        name
+        for name, spec in index.items()
+        if not name.startswith("_")
+        and isinstance(spec, list)
+        and len(spec) == 2
+        and None not in spec
+        and name not in UNLOADED_COMPONENTS
+    )
 
-    Raises `ModelNotFoundError` when the repository is not a diffusers pipeline (it has no `model_index.json`).
+
+def read_index(path: Path, name: str) -> dict[str, Any]:
+    """The `model_index.json` in folder `path` (named `name` in messages), which must describe a pipeline."""
+    index_path = path / MODEL_INDEX
+    if not index_path.is_file():
+        raise ModelNotFoundError(f"{name}: not a diffusers pipeline (it has no {MODEL_INDEX})")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{name}: unreadable {MODEL_INDEX} ({first_line(exc)})") from exc
+    if not isinstance(index, dict) or "_class_name" not in index:
+        raise ModelLoadError(f"{name}: {MODEL_INDEX} does not describe a pipeline")
+    return index
+
+
+def select_hub_files(files: Iterable[str], *, index: Mapping[str, Any], fp16: bool) -> list[str]:
+    """The files of a pipeline repository that a diffusers load reads, in one precision.
+
+    `files` are the repository's paths and `index` its `model_index.json`: only the folders of
+    `loaded_components(index)` are taken (SDXL's `vae_1_0/` and the like are not), each with its configs and
+    tokenizer files and its safetensors weights (and their shard index) in one variant: `fp16` where `fp16` is
+    asked for and the component has it, else the plain files (or the fp16 ones when there are no others).
     """
-    files = list(files)
-    if MODEL_INDEX not in files:
-        raise ModelNotFoundError(f"not a diffusers pipeline repository (it has no {MODEL_INDEX})")
+    components = set(loaded_components(index))
     chosen = [MODEL_INDEX]
     weights: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
     for name in files:
         folder, _, filename = name.rpartition("/")
-        if not folder or "/" in folder:
-            continue  # top-level files (single-file checkpoints, README, samples) and deeper folders are not loaded
-        if filename.endswith(_CONFIG_SUFFIXES):
+        if folder not in components:
+            continue  # top-level files (single-file checkpoints, README, samples) and folders nothing loads
+        weight_index = _WEIGHTS_INDEX.fullmatch(filename)
+        if weight_index:
+            if weight_index["format"] == "safetensors":
+                weights[folder].append((name, weight_index["variant"]))
+        elif filename.endswith(_CONFIG_SUFFIXES):
             chosen.append(name)
-        if _WEIGHTS.fullmatch(filename):
+        elif _WEIGHTS.fullmatch(filename):
             weights[folder].append((name, weight_variant(filename)))
     for candidates in weights.values():
-        fp16_files = [name for name, variant in candidates if variant == FP16_VARIANT]
-        plain_files = [name for name, variant in candidates if variant is None]
-        chosen.extend((fp16_files if fp16 and fp16_files else plain_files) or fp16_files)
+        chosen.extend(pick_variant(candidates, fp16=fp16))
     return sorted(set(chosen))
+
+
+def pick_variant(candidates: Iterable[tuple[str, str | None]], *, fp16: bool) -> list[str]:
+    """Of one component's (file, variant) weights, those of the variant a load reads (see `select_hub_files`)."""
+    candidates = list(candidates)
+    fp16_files = [name for name, variant in candidates if variant == FP16_VARIANT]
+    plain_files = [name for name, variant in candidates if variant is None]
+    return (fp16_files if fp16 and fp16_files else plain_files) or fp16_files
 
 
 def weight_variant(filename: str) -> str | None:
@@ -66,20 +112,43 @@ def weight_variant(filename: str) -> str | None:
     return _SHARD.sub("", match["variant"])  # transformers names shards `model.fp16-00001-of-00002.safetensors`
 
 
+def weights_bytes(path: Path, *, fp16: bool) -> int:
+    """Bytes of the safetensors weights a load of the pipeline in `path` reads: its loaded components' files in
+    the precision `select_hub_files` picks. The estimate of its device memory before loading."""
+    try:
+        index = read_index(path, str(path))
+    except (ModelNotFoundError, ModelLoadError):
+        return 0
+    files = [file.relative_to(path).as_posix() for file in path.glob("*/*.safetensors")]
+    chosen = select_hub_files(files, index=index, fp16=fp16)
+    return sum((path / name).stat().st_size for name in chosen if name.endswith(".safetensors"))
+
+
 def download_hub(ref: ModelRef, staging: Path, *, fp16: bool, lora: bool, concurrency: int) -> None:
-    """Download a Hub repository's loadable files into `staging` (huggingface_hub reads HF_TOKEN itself)."""
-    from huggingface_hub import HfApi, snapshot_download
+    """Download a Hub repository's loadable files into `staging` (huggingface_hub reads HF_TOKEN itself).
+
+    For a pipeline: the repository's file list and `model_index.json` first (pinned to one commit, so that a branch
+    moving meanwhile cannot mix two versions), then what `select_hub_files` picks from them."""
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
     try:
-        files = HfApi().list_repo_files(ref.location, revision=ref.revision)
-        wanted = [name for name in files if name.endswith((".safetensors", ".json"))] if lora else None
-        if not lora:
-            wanted = select_hub_files(files, fp16=fp16)
+        info = HfApi().repo_info(ref.location, revision=ref.revision)
+        files = [sibling.rfilename for sibling in info.siblings or ()]
+        commit = info.sha or ref.revision
+        if lora:
+            wanted = [name for name in files if name.endswith((".safetensors", ".json"))]
+        elif MODEL_INDEX not in files:
+            raise ModelNotFoundError(f"not a diffusers pipeline repository (it has no {MODEL_INDEX})")
+        else:
+            hf_hub_download(ref.location, MODEL_INDEX, revision=commit, local_dir=staging)
+            wanted = select_hub_files(files, index=read_index(staging, str(ref)), fp16=fp16)
         snapshot_download(
-            ref.location, revision=ref.revision, local_dir=staging, allow_patterns=wanted, max_workers=concurrency
+            ref.location, revision=commit, local_dir=staging, allow_patterns=wanted, max_workers=concurrency
         )
     except ModelNotFoundError as exc:
         raise ModelNotFoundError(f"{ref}: {exc}") from exc
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise translate_hub_error(ref, exc) from exc
 
@@ -145,24 +214,9 @@ def download_storage(
 
 
 def verify_pipeline_dir(path: Path, name: str) -> None:
-    """Check that `path` holds a diffusers pipeline: a readable `model_index.json` and a folder per component."""
-    index_path = path / MODEL_INDEX
-    if not index_path.is_file():
-        raise ModelNotFoundError(f"{name}: not a diffusers pipeline (it has no {MODEL_INDEX})")
-    try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{name}: unreadable {MODEL_INDEX} ({first_line(exc)})") from exc
-    if not isinstance(index, dict) or "_class_name" not in index:
-        raise ModelLoadError(f"{name}: {MODEL_INDEX} does not describe a pipeline")
-    missing = [
-        component
-        for component, spec in index.items()
-        if not component.startswith("_")
-        and isinstance(spec, list)
-        and None not in spec
-        and not (path / component).is_dir()
-    ]
+    """Check that `path` holds a diffusers pipeline: a readable `model_index.json` and a folder per loaded component."""
+    index = read_index(path, name)
+    missing = [component for component in loaded_components(index) if not (path / component).is_dir()]
     if missing:
         raise ModelLoadError(f"{name}: incomplete pipeline, missing component folder(s) {', '.join(sorted(missing))}")
 
