@@ -54,14 +54,20 @@ class HubServer:
         """The commit sha the server reports for `repo` (stable: derived from the repo id)."""
         return hashlib.sha1(repo.encode()).hexdigest()
 
-    def downloads(self) -> dict[str, int]:
-        """Files fetched with GET through a resolve URL, and the bytes sent for each."""
+    def downloads(self, repo: str | None = None) -> dict[str, int]:
+        """Files fetched with GET through a resolve URL (of `repo`, or of any), and the bytes sent for each."""
         fetched: dict[str, int] = {}
         for request in self.requests:
             if request.method == "GET" and "/resolve/" in request.path and request.status == 200:
-                name = request.path.split("/resolve/", 1)[1].split("/", 1)[1]
-                fetched[name] = fetched.get(name, 0) + request.body_bytes
+                served_repo, _, rest = request.path.lstrip("/").partition("/resolve/")
+                if repo is None or served_repo == repo:
+                    name = rest.split("/", 1)[1]
+                    fetched[name] = fetched.get(name, 0) + request.body_bytes
         return fetched
+
+    def served_bytes(self, repo: str) -> int:
+        """Body bytes sent for `repo`'s files (resolve URLs), whatever they were."""
+        return sum(r.body_bytes for r in self.requests if r.path.lstrip("/").startswith(f"{repo}/resolve/"))
 
     def record(self, request: HubRequest) -> None:
         with self._lock:

@@ -86,13 +86,28 @@ def bucket_model(bucket: Path, name: str, *, size_bytes: int = 1000) -> str:
     return (bucket / name).as_uri()
 
 
+# Its model_index.json, as far as the selection reads it.
+SD15_INDEX = {
+    "_class_name": "StableDiffusionPipeline",
+    "feature_extractor": ["transformers", "CLIPImageProcessor"],
+    "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
+    "scheduler": ["diffusers", "PNDMScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
+ANY_INDEX = {"_class_name": "Pipeline", **{c: ["diffusers", "Model"] for c in ("unet", "vae", "text_encoder")}}
+
+
 def test_hub_selection_takes_one_precision_of_each_component_and_skips_checkpoints() -> None:
-    fp16 = select_hub_files(SD15_REPO_FILES, fp16=True)
-    fp32 = select_hub_files(SD15_REPO_FILES, fp16=False)
+    fp16 = select_hub_files(SD15_REPO_FILES, index=SD15_INDEX, fp16=True)
+    fp32 = select_hub_files(SD15_REPO_FILES, index=SD15_INDEX, fp16=False)
+    # The safety checker is never loaded (nor its image processor): neither is fetched.
+    configs = [name for name in CONFIGS if not name.startswith(("safety_checker/", "feature_extractor/"))]
     assert fp16 == sorted(
         [
-            *CONFIGS,
-            "safety_checker/model.fp16.safetensors",
+            *configs,
             "text_encoder/model.fp16.safetensors",
             "unet/diffusion_pytorch_model.fp16.safetensors",
             "vae/diffusion_pytorch_model.fp16.safetensors",
@@ -100,13 +115,19 @@ def test_hub_selection_takes_one_precision_of_each_component_and_skips_checkpoin
     )
     assert fp32 == sorted(
         [
-            *CONFIGS,
-            "safety_checker/model.safetensors",
+            *configs,
             "text_encoder/model.safetensors",
             "unet/diffusion_pytorch_model.safetensors",
             "vae/diffusion_pytorch_model.safetensors",
         ]
     )
+
+
+def test_hub_selection_takes_only_the_folders_model_index_names() -> None:
+    files = [*SD15_REPO_FILES, "vae_1_0/config.json", "vae_1_0/diffusion_pytorch_model.fp16.safetensors"]
+    index = {**SD15_INDEX, "image_encoder": [None, None]}
+    chosen = select_hub_files([*files, "image_encoder/config.json"], index=index, fp16=True)
+    assert not [name for name in chosen if name.startswith(("vae_1_0/", "image_encoder/", "safety_checker/"))]
 
 
 def test_hub_selection_falls_back_between_precisions_and_keeps_shards_together() -> None:
@@ -116,27 +137,29 @@ def test_hub_selection_falls_back_between_precisions_and_keeps_shards_together()
         "unet/diffusion_pytorch_model.safetensors.index.json",
         "unet/diffusion_pytorch_model-00001-of-00002.safetensors",
         "unet/diffusion_pytorch_model-00002-of-00002.safetensors",
+        "unet/diffusion_pytorch_model.bin.index.json",
         "vae/config.json",
         "vae/diffusion_pytorch_model.fp16.safetensors",
         "text_encoder/config.json",
         "text_encoder/model.safetensors.index.fp16.json",
+        "text_encoder/model.safetensors.index.json",
         "text_encoder/model.fp16-00001-of-00002.safetensors",
         "text_encoder/model.fp16-00002-of-00002.safetensors",
         "text_encoder/model-00001-of-00002.safetensors",
         "text_encoder/model-00002-of-00002.safetensors",
     ]
-    chosen = select_hub_files(files, fp16=True)
+    chosen = select_hub_files(files, index=ANY_INDEX, fp16=True)
     assert [f for f in chosen if f.startswith("text_encoder/") and f.endswith(".safetensors")] == [
         "text_encoder/model.fp16-00001-of-00002.safetensors",
         "text_encoder/model.fp16-00002-of-00002.safetensors",
     ]
+    assert "text_encoder/model.safetensors.index.fp16.json" in chosen  # each shard index goes with its shards
+    assert "text_encoder/model.safetensors.index.json" not in chosen
     assert "unet/diffusion_pytorch_model-00002-of-00002.safetensors" in chosen  # no fp16 unet: the plain shards
-    assert "vae/diffusion_pytorch_model.fp16.safetensors" in select_hub_files(files, fp16=False)  # only fp16 there
-
-
-def test_a_hub_repo_without_model_index_is_not_a_pipeline() -> None:
-    with pytest.raises(ModelNotFoundError, match="not a diffusers pipeline"):
-        select_hub_files(["README.md", "model.safetensors"], fp16=True)
+    assert "unet/diffusion_pytorch_model.safetensors.index.json" in chosen
+    assert "unet/diffusion_pytorch_model.bin.index.json" not in chosen  # pickled weights are never loaded
+    fp32 = select_hub_files(files, index=ANY_INDEX, fp16=False)
+    assert "vae/diffusion_pytorch_model.fp16.safetensors" in fp32  # only fp16 there
 
 
 def test_hub_models_cannot_be_fetched_offline(tmp_path: Path) -> None:

@@ -1,0 +1,164 @@
+"""Hub downloads against a Hub-shaped HTTP server (`tests.hub`): what a load fetches, file by file and byte by byte.
+
+The repository is laid out like stable-diffusion-v1-5 on the Hub: the tiny model's components in fp32 and fp16,
+a safety checker, an image processor, a folder `model_index.json` does not name (like SDXL's `vae_1_0/`), pickled
+and EMA weights and a single-file checkpoint. The download runs in a real subprocess: huggingface_hub reads
+`HF_ENDPOINT` and `HF_HUB_OFFLINE` once, at import, and these tests' own process is offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from gpu_worker.cache import META_FILE
+from gpu_worker.sources import weights_bytes
+from tests.hub import HubServer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WEIGHTS = {
+    "unet": "diffusion_pytorch_model",
+    "vae": "diffusion_pytorch_model",
+    "text_encoder": "model",
+}
+# What a load reads, besides the weights: every config and tokenizer file of a loaded component.
+LOADED_CONFIGS = [
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "text_encoder/config.json",
+    "tokenizer/tokenizer.json",
+    "tokenizer/tokenizer_config.json",
+    "unet/config.json",
+    "vae/config.json",
+]
+
+
+def hub_shaped_repo(tiny_dir: Path, root: Path) -> Path:
+    """The tiny model laid out as SD 1.5 is on the Hub (see the module doc)."""
+    shutil.copytree(tiny_dir, root)
+    for component, stem in WEIGHTS.items():
+        plain = root / component / f"{stem}.safetensors"
+        half = {key: tensor.half() for key, tensor in load_file(plain).items()}
+        save_file(half, root / component / f"{stem}.fp16.safetensors", metadata={"format": "pt"})
+        pickled = "pytorch_model.bin" if stem == "model" else f"{stem}.bin"
+        (root / component / pickled).write_bytes(os.urandom(3000))  # pickled weights: never fetched
+    shutil.copy(
+        root / "unet" / "diffusion_pytorch_model.safetensors",
+        root / "unet" / "diffusion_pytorch_model.non_ema.safetensors",
+    )
+    (root / "safety_checker").mkdir()
+    (root / "safety_checker" / "config.json").write_text("{}")
+    for name in ("model.safetensors", "model.fp16.safetensors"):
+        (root / "safety_checker" / name).write_bytes(os.urandom(50_000))
+    (root / "feature_extractor").mkdir()
+    (root / "feature_extractor" / "preprocessor_config.json").write_text("{}")
+    shutil.copytree(root / "vae", root / "vae_1_0")  # a folder model_index.json does not name
+    (root / "v1-5-pruned-emaonly.safetensors").write_bytes(os.urandom(40_000))
+    (root / "README.md").write_text("# sd15-shaped\n")
+    index = json.loads((root / "model_index.json").read_text())
+    index |= {
+        "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"],
+        "feature_extractor": ["transformers", "CLIPImageProcessor"],
+    }
+    (root / "model_index.json").write_text(json.dumps(index))
+    return root
+
+
+_SCRIPT = """
+import json, sys, torch
+from pathlib import Path
+from gpu_worker.cache import ModelCache
+from gpu_worker.errors import ModelNotFoundError
+from gpu_worker.pipelines import load_from_directory
+
+cache = ModelCache(Path(sys.argv[1]))
+for model in ("sdq-tests/not-a-pipeline", "sdq-tests/no-such-repo"):
+    try:
+        cache.acquire(model, fp16=True)
+    except ModelNotFoundError as exc:
+        print(json.dumps({"model": model, "error": str(exc)}))
+for precision in ("fp16", "fp32"):
+    fp16 = precision == "fp16"
+    with cache.acquire(f"sdq-tests/sd15-{precision}", fp16=fp16) as lease:
+        pipe = load_from_directory(lease.path, name="sd15", device="cpu", dtype=torch.float16 if fp16 else None)
+        dtypes = {name: str(pipe.components[name].dtype) for name in ("unet", "vae", "text_encoder")}
+        line = {"model": precision, "path": str(lease.path), "dtypes": dtypes, "checker": pipe.safety_checker}
+        print(json.dumps(line))
+"""
+
+
+@pytest.fixture(scope="module")
+def hub_run(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> tuple[HubServer, Path, dict[str, Any]]:
+    """One subprocess that installs the repo in fp16 and fp32 (two repo ids, one folder) and loads each, and asks
+    for two repositories that are not pipelines: the server, the repo, and what the subprocess printed per model."""
+    tmp = tmp_path_factory.mktemp("hub")
+    repo = hub_shaped_repo(tiny_dir, tmp / "sd15-shaped")
+    lora_like = tmp / "lora"
+    lora_like.mkdir()
+    (lora_like / "pytorch_lora_weights.safetensors").write_bytes(os.urandom(100))
+    repos = {"sdq-tests/sd15-fp16": repo, "sdq-tests/sd15-fp32": repo, "sdq-tests/not-a-pipeline": lora_like}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(tmp / "hf-home"),  # no token, no cache of the user's
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_XET": "1",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    env.pop("HF_TOKEN", None)
+    with HubServer(repos) as hub:
+        env["HF_ENDPOINT"] = hub.url
+        done = subprocess.run(
+            [sys.executable, "-c", _SCRIPT, str(tmp / "cache")], env=env, capture_output=True, text=True, timeout=280
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return hub, repo, {line["model"]: line for line in lines}
+
+
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_a_hub_load_fetches_only_what_diffusers_loads_in_one_precision(
+    hub_run: tuple[HubServer, Path, dict[str, Any]], precision: str
+) -> None:
+    hub, repo, printed = hub_run
+    suffix = ".fp16.safetensors" if precision == "fp16" else ".safetensors"
+    expected = sorted([*LOADED_CONFIGS, *(f"{c}/{stem}{suffix}" for c, stem in WEIGHTS.items())])
+    fetched = hub.downloads(f"sdq-tests/sd15-{precision}")
+    assert sorted(fetched) == expected
+    assert fetched == {name: (repo / name).stat().st_size for name in expected}  # each file once, whole
+    assert hub.served_bytes(f"sdq-tests/sd15-{precision}") == sum(fetched.values())  # no byte of anything else
+    loaded = printed[precision]
+    installed = Path(loaded["path"])
+    on_disk = sorted(p.relative_to(installed).as_posix() for p in installed.rglob("*") if p.is_file())
+    assert on_disk == sorted([*expected, META_FILE])
+    dtype = "torch.float16" if precision == "fp16" else "torch.float32"
+    assert loaded["dtypes"] == {"unet": dtype, "vae": dtype, "text_encoder": dtype} and loaded["checker"] is None
+    weights = sum(size for name, size in fetched.items() if name.endswith(".safetensors"))
+    assert weights_bytes(installed, fp16=precision == "fp16") == weights
+
+
+def test_the_memory_estimate_of_a_full_repository_counts_only_the_weights_a_load_reads(
+    hub_run: tuple[HubServer, Path, dict[str, Any]],
+) -> None:
+    repo = hub_run[1]
+    fp16 = sum((repo / c / f"{stem}.fp16.safetensors").stat().st_size for c, stem in WEIGHTS.items())
+    fp32 = sum((repo / c / f"{stem}.safetensors").stat().st_size for c, stem in WEIGHTS.items())
+    assert weights_bytes(repo, fp16=True) == fp16  # not the safety checker, vae_1_0/ or the EMA weights
+    assert weights_bytes(repo, fp16=False) == fp32
+
+
+def test_a_hub_repo_that_is_not_a_pipeline_or_not_there_is_not_found(
+    hub_run: tuple[HubServer, Path, dict[str, Any]],
+) -> None:
+    hub, _, printed = hub_run
+    assert not hub.downloads("sdq-tests/not-a-pipeline")
+    assert "not a diffusers pipeline" in printed["sdq-tests/not-a-pipeline"]["error"]
+    assert "sdq-tests/no-such-repo: not found on the Hugging Face Hub" in printed["sdq-tests/no-such-repo"]["error"]
