@@ -36,6 +36,8 @@ class WorkerMetrics:
         self.gpu = gpu or GpuStatsReader()
         self.started = time.monotonic()
         self.busy_s = 0.0
+        #: Set once the device has loaded (and compiled) its preloaded models and jobs can run.
+        self.ready = False
         self.jobs = Counter("sdq_jobs", "Jobs this worker ended, by final status.", ["status"], registry=self.registry)
         self.images = Counter("sdq_images", "Images this worker generated and stored.", registry=self.registry)
         self.pipeline_calls = Counter("sdq_pipeline_calls", "Pipeline calls (batches) run.", registry=self.registry)
@@ -90,6 +92,9 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily(
             "sdq_busy_fraction", "Time denoising ÷ wall time since start.", value=self.metrics.busy_fraction()
         )
+        yield GaugeMetricFamily(
+            "sdq_worker_ready", "1 once preloaded models are loaded and jobs run.", value=float(self.metrics.ready)
+        )
         stats = self.metrics.gpu.read()
         yield GaugeMetricFamily("sdq_gpu_available", "1 when NVML reports a GPU.", value=1.0 if stats else 0.0)
         gauges: dict[str, tuple[str, Callable[[Any], float]]] = {
@@ -101,7 +106,9 @@ class _LiveCollector(Collector):
         for name, (doc, read) in gauges.items():
             family = GaugeMetricFamily(name, doc, labels=["gpu", "name"])
             for gpu in stats:
-                family.add_metric([str(gpu.index), gpu.name], float(read(gpu)))
+                value = read(gpu)
+                if value is not None:  # a figure this device does not report is left out, not made up
+                    family.add_metric([str(gpu.index), gpu.name], float(value))
             yield family
 
 
@@ -115,7 +122,8 @@ class MetricsExporter(Middleware):
         self._server: Any = None
 
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
-        self.start()
+        if self._server is None:  # the worker starts it before its models load (see `gpu_worker.worker`)
+            self.start()
 
     def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         self.stop()

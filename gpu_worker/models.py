@@ -180,7 +180,7 @@ class LoadedModels:
             with self.use(model) as (pipe, _):
                 entry = self._resident[model]
                 if self.options.compile and not entry.compiled:
-                    compile_and_warm_up(pipe, self.options)
+                    compile_and_warm_up(pipe, self.options, model=model)
                     entry.compiled = True
             seconds[model] = time.perf_counter() - started
             log.info("preloaded %s in %.2f s", model, seconds[model])

@@ -7,17 +7,20 @@ decode of a large batch is the peak of memory), and VAE tiling decodes images la
 tile by tile; neither changes an image at or below that size.
 
 `torch.compile` is only applied through `compile_and_warm_up`, which the worker calls at boot for preloaded
-models: compiling takes minutes, which no job should wait for.
+models: compiling takes minutes, which no job should wait for (see `gpu_worker.compile`: every shape jobs bring is
+warmed up, and the compiler's caches are kept in the model cache for the next boot).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+
+from producer.jobs import Scheduler
 
 if TYPE_CHECKING:
     from gpu_worker.settings import WorkerSettings
@@ -35,6 +38,14 @@ class PipelineOptions:
     vae_tiling: bool = True
     compile: bool = False
     compile_mode: str = "max-autotune-no-cudagraphs"
+    #: Where the compiler's cache artifacts are kept (the model cache's `compile/`); None: nowhere.
+    compile_cache_dir: Path | None = None
+    #: (width, height) pairs warmed up; empty: 512² and the model's native size.
+    compile_sizes: tuple[tuple[int, int], ...] = ()
+    #: Schedulers served (one warm-up per family); empty: all of them.
+    compile_schedulers: tuple[Scheduler, ...] = ()
+    #: The largest batch a call holds (SDQ_BATCH_MAX): above 1, batched shapes are warmed up too.
+    batch_max: int = 1
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> PipelineOptions:
@@ -46,6 +57,10 @@ class PipelineOptions:
             vae_tiling=settings.vae_tiling,
             compile=settings.compile,
             compile_mode=settings.compile_mode,
+            compile_cache_dir=settings.resolved_model_cache_dir / "compile",
+            compile_sizes=tuple(settings.compile_sizes),
+            compile_schedulers=tuple(settings.compile_schedulers),
+            batch_max=settings.batch_max,
         )
 
 
@@ -77,24 +92,16 @@ def _enable_xformers(pipe: Any) -> None:
         log.warning("xformers could not be enabled (%s); using PyTorch SDPA", exc)
 
 
-def compile_and_warm_up(pipe: Any, options: PipelineOptions, *, steps: int = 2) -> float:
-    """torch.compile `pipe`'s UNet and run it until the common shapes are compiled; returns the seconds it took.
+def compile_and_warm_up(pipe: Any, options: PipelineOptions, *, model: str = "model") -> float:
+    """torch.compile `pipe`'s UNet and warm it up on every bucket `options` serve (`gpu_worker.compile`), with the
+    compiler's caches kept in `options.compile_cache_dir`; returns the seconds it took."""
+    from gpu_worker.compile import buckets
+    from gpu_worker.compile import compile_and_warm_up as compile_buckets
 
-    Warms up at the model's native size with one and two images, so that the batch dimension is compiled as
-    dynamic and batches of other sizes do not recompile. Other image sizes still compile once on first use.
-    """
-    started = time.perf_counter()
-    pipe.unet = torch.compile(pipe.unet, mode=options.compile_mode)
-    side = int(pipe.unet.config.sample_size * getattr(pipe, "vae_scale_factor", 8))
-    for images in (1, 2):
-        pipe(
-            prompt="warm-up",
-            width=side,
-            height=side,
-            num_inference_steps=steps,
-            num_images_per_prompt=images,
-            output_type="latent",  # the VAE is not compiled; skip the decode
-        )
-    seconds = time.perf_counter() - started
-    log.info("compiled and warmed up %s in %.1f s", type(pipe).__name__, seconds)
-    return seconds
+    warm = buckets(
+        pipe, sizes=options.compile_sizes, batch_max=options.batch_max, schedulers=options.compile_schedulers
+    )
+    report = compile_buckets(
+        pipe, model=model, mode=options.compile_mode, cache_dir=options.compile_cache_dir, warm=warm
+    )
+    return report.seconds

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
-from producer.settings import CloudEndpointSettings, CommaList, CommonSettings
+from producer.jobs import Scheduler
+from producer.settings import CloudEndpointSettings, CommaList, CommonSettings, comma_list
 
 
 class WorkerSettings(CommonSettings, CloudEndpointSettings):
     """A GPU worker's knobs. Each field names its environment variable."""
 
     device: str = Field(default="auto", description="SDQ_DEVICE: `auto` (CUDA when present), `cuda`, `cuda:1`, `cpu`.")
+    cuda_visible_devices: str | None = Field(
+        default=None,
+        validation_alias="CUDA_VISIBLE_DEVICES",
+        description="CUDA_VISIBLE_DEVICES (CUDA's own variable, read for the GPU metrics: they report the device"
+        " `SDQ_DEVICE` names among these).",
+    )
     worker_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
         description="SDQ_WORKER_ID: name recorded on the jobs this worker runs.",
@@ -212,6 +220,16 @@ class WorkerSettings(CommonSettings, CloudEndpointSettings):
     compile_mode: str = Field(
         default="max-autotune-no-cudagraphs", description="SDQ_COMPILE_MODE: the `mode` passed to torch.compile."
     )
+    compile_sizes: Annotated[list[tuple[int, int]], NoDecode] = Field(
+        default_factory=list,
+        description="SDQ_COMPILE_SIZES: image sizes warmed up after compiling, comma-separated `WxH` (e.g."
+        " `512x512,1024x1024`); empty: 512x512 and each model's native size. Other sizes compile on first use.",
+    )
+    compile_schedulers: CommaList[Scheduler] = Field(
+        default_factory=list,
+        description="SDQ_COMPILE_SCHEDULERS: schedulers jobs use, comma-separated (one warm-up per family of"
+        " them); empty: all.",
+    )
     vae_slicing: bool = Field(
         default=True, description="SDQ_VAE_SLICING: decode a batch one image at a time (less peak memory)."
     )
@@ -220,6 +238,23 @@ class WorkerSettings(CommonSettings, CloudEndpointSettings):
         description="SDQ_VAE_TILING: decode images larger than the VAE's native size tile by tile (no effect at"
         " or below it).",
     )
+
+    @field_validator("compile_sizes", mode="before")
+    @classmethod
+    def _sizes(cls, value: object) -> object:
+        items = comma_list(value)
+        if not isinstance(items, list):
+            return items
+        sizes = []
+        for item in items:
+            if isinstance(item, str):
+                width, sep, height = item.lower().partition("x")
+                if not sep or not width.strip().isdigit() or not height.strip().isdigit():
+                    raise ValueError(f"expected WxH sizes such as 512x512, got {item!r}")
+                sizes.append((int(width), int(height)))
+            else:
+                sizes.append(item)
+        return sizes
 
     @property
     def model_cache_budget_bytes(self) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -23,6 +24,7 @@ from .device import Device, DeviceProcess
 from .device.local import LocalDevice
 from .device.select import resolve_device
 from .executor import GpuExecutor
+from .gpu_stats import GpuStatsReader, cuda_index
 from .heartbeat import BrokerHeartbeat
 from .metrics import MetricsExporter, WorkerMetrics
 from .middleware import IdleShutdown, SpotWatcher
@@ -61,7 +63,8 @@ def open_device(settings: WorkerSettings) -> Device:
 
 
 def _run(settings: WorkerSettings, device: Device, stop: threading.Event) -> int:
-    metrics = WorkerMetrics()
+    gpu = GpuStatsReader(visible_devices=settings.cuda_visible_devices, device_index=cuda_index(settings.device))
+    metrics = WorkerMetrics(gpu=gpu)
     middleware = [
         TimeLimit(),
         Retries(),
@@ -69,8 +72,10 @@ def _run(settings: WorkerSettings, device: Device, stop: threading.Event) -> int
         BrokerHeartbeat(interval_s=settings.heartbeat_timeout_s / 4),
     ]
     middleware.append(usage_reporter(settings))
+    exporter = None
     if settings.metrics_port is not None:
-        middleware.append(MetricsExporter(metrics, port=settings.metrics_port, host=settings.metrics_host))
+        exporter = MetricsExporter(metrics, port=settings.metrics_port, host=settings.metrics_host)
+        middleware.append(exporter)
     # Scale to zero: an idle worker exits (and retires its VM); a spot notice drains it and hands its job off.
     idle = IdleShutdown(settings.idle_timeout_s, stop) if settings.idle_timeout_s > 0 else None
     interruption = Interruption()
@@ -79,10 +84,16 @@ def _run(settings: WorkerSettings, device: Device, stop: threading.Event) -> int
         middleware.append(idle)
     if notices is not None:
         middleware.append(SpotWatcher(notices, interruption, stop, poll_interval_s=settings.spot_poll_interval_s))
-    with open_backends(settings, middleware=middleware) as backends:
+    with open_backends(settings, middleware=middleware) as backends, contextlib.ExitStack() as cleanup:
+        if exporter is not None:
+            # Serving before the device is ready, so health checks pass while models download, load and compile
+            # (minutes); `sdq_worker_ready` says when jobs run. Stopped however this ends (idempotent).
+            exporter.start()
+            cleanup.callback(exporter.stop)
         objects = open_store(settings.resolved_storage_url, credentials=settings.storage_credentials())
         # Before taking jobs: fetched into the NVMe cache, loaded (and compiled, if asked) once, never on a job.
         device.ready()
+        metrics.ready = True
 
         def resend(message: JobMessage, delay_s: float) -> None:
             # Back onto the queue it came from, so a batch job keeps its lower priority after a hand-off or retry.
