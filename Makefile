@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # Test-only tools outside the virtualenv: Azurite (npm) and checkov (its own venv: it pins many libraries).
 TOOLS ?= .tools
 
-.PHONY: install install-test demo test lint typecheck bench services browser clean
+.PHONY: install install-test demo test lint typecheck bench services browser clean gpu-wheels gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -83,5 +83,22 @@ lint: install-test
 typecheck: install-test
 	$(VENV)/bin/mypy
 
+## The prepared GPU check (README: "Checking on a GPU"). `gpu-wheels` runs here (PyPI reachable) and fills
+## $(WHEELS) with what the GPU machine lacks (bench/gpu_wheels.txt, and sdqueue itself for its entry points);
+## `gpu-check` runs there: it installs them into a private folder and writes $$OUT/gpu-check.jsonl.
+WHEELS ?= .whl
+GPU_PYTHON ?= python3
+GPU_PLATFORMS := $(foreach n,2_5 2_17 2_24 2_27 2_28 2_31,--platform manylinux_$(n)_x86_64) --platform manylinux2014_x86_64
+
+gpu-wheels: | $(PY)
+	rm -rf $(WHEELS) && mkdir -p $(WHEELS)
+	$(PIP) download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  $(GPU_PLATFORMS) --platform any -d $(WHEELS) -r bench/gpu_wheels.txt
+	$(PIP) wheel --quiet --no-deps --no-build-isolation -w $(WHEELS) .
+	@du -sh $(WHEELS)
+
+gpu-check:
+	$(GPU_PYTHON) -m bench.gpu_check --wheels $(WHEELS)
+
 clean:
-	rm -rf $(VENV) $(TOOLS) .sdq demo-out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .sdq demo-out .pytest_cache .mypy_cache .ruff_cache .whl gpu-check-out

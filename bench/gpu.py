@@ -10,8 +10,9 @@ to CLIP's 77 tokens like the real one. For each model: seconds per image at batc
 * `sdqueue`: the same weights prepared by the worker (`gpu_worker.optimize`: SDPA, channels-last, VAE slicing and
   tiling, and with `--compile` torch.compile warmed up first) and called through the executor's `generate_batch`.
 
-Prints one JSON line; without CUDA it prints `{"bench": "gpu", "skipped": ...}` and exits 0. `--check-configs`
-builds the models on the meta device and prints their parameter counts (runs anywhere; no weights allocated).
+Prints one JSON line per model as it finishes; without CUDA it prints `{"bench": "gpu", "skipped": ...}` and exits
+0. `--check-configs` builds the models on the meta device and prints their parameter counts (runs anywhere; no
+weights allocated).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from producer.jobs import Scheduler
 
 log = logging.getLogger("bench.gpu")
 
@@ -237,22 +240,29 @@ def measure(pipe: Any, work: Workload, path: str, repeats: int) -> dict[str, flo
     }
 
 
-def run(models: list[str], repeats: int, compile_unet: bool, *, smoke: bool = False) -> dict[str, Any]:
-    """Measure `models`; `smoke` runs the same code on the CPU at 64², 2 steps, batch 2 (checks, not figures)."""
+def run(
+    models: list[str], repeats: int, compile_unet: bool, *, smoke: bool = False, emit: Any = None
+) -> dict[str, Any]:
+    """Measure `models`; `smoke` runs the same code on the CPU at 64², 2 steps, batch 2 (checks, not figures).
+
+    `emit(line)` is called with each model's JSON line as soon as it is measured (a timeout loses only the model
+    being measured); the return value holds them all. TF32 is left as torch has it (off for matmuls), as the
+    worker does: the figures are the worker's."""
     import torch
 
     from gpu_worker.optimize import PipelineOptions, compile_and_warm_up, optimize
     from gpu_worker.tiny import build_tiny_pipeline
 
-    torch.backends.cuda.matmul.allow_tf32 = True
     device, dtype = ("cpu", torch.float32) if smoke else ("cuda", torch.float16)
-    results: dict[str, Any] = {
+    header: dict[str, Any] = {
         "bench": "gpu",
         "device": "cpu (smoke test: no figures)" if smoke else torch.cuda.get_device_name(0),
         "torch": torch.__version__,
+        "dtype": str(dtype).removeprefix("torch."),
         "repeats": repeats,
         "compile": compile_unet,
     }
+    results = dict(header)
     with tempfile.TemporaryDirectory(prefix="sdq-bench-gpu-") as tmp:
         tiny = Path(tmp) / "tiny"
         build_tiny_pipeline(tiny)
@@ -263,9 +273,14 @@ def run(models: list[str], repeats: int, compile_unet: bool, *, smoke: bool = Fa
             pipe = build_pipeline(name, tiny / "tokenizer", device, dtype)
             plain = measure(pipe, work, "plain", repeats)
             log.info("%s plain: %s", name, plain)
-            options = PipelineOptions(compile=compile_unet)
+            options = PipelineOptions(
+                compile=compile_unet,
+                compile_sizes=((work.side, work.side),),
+                compile_schedulers=(Scheduler.DEFAULT,),
+                batch_max=work.big_batch,
+            )
             optimize(pipe, torch.device(device), options)
-            compile_s = compile_and_warm_up(pipe, options) if compile_unet else 0.0
+            compile_s = compile_and_warm_up(pipe, options, model=f"bench-{name}") if compile_unet else 0.0
             optimized = measure(pipe, work, "sdqueue", repeats)
             log.info("%s sdqueue: %s", name, optimized)
             big = f"images_per_s_batch_{work.big_batch}"
@@ -282,6 +297,8 @@ def run(models: list[str], repeats: int, compile_unet: bool, *, smoke: bool = Fa
                 results[name]["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
+            if emit is not None:
+                emit({**header, "model": name, **results[name]})
             del pipe
     return results
 
@@ -309,7 +326,7 @@ def main() -> None:
         parser.error(f"unknown models {unknown}; choose from {sorted(WORKLOADS)}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random weights: NaNs in the decoded images are expected, and harmless
-        print(json.dumps(run(models, args.repeats, args.compile, smoke=args.smoke)))
+        run(models, args.repeats, args.compile, smoke=args.smoke, emit=lambda line: print(json.dumps(line), flush=True))
 
 
 if __name__ == "__main__":

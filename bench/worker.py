@@ -54,19 +54,20 @@ log = logging.getLogger("bench.worker")
 BUCKET = "sdq-bench"
 
 
-def _request(args: argparse.Namespace, seed: int, model: str = "tiny") -> JobRequest:
+def _request(args: argparse.Namespace, seed: int, model: str | None = None) -> JobRequest:
+    model = model or args.model_ref
     return JobRequest(
         prompt="a benchmark", model=model, width=args.size, height=args.size, steps=args.steps, seed=seed
     ).resolved(model)
 
 
-def _models(cache: Path, capacity: int) -> Any:
+def _models(cache: Path, capacity: int, device: str = "cpu") -> Any:
     """The worker's own model set, prepared exactly as a worker with default settings prepares it."""
     from gpu_worker.models import LoadedModels
     from gpu_worker.settings import WorkerSettings
 
     settings = WorkerSettings(model_cache_dir=cache, max_loaded_models=capacity)
-    return LoadedModels.from_settings(settings, device="cpu")
+    return LoadedModels.from_settings(settings, device=device)
 
 
 def loop_images_per_s(cache: Path, args: argparse.Namespace, batch: int, images: int) -> float:
@@ -74,7 +75,7 @@ def loop_images_per_s(cache: Path, args: argparse.Namespace, batch: int, images:
     warm-up call)."""
     from gpu_worker.inference import generate_batch
 
-    with _models(cache, 1).use("tiny") as (pipe, _):
+    with _models(cache, 1, args.device).use(args.model_ref) as (pipe, _):
         calls = max(1, images // batch)
         generate_batch(pipe, [_request(args, seed) for seed in range(batch)])
         started = time.perf_counter()
@@ -87,8 +88,8 @@ def naive_images_per_s(cache: Path, args: argparse.Namespace, s3: Any, images: i
     """What a user writes by hand: one image, PNG, boto3 upload, next (same pipeline object, warm)."""
     import torch
 
-    client = s3.client()
-    with _models(cache, 1).use("tiny") as (pipe, _):
+    client = s3.client() if s3 is not None else None
+    with _models(cache, 1, args.device).use(args.model_ref) as (pipe, _):
 
         def one(seed: int) -> None:
             image = pipe(
@@ -96,11 +97,17 @@ def naive_images_per_s(cache: Path, args: argparse.Namespace, s3: Any, images: i
                 width=args.size,
                 height=args.size,
                 num_inference_steps=args.steps,
-                generator=torch.Generator().manual_seed(seed),
+                generator=torch.Generator(args.device).manual_seed(seed),
             ).images[0]
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")
-            client.put_object(Bucket=BUCKET, Key=f"naive/{seed}.png", Body=buffer.getvalue(), ContentType="image/png")
+            if client is None:  # local storage: the upload is a file write
+                (cache.parent / "naive").mkdir(exist_ok=True)
+                (cache.parent / "naive" / f"{seed}.png").write_bytes(buffer.getvalue())
+            else:
+                client.put_object(
+                    Bucket=BUCKET, Key=f"naive/{seed}.png", Body=buffer.getvalue(), ContentType="image/png"
+                )
 
         one(0)
         started = time.perf_counter()
@@ -244,8 +251,12 @@ def _figures(records: list[JobRecord], cold_start_s: float, busy: float | None) 
 
 
 @contextlib.contextmanager
-def s3_server(seaweedfs: bool) -> Iterator[Any]:
-    """An S3-compatible server on loopback, with the benchmark's bucket."""
+def s3_server(storage: str) -> Iterator[Any]:
+    """An S3-compatible server on loopback, with the benchmark's bucket (None for `local` storage)."""
+    if storage == "local":
+        yield None
+        return
+    seaweedfs = storage == "seaweedfs"
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ is not installed; run from the repo
     from tests import emulators
 
@@ -266,6 +277,13 @@ def main() -> None:
     # Redis, S3 and this client, and OpenMP threads spin-waiting against them would measure contention.
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--seaweedfs", action="store_true", help="SeaweedFS instead of moto as the S3 server")
+    parser.add_argument(
+        "--storage", choices=["moto", "seaweedfs", "local"], default=None, help="where outputs go (default: moto)"
+    )
+    parser.add_argument("--model", default="tiny", help="tiny, or sd15: SD 1.5's architecture, random weights")
+    parser.add_argument("--model-dir", type=Path, help="where --model sd15 is built (kept for later runs)")
+    parser.add_argument("--device", default="cpu", help="SDQ_DEVICE of the worker and the loops")
+    parser.add_argument("--skip-switch", action="store_true", help="do not measure model switches")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     for chatty in ("httpx", "werkzeug", "botocore", "urllib3"):
@@ -277,23 +295,30 @@ def main() -> None:
     torch.set_num_threads(args.torch_threads)
     from gpu_worker.tiny import build_tiny_pipeline
 
-    with tempfile.TemporaryDirectory(prefix="sdq-bench-") as tmp, s3_server(args.seaweedfs) as s3:
+    args.storage = args.storage or ("seaweedfs" if args.seaweedfs else "moto")
+    with tempfile.TemporaryDirectory(prefix="sdq-bench-") as tmp, s3_server(args.storage) as s3:
         root = Path(tmp)
         cache = root / "models"
         build_tiny_pipeline(cache / "tiny")
+        args.model_ref = "tiny"
+        if args.model == "sd15":
+            from bench.load import build_random_pipeline
+
+            args.model_ref = str(build_random_pipeline("sd15", (args.model_dir or root) / "sd15"))
         other = root / "other-model"
         shutil.copytree(cache / "tiny", other)
 
-        switch = model_switch(cache, args, str(other))
+        switch = {} if args.skip_switch else model_switch(cache, args, str(other))
 
         env = {
             **os.environ,
-            **s3.env,
+            **(s3.env if s3 is not None else {}),
             "SDQ_DATA_DIR": str(root / "data"),
             "SDQ_MODEL_CACHE_DIR": str(cache),
-            "SDQ_STORAGE_URL": s3.url(BUCKET, "out"),
+            **({"SDQ_STORAGE_URL": s3.url(BUCKET, "out")} if s3 is not None else {}),
             "SDQ_TORCH_THREADS": str(args.torch_threads),
-            "SDQ_PRELOAD_MODELS": "tiny",
+            "SDQ_PRELOAD_MODELS": args.model_ref,
+            "SDQ_DEVICE": args.device,
             "HF_HUB_OFFLINE": "1",
         }
         env.pop("SDQ_REDIS_URL", None)
@@ -316,7 +341,9 @@ def main() -> None:
         "steps": args.steps,
         "batch": args.batch,
         "torch_threads": args.torch_threads,
-        "s3": "seaweedfs" if args.seaweedfs else "moto",
+        "s3": args.storage,
+        "model": args.model,
+        "device": args.device,
         "images_per_s": round(head["images_per_s"], 3),
         "loop_images_per_s": round(head["loop_images_per_s"], 3),
         "efficiency": round(head["efficiency"], 3),
