@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from producer.cli import configure_logging
@@ -16,6 +18,13 @@ def worker(log_level: str = "info") -> None:
     configure_logging(log_level)
     settings = WorkerSettings()
     load_catalog(settings.model_catalog)  # a bad SDQ_MODEL_CATALOG is one line naming the file, before anything starts
+    if settings.compile:
+        from .compile import compiler_cache_env
+
+        # Before the device process is spawned (it inherits them) and before torch reads them: the compiler's
+        # caches live in the model cache, which outlives the process (and /tmp).
+        for name, value in compiler_cache_env(settings.resolved_model_cache_dir).items():
+            os.environ.setdefault(name, value)
     device = None
     if settings.device_process:
         from .device.process import DeviceProcess

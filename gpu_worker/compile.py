@@ -9,8 +9,10 @@ shape: one image without classifier-free guidance (UNet batch 1), one with it (2
 with it (4, after which dynamo compiles the batch dimension as dynamic and no other batch size recompiles).
 Dynamo's recompile limit is raised to fit them all: past it, a model would silently fall back to eager.
 
-The caches: Inductor's (FX graph, AOTAutograd, autotuning) as torch's portable cache artifacts
-(`torch.compiler.save_cache_artifacts`), one file per key under `<model cache>/compile/`. The key covers the model
+The caches, both under `<model cache>/compile/`: Inductor's and Triton's own directories (compiled kernels;
+`compiler_cache_env`, set by the worker's entry point), and torch's portable cache artifacts (FX graph,
+AOTAutograd, autotuning: `torch.compiler.save_cache_artifacts`), one file per key, which a machine with an empty
+Inductor directory replays. The key covers the model
 (its UNet config), the buckets, the compile mode, the torch version and the device kind, so no artifact is ever
 replayed where it does not apply. A worker loads the artifacts before compiling; dynamo still traces (seconds), but
 Inductor's code generation and autotuning (minutes on a GPU) are cache hits.
@@ -75,6 +77,13 @@ class CompileReport:
     buckets: int
     cache_file: Path | None
     cache_hit: bool
+
+
+def compiler_cache_env(model_cache: Path) -> dict[str, str]:
+    """Environment variables that put Inductor's and Triton's own caches (compiled kernels, `.so` files) under
+    `model_cache/compile/`, not in /tmp: set by the worker's entry point, before torch is imported."""
+    root = Path(model_cache) / "compile"
+    return {"TORCHINDUCTOR_CACHE_DIR": str(root / "inductor"), "TRITON_CACHE_DIR": str(root / "triton")}
 
 
 def buckets(
