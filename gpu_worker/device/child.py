@@ -66,7 +66,12 @@ def _serve(conn: Connection, settings: WorkerSettings) -> None:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     try:
-        models = LoadedModels.from_settings(settings, device=resolve_device(settings.device))
+        device = resolve_device(settings.device)
+        if device.type == "cuda" and device.index is not None:
+            # The child's current device, before anything touches CUDA: diffusers' probes (xformers) and every
+            # bare "cuda" allocate there, not on GPU 0.
+            torch.cuda.set_device(device)
+        models = LoadedModels.from_settings(settings, device=device)
         models.preload(settings.preload_models)
     except Exception as exc:
         conn.send(Failed(sendable(exc)))
