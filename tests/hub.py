@@ -41,6 +41,9 @@ class HubServer:
     def __init__(self, repos: dict[str, Path]) -> None:
         self.repos = {repo: Path(folder) for repo, folder in repos.items()}
         self.requests: list[HubRequest] = []
+        #: Clear it to hold every file download until it is set again (a slow Hub, on demand).
+        self.open = threading.Event()
+        self.open.set()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, name="hub-server", daemon=True)
@@ -78,6 +81,7 @@ class HubServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.open.set()  # let held downloads finish, so the server can stop
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
@@ -137,6 +141,8 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             file = folder / name
             if not file.is_file() or ".." in Path(name).parts:
                 return self._error(404, "EntryNotFound", head)
+            if not head:
+                hub.open.wait()
             data = file.read_bytes()
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
