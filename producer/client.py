@@ -21,18 +21,22 @@ from .client_base import (
     ApiError,
     BaseClient,
     Call,
+    DownloadError,
     Follower,
     Model,
     OnUpdate,
     auth_headers,
     check,
     downloads,
+    fetched,
     polled,
-    write,
+    storage_client_options,
+    storage_errors,
 )
 from .jobs import BatchCreated, BatchJobPage, BatchRecord, JobPage, JobRecord, JobRequest, JobStatus
+from .webhooks.log import Delivery, DeliveryList
 
-__all__ = ["DEFAULT_API_URL", "ApiError", "AsyncClient", "BaseClient", "Client", "OnUpdate"]
+__all__ = ["DEFAULT_API_URL", "ApiError", "AsyncClient", "BaseClient", "Client", "DownloadError", "OnUpdate"]
 
 
 class Client(BaseClient):
@@ -51,6 +55,7 @@ class Client(BaseClient):
         self._http = httpx.Client(
             base_url=base_url, headers=auth_headers(api_key), timeout=timeout_s, transport=transport
         )
+        self._storage: httpx.Client | None = None  # for presigned URLs only; made on the first download
 
     def _send(self, call: Call[Model]) -> Model:
         return call.parse(self._http.send(call.request))
@@ -137,14 +142,33 @@ class Client(BaseClient):
             response.close()
         return None
 
+    def deliveries(self, job_id: str) -> DeliveryList:
+        """The job's webhook messages, oldest first, each with its attempts; raises `JobNotFoundError`."""
+        return self._send(self._deliveries(job_id))
+
+    def redeliver(self, job_id: str, delivery_id: str) -> Delivery:
+        """Send one webhook message of the job again now (same `webhook-id`, fresh signature)."""
+        return self._send(self._redeliver(job_id, delivery_id))
+
     def download(self, job: JobRecord | str, dest: Path) -> builtins.list[Path]:
-        """Fetch every output of a succeeded job through its presigned URL into `dest`; returns the files."""
+        """Fetch every output of a succeeded job through its presigned URL into `dest`; returns the files.
+
+        The URLs are fetched with a separate plain client, never with the API's key; raises `DownloadError`."""
         record = self.get(job if isinstance(job, str) else job.id)
-        return [write(path, check(self._http.send(self._file(url))).content) for url, path in downloads(record, dest)]
+        if self._storage is None:
+            self._storage = httpx.Client(**storage_client_options(self._http.timeout))
+        paths = []
+        for url, path in downloads(record, dest):
+            with storage_errors(url):
+                response = self._storage.send(self._file(url))
+            paths.append(fetched(response, url, path))
+        return paths
 
     def close(self) -> None:
         """Close the connections."""
         self._http.close()
+        if self._storage is not None:
+            self._storage.close()
 
     def __enter__(self) -> Client:
         return self
@@ -169,6 +193,7 @@ class AsyncClient(BaseClient):
         self._http = httpx.AsyncClient(
             base_url=base_url, headers=auth_headers(api_key), timeout=timeout_s, transport=transport
         )
+        self._storage: httpx.AsyncClient | None = None  # for presigned URLs only; made on the first download
 
     async def _send(self, call: Call[Model]) -> Model:
         return call.parse(await self._http.send(call.request))
@@ -252,16 +277,31 @@ class AsyncClient(BaseClient):
             await response.aclose()
         return None
 
+    async def deliveries(self, job_id: str) -> DeliveryList:
+        """`Client.deliveries`, awaited."""
+        return await self._send(self._deliveries(job_id))
+
+    async def redeliver(self, job_id: str, delivery_id: str) -> Delivery:
+        """`Client.redeliver`, awaited."""
+        return await self._send(self._redeliver(job_id, delivery_id))
+
     async def download(self, job: JobRecord | str, dest: Path) -> builtins.list[Path]:
-        """`Client.download`, awaited."""
+        """`Client.download`, awaited (a separate plain client, never the API's key)."""
         record = await self.get(job if isinstance(job, str) else job.id)
-        return [
-            write(path, check(await self._http.send(self._file(url))).content) for url, path in downloads(record, dest)
-        ]
+        if self._storage is None:
+            self._storage = httpx.AsyncClient(**storage_client_options(self._http.timeout))
+        paths = []
+        for url, path in downloads(record, dest):
+            with storage_errors(url):
+                response = await self._storage.send(self._file(url))
+            paths.append(fetched(response, url, path))
+        return paths
 
     async def aclose(self) -> None:
         """Close the connections."""
         await self._http.aclose()
+        if self._storage is not None:
+            await self._storage.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel
 
 from .errors import BatchNotFoundError, JobNotFoundError, ProducerError
 from .jobs import BatchCreated, BatchJobPage, BatchRecord, JobPage, JobRecord, JobRequest, JobStatus, Progress
+from .webhooks.log import Delivery, DeliveryList
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 OnUpdate = Callable[[JobRecord], None]
@@ -41,6 +43,11 @@ class ApiError(ProducerError):
         self.code = code
         self.message = message
         self.fields = fields or []
+
+
+class DownloadError(ProducerError):
+    """An output's presigned URL did not download. The message names the object (its URL without the query, so
+    never the signature) and what storage answered."""
 
 
 def check(response: httpx.Response) -> httpx.Response:
@@ -176,6 +183,41 @@ def downloads(record: JobRecord, dest: Path) -> Iterator[tuple[str, Path]]:
         yield output.url, dest / f"{record.id}-{index}.{output.key.rsplit('.', 1)[-1]}"
 
 
+def storage_client_options(timeout: httpx.Timeout) -> dict[str, Any]:
+    """How the client for storage URLs is built: no base URL, no headers, no auth, never a redirect followed.
+
+    A presigned URL carries its own authorization in its query. The API's key must never travel with it: storage
+    and CDN access logs would hold it, and real S3 refuses a request with both a presigned query and an
+    `Authorization` header ("only one auth mechanism allowed"). So the API's client is never used for these."""
+    return {"timeout": timeout, "follow_redirects": False}
+
+
+def file_request(url: str, timeout: httpx.Timeout) -> httpx.Request:
+    """A bare GET of a presigned URL: built outside any client, so no client header or cookie is merged in."""
+    return httpx.Request("GET", url, extensions={"timeout": timeout.as_dict()})
+
+
+def where(url: str) -> str:
+    """`url` without its query and fragment: what an error may name (the query holds the signature)."""
+    return str(httpx.URL(url).copy_with(query=None, fragment=None))
+
+
+@contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """Raise a transport failure fetching `url` as a `DownloadError` naming the object."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise DownloadError(f"could not download {where(url)}: {exc or type(exc).__name__}") from exc
+
+
+def fetched(response: httpx.Response, url: str, path: Path) -> Path:
+    """Write a storage answer for `url` to `path`; raises `DownloadError` unless it succeeded."""
+    if not response.is_success:
+        raise DownloadError(f"download of {where(url)} failed: storage answered HTTP {response.status_code}")
+    return write(path, response.content)
+
+
 def write(path: Path, data: bytes) -> Path:
     """Write `data` to `path` through a temporary file, so that `path` never holds half a download."""
     tmp = path.with_suffix(path.suffix + ".part")
@@ -228,9 +270,15 @@ class BaseClient:
     def _cancel(self, job_id: str) -> Call[JobRecord]:
         return Call(self._build("DELETE", f"/v1/jobs/{job_id}"), JobRecord)
 
+    def _deliveries(self, job_id: str) -> Call[DeliveryList]:
+        return Call(self._build("GET", f"/v1/jobs/{job_id}/deliveries"), DeliveryList)
+
+    def _redeliver(self, job_id: str, delivery_id: str) -> Call[Delivery]:
+        return Call(self._build("POST", f"/v1/jobs/{job_id}/deliveries/{delivery_id}/redeliver"), Delivery)
+
     def _events(self, job_id: str) -> httpx.Request:
         timeout = httpx.Timeout(self._http.timeout.connect, read=_STREAM_READ_TIMEOUT_S)
         return self._build("GET", f"/v1/jobs/{job_id}/events", timeout=timeout)
 
     def _file(self, url: str) -> httpx.Request:
-        return self._build("GET", url)
+        return file_request(url, self._http.timeout)
