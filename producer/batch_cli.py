@@ -28,7 +28,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .client import Client
-from .errors import BatchNotFoundError, ProducerError
+from .client_base import fetched, storage_client_options, storage_errors
+from .errors import BatchNotFoundError, ConfigurationError, ProducerError
 from .jobs import MAX_BATCH_ITEMS, JobRecord, JobStatus
 
 MANIFEST = "manifest.jsonl"
@@ -76,10 +77,10 @@ def read_lines(path: Path) -> list[Line]:
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ProducerError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            raise ConfigurationError(f"{path}:{number}: not valid JSON ({exc.msg}); fix that line") from None
         item = {"prompt": value} if isinstance(value, str) else value
         if not isinstance(item, dict):
-            raise ProducerError(f"{path}:{number}: expected an object or a string")
+            raise ConfigurationError(f"{path}:{number}: expected a JSON object or string; fix that line")
         canonical = json.dumps(item, sort_keys=True, separators=(",", ":"))
         seen[canonical] += 1
         key = hashlib.sha256(f"{canonical}\0{seen[canonical]}".encode()).hexdigest()[:24]
@@ -119,9 +120,15 @@ class BatchRun:
         self.state = State.load(out / STATE_DIR / "state.json")
         self.manifest = out / MANIFEST
         self.failed: dict[str, str] = {}
+        # Presigned URLs go through a plain client of their own, never the API's (which carries its key).
+        self.files = httpx.Client(**storage_client_options(httpx.Timeout(60.0)))
 
     def run(self, lines: list[Line]) -> int:
         """Run to the end; returns how many lines failed (0 = every image is in `out`)."""
+        with self.files:
+            return self._run(lines)
+
+    def _run(self, lines: list[Line]) -> int:
         self.out.mkdir(parents=True, exist_ok=True)
         done = read_manifest(self.manifest)
         pending = {line.key: line for line in lines if line.key not in done}
@@ -190,7 +197,9 @@ class BatchRun:
             if output.url is None:
                 raise ProducerError(f"job {record.id}: output {output.key} has no download URL")
             name = f"{line.number:06d}-{line.key[:12]}-{index}.{output.key.rsplit('.', 1)[-1]}"
-            _download(output.url, self.out / name)
+            with storage_errors(output.url):
+                response = self.files.get(output.url)
+            fetched(response, output.url, self.out / name)
             rows.append(
                 {
                     "key": line.key,
@@ -209,12 +218,3 @@ class BatchRun:
             handle.flush()
             os.fsync(handle.fileno())
         return line
-
-
-def _download(url: str, path: Path) -> None:
-    response = httpx.get(url, timeout=60, follow_redirects=False)
-    if not response.is_success:
-        raise ProducerError(f"download of {path.name} failed: HTTP {response.status_code}")
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_bytes(response.content)
-    os.replace(tmp, path)

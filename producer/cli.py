@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 
 from .apikeys_cli import app as keys_app
-from .client import ApiError, Client
-from .errors import JobNotFoundError, ProducerError
-from .field_errors import field_path
+from .cli_errors import CONFIG_EXIT, click_exceptions, explain
+from .client import Client
+from .errors import ConfigurationError
 from .jobs import JobRecord, OutputFormat, Scheduler
 from .logs import configure_logging
 from .settings import ApiSettings, ClientSettings
@@ -25,8 +27,37 @@ console = Console(stderr=True)
 app.add_typer(keys_app, name="keys")
 
 
+@dataclass
+class _Run:
+    """How this run of `sdq` was asked to report failures (set by the global options)."""
+
+    debug: bool = False
+
+
+_run = _Run()
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", envvar="SDQ_DEBUG", help="On failure, show the traceback (SDQ_DEBUG=1).")
+    ] = False,
+) -> None:
+    """sdqueue: text-to-image jobs on (spot) GPUs."""
+    _run.debug = debug
+
+
 def _client() -> Client:
     settings = ClientSettings()
+    try:
+        url = httpx.URL(settings.api_url)
+    except httpx.InvalidURL as exc:
+        raise ConfigurationError(f"SDQ_API_URL={settings.api_url!r} is not a URL ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigurationError(
+            f"SDQ_API_URL={settings.api_url!r} is not an http(s) URL: set it to the API's base URL,"
+            " e.g. http://127.0.0.1:8000"
+        )
     key = settings.api_key.get_secret_value() if settings.api_key else None
     return Client(settings.api_url, api_key=key)
 
@@ -55,13 +86,7 @@ def api(
     configure_logging(log_level)
     overrides = {k: v for k, v in {"host": host, "port": port, "api_workers": workers}.items() if v is not None}
     settings = ApiSettings(**overrides)  # type: ignore[arg-type]
-    try:
-        settings.auth_required  # noqa: B018 - refuse a bad SDQ_AUTH here, not once per worker
-    except ValueError as exc:
-        raise ProducerError(str(exc)) from None
-    from .catalog import load_catalog
-
-    load_catalog(settings.model_catalog)  # CatalogError: one line naming the file, here rather than per server process
+    _preflight(settings)
     # Every server process builds its app from the environment (uvicorn's factory): hand the overrides down.
     os.environ.update({"SDQ_HOST": settings.host, "SDQ_PORT": str(settings.port)})
     embedded = None if settings.redis_url else EmbeddedRedis(settings.data_dir)
@@ -80,6 +105,26 @@ def api(
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+def _preflight(settings: ApiSettings) -> None:
+    """Refuse what would fail in every server process (where uvicorn would print a traceback per process)."""
+    from storage import open_store
+
+    from .catalog import load_catalog
+    from .cost import PriceTable
+
+    try:
+        settings.auth_required  # noqa: B018 - the property checks SDQ_AUTH against SDQ_HOST
+    except ValueError as exc:
+        raise ConfigurationError(f"{exc}: set SDQ_AUTH=required (and create keys) or listen on 127.0.0.1") from None
+    try:
+        PriceTable.load(settings.prices, settings.prices_file)
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"SDQ_PRICES_FILE={settings.prices_file}: {exc}; fix or unset it") from None
+    load_catalog(settings.model_catalog)  # CatalogError: one line naming the file
+    # Builds the storage client without calling it: a malformed URL, an unknown scheme or a missing SDK fails here.
+    open_store(settings.resolved_storage_url, credentials=settings.storage_credentials()).close()
 
 
 @app.command()
@@ -144,8 +189,6 @@ def submit(
     out: Annotated[Path | None, typer.Option(help="Download the images here (implies --wait).")] = None,
 ) -> None:
     """Submit a job and print its record."""
-    from pydantic import ValidationError
-
     given: dict[str, Any] = {
         "negative_prompt": negative_prompt or None,
         "model": model,
@@ -162,12 +205,7 @@ def submit(
     # Only the options given: the server fills the rest from the model's catalog defaults.
     fields = {name: value for name, value in given.items() if value is not None}
     with _client() as client:
-        try:
-            record = client.submit(prompt, **fields)
-        except ValidationError as exc:
-            for error in exc.errors():
-                console.print(f"[red]{field_path(error, default='request')}[/]: {error['msg']}")
-            raise typer.Exit(2) from None
+        record = client.submit(prompt, **fields)
         if wait or out:
             with console.status(f"job {record.id}") as status:
                 record = client.wait(record.id, on_update=lambda r: status.update(_describe(r)))
@@ -269,25 +307,23 @@ def _plugins() -> None:
         app.command(entry.name)(entry.load())
 
 
-def main() -> None:
-    """Entry point of the `sdq` console script; errors become one readable line, never a traceback."""
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the `sdq` console script: any failure is one line on stderr naming what to fix, and exit
+    status 2 (configuration) or 1 (runtime); `--debug` or `SDQ_DEBUG=1` shows the traceback instead."""
     _plugins()
     try:
-        app()
-    except JobNotFoundError as exc:
-        console.print(f"[red]not found[/]: {exc}")
-        sys.exit(1)
-    except ApiError as exc:
-        console.print(f"[red]{exc.code}[/]: {exc.message}")
-        for field in exc.fields:
-            console.print(f"  {field['field']}: {field['message']}")
-        sys.exit(1)
-    except ProducerError as exc:
-        console.print(f"[red]error[/]: {exc}")
-        sys.exit(1)
-    except OSError as exc:
-        console.print(f"[red]error[/]: {exc}")
-        sys.exit(1)
+        code = app(args=args, standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as exc:  # bare `sdq` or `sdq keys`: the help is the answer
+        assert exc.ctx is not None
+        sys.stdout.write(exc.ctx.get_help() + "\n")
+        sys.exit(CONFIG_EXIT)
+    except Exception as exc:
+        if _run.debug:
+            raise
+        failure = explain(exc)
+        sys.stderr.write(f"sdq: error: {failure.message}\n")
+        sys.exit(failure.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

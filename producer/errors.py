@@ -35,6 +35,13 @@ class ProducerError(Exception):
         return None
 
 
+class ConfigurationError(ProducerError, ValueError):
+    """A setting, option or file given to a command is wrong; the message names it and says what to do.
+
+    Raised while a process starts, never while it serves: the CLI prints it and exits 2 (status 500 because an API
+    that met one mid-request would have a bug)."""
+
+
 class JobNotFoundError(ProducerError, LookupError):
     """No job with that id (or it belongs to someone else, or its record expired)."""
 

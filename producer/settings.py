@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -132,6 +133,14 @@ class CommonSettings(BaseSettings):
         description="SDQ_WEBHOOK_ALLOW: comma-separated hosts and CIDRs webhooks may reach even though they are"
         " private or loopback (development only, e.g. `127.0.0.1/32`); empty = public addresses only.",
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        # Checked here, so that a typo fails as this setting at start, not deep in the Redis client.
+        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL (unset = the embedded Redis)")
+        return value
 
     @property
     def resolved_model_cache_dir(self) -> Path:

@@ -52,6 +52,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "Request body too large.",
         422: "Invalid request: see `error.fields`.",
         429: "Over the API key's request rate or queued-jobs quota; retry after `Retry-After` seconds.",
+        500: "An internal error: `error.message` holds an incident number for the server's log; nothing was enqueued.",
         503: "Redis is unreachable; nothing was enqueued. Retry after `Retry-After` seconds.",
     }.items()
 }

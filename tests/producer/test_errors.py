@@ -11,6 +11,7 @@ from producer.api.errors import ERROR_RESPONSES
 
 #: The wire contract: clients branch on these codes.
 EXPECTED = {
+    errors.ConfigurationError: (500, "internal"),  # a start-up error: met while serving, it is a bug
     errors.JobNotFoundError: (404, "not_found"),
     errors.BatchNotFoundError: (404, "not_found"),
     errors.QueueUnavailableError: (503, "unavailable"),
