@@ -1,6 +1,6 @@
 """sdqueue's light side: the wire contract, the HTTP API, the SDK and enqueueing. Never imports torch."""
 
-from .client import ApiError, AsyncClient, Client
+from .client import ApiError, AsyncClient, Client, DownloadError
 from .direct import connect, enqueue
 from .errors import (
     AuthenticationError,
@@ -52,6 +52,7 @@ __all__ = [
     "BatchStatus",
     "CheckpointRef",
     "Client",
+    "DownloadError",
     "ErrorCode",
     "IdempotencyConflictError",
     "JobConflictError",
