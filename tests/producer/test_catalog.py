@@ -161,6 +161,6 @@ def test_sdq_api_with_a_bad_catalog_prints_one_line_naming_the_file(tmp_path: Pa
         timeout=60,
         check=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a configuration error (issue 14: 2 = configuration, 1 = runtime)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(path) in lines[0] and "cannot read it" in lines[0], result.stderr
