@@ -114,3 +114,23 @@ def test_with_keys_the_page_asks_once_and_keeps_the_key_out_of_urls_and_local_st
     assert urls and not [u for u in urls if token in u or token.split("_", 2)[2] in u]
     assert token not in page.url
     context.close()
+
+
+def test_an_image_jobs_input_is_named_on_its_page(tab: Tab, ui_stack: Stack) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(png, format="PNG")
+    data_url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    body = {"prompt": "repaint it", "width": 64, "height": 64, "steps": 2, "image": {"url": data_url}}
+    job = api(ui_stack, "POST", "/v1/jobs", json=body)
+    upload = job["request"]["image"]["upload"]  # the API stores a data URL as an upload
+    tab.open(f"job/{job['id']}")
+    section = tab.page.get_by_role("region", name="Input images")
+    section.wait_for()
+    # No presigned URL for an upload is in the record yet: the page names it (an https input shows as an image).
+    assert section.locator("figcaption").inner_text() == f"image (upload {upload})"
+    assert tab.csp_violations() == []

@@ -43,13 +43,18 @@ function outputsView(job) {
 }
 
 function inputsView(job) {
-  // Image inputs (img2img, inpainting, ControlNet) once the API has them: any `inputs` entry with a URL.
-  const inputs = (job.inputs || []).filter((i) => i && i.url);
-  if (!inputs.length) return null;
+  // Image inputs (img2img, inpainting, ControlNet, IP-Adapter): from the request, and `inputs` with presigned URLs
+  // once the record carries them. An uploaded image without a URL is named by its upload id.
+  const r = job.request;
+  const refs = [["image", r.image], ["mask", r.mask_image], ...(r.controlnets || []).map((c, i) => [`controlnet ${i + 1}`, c && c.image]),
+    ["ip-adapter", r.ip_adapter && r.ip_adapter.image]].filter(([, ref]) => ref);
+  const presigned = (job.inputs || []).filter((i) => i && i.url).map((i) => [i.role || i.name || "input", { url: i.url }]);
+  const all = presigned.length ? presigned : refs;
+  if (!all.length) return null;
   return h("section", { "aria-labelledby": "in-h" }, h("h2", { id: "in-h" }, "Input images"),
-    h("div", { className: "outputs" }, inputs.map((input, i) => h("figure", {},
-      h("img", { src: input.url, alt: `Input ${i + 1}${input.role ? ` (${input.role})` : ""}` }),
-      h("figcaption", {}, input.role || input.name || `input ${i + 1}`)))));
+    h("div", { className: "outputs" }, all.map(([role, ref]) => h("figure", {},
+      ref.url && /^(https:|data:image\/)/.test(ref.url) ? h("img", { src: ref.url, alt: `Input: ${role}` }) : null,
+      h("figcaption", {}, role, ref.upload ? ` (upload ${ref.upload})` : "")))));
 }
 
 function timingView(job) {
