@@ -13,7 +13,8 @@ function number(name, value, { min, max, step = 1, required = false } = {}) {
 }
 
 function catalogModels(catalog) {
-  const list = Array.isArray(catalog) ? catalog : catalog && (catalog.models || catalog.data);
+  let list = Array.isArray(catalog) ? catalog : catalog && (catalog.models || catalog.data);
+  if (list && !Array.isArray(list) && typeof list === "object") list = Object.entries(list).map(([id, m]) => ({ id, ...m }));
   return Array.isArray(list) ? list.map((m) => (typeof m === "string" ? { id: m } : { ...m, id: m.id || m.name })).filter((m) => m.id) : [];
 }
 
@@ -75,8 +76,9 @@ export async function render(main, { go, notify, signal, params }) {
       for (const [name, value] of Object.entries((chosen && chosen.defaults) || {})) if (controls[name] && value !== null && typeof value !== "object") controls[name].value = value;
       for (const [name, limit] of Object.entries((chosen && chosen.limits) || {})) {
         const [key, bound] = name.startsWith("max_") ? [name.slice(4), "max"] : name.startsWith("min_") ? [name.slice(4), "min"] : [name, null];
-        const control = controls[key] || controls[key.replace(/_px$/, "")];
-        if (bound && control && typeof limit === "number") control[bound] = limit;
+        // `max_side` bounds width and height; `max_steps` the steps (the catalog's ModelLimits names).
+        const targets = key === "side" ? [controls.width, controls.height] : [controls[key]];
+        for (const control of targets) if (bound && control && typeof limit === "number") control[bound] = limit;
       }
     });
   }
