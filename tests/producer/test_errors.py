@@ -19,6 +19,7 @@ EXPECTED = {
     errors.ModelLimitError: (422, "validation_error"),
     errors.CatalogError: (503, "unavailable"),
     errors.WebhookUrlError: (422, "validation_error"),
+    errors.InvalidInputError: (422, "validation_error"),
     errors.JobConflictError: (409, "conflict"),
     errors.AuthenticationError: (401, "unauthenticated"),
     errors.RateLimitedError: (429, "rate_limited"),
