@@ -102,7 +102,10 @@ def check_request(traits: FamilyTraits, request: JobRequest) -> None:
 def stamp(images: list[Any], pipe: Any) -> None:
     """Record on each image (`PIL.Image.info`, never encoded into the file) the family and dtype that rendered it."""
     family = traits_of(pipe).family.value
-    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    # `is None`, not `or`: a torch.compile'd UNet (an OptimizedModule) raises on truth testing.
+    denoiser = getattr(pipe, "unet", None)
+    if denoiser is None:
+        denoiser = getattr(pipe, "transformer", None)
     dtype = str(getattr(denoiser, "dtype", None) or pipe.dtype).removeprefix("torch.")
     for image in images:
         image.info[FAMILY_INFO] = family

@@ -49,6 +49,22 @@ def test_the_cache_key_changes_with_the_model_the_shapes_and_the_mode(tiny_pipe:
     assert key not in others and len(others) == 3
 
 
+def test_a_compiled_unet_still_gets_its_images_stamped(tiny_pipe: Any) -> None:
+    import torch
+    from PIL import Image
+
+    from gpu_worker.families import rendered_by, stamp
+
+    original = tiny_pipe.unet
+    tiny_pipe.unet = torch.compile(original, backend="eager")  # the OptimizedModule wrapper; nothing compiles
+    try:
+        image = Image.new("RGB", (8, 8))
+        stamp([image], tiny_pipe)
+    finally:
+        tiny_pipe.unet = original
+    assert rendered_by(image) is not None and rendered_by(image)[1] == "float32"
+
+
 def test_the_compilers_own_caches_live_in_the_model_cache(tmp_path: Path) -> None:
     env = compiler_cache_env(tmp_path / "models")
     assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "models" / "compile" / "inductor")
