@@ -3,13 +3,15 @@
 Dramatiq's Redis broker refreshes a worker's heartbeat only as a side effect of fetching, and a worker whose
 prefetch is full (busy with a long job) does not fetch; after `heartbeat_timeout` its in-flight messages look
 abandoned. Maintenance, which returns a dead worker's messages to the queue, runs only by chance (1 command in
-1000). This middleware does both deliberately, every quarter heartbeat timeout.
+1000). This middleware does both deliberately, every quarter heartbeat timeout, and runs `on_beat` on the same
+clock (the worker reports what models it holds there, `producer.holdings`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from dramatiq import Broker, Middleware
@@ -40,8 +42,9 @@ def beat(broker: RedisBroker, queue_name: str, *, maintenance: bool) -> None:
 class BrokerHeartbeat(Middleware):
     """Beats on every declared queue (and its delay queue) while the worker runs."""
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, *, on_beat: Callable[[RedisBroker], None] | None = None) -> None:
         self.interval_s = interval_s
+        self.on_beat = on_beat
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -61,6 +64,8 @@ class BrokerHeartbeat(Middleware):
                 for queue in broker.get_declared_queues():
                     beat(broker, queue, maintenance=True)
                     beat(broker, dq_name(queue), maintenance=True)
+                if self.on_beat is not None:
+                    self.on_beat(broker)
             except Exception as exc:  # a Redis blip must not kill the heartbeat thread
                 log.warning("broker heartbeat failed: %s", exc)
             if self._stop.wait(self.interval_s):

@@ -26,13 +26,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from producer.catalog import Catalog, load_catalog
+from producer.holdings import Holdings
 
-from .cache import CacheLease, ModelCache
+from .cache import MODELS_DIR, CacheLease, ModelCache
 from .errors import OutOfMemoryError
 from .lora import LoraLike, PipelineLoras
 from .optimize import PipelineOptions, compile_and_warm_up
 from .pipelines import default_dtype, family_dtype, load_from_directory, pipeline_bytes, prepare_family
 from .refiner import Refiners, attach, close_refiners
+from .refs import TINY_MODELS
 from .sources import weights_bytes
 
 if TYPE_CHECKING:
@@ -145,6 +147,15 @@ class LoadedModels:
         """Models parked in CPU RAM, least recently used first."""
         with self._cond:
             return list(self._parked)
+
+    def holdings(self) -> Holdings:
+        """What this set holds: the models on the device (by the names jobs used) and the sources in its model cache
+        (installed folders, built tiny models, and the catalog's local paths that exist)."""
+        cached = {entry.source for entry in self.cache.entries() if entry.kind == MODELS_DIR}
+        cached |= {name for name in TINY_MODELS if (self.cache_dir / name / "model_index.json").is_file()}
+        sources = (entry.source for entry in self.catalog.models.values())
+        cached |= {source for source in sources if source.startswith("/") and Path(source).is_dir()}
+        return Holdings(loaded=tuple(self.loaded), cached=tuple(sorted(cached)))
 
     @contextmanager
     def use(self, model: str, *, loras: Iterable[LoraLike] = ()) -> Iterator[tuple[Any, float]]:

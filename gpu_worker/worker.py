@@ -7,14 +7,18 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
+import redis
 import torch
 from dramatiq import Worker
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import q_name
 from dramatiq.middleware import CurrentMessage, Retries, TimeLimit
 
 from producer.broker import BATCH_ACTOR, GENERATE_ACTOR, send
+from producer.holdings import clear_holdings, report_holdings
 from producer.jobs import JobMessage
 from producer.runtime import open_backends
 from storage import open_store
@@ -62,6 +66,13 @@ def open_device(settings: WorkerSettings) -> Device:
     return LocalDevice(models, preload=settings.preload_models)
 
 
+def _holdings_reporter(settings: WorkerSettings, device: Device) -> Callable[[RedisBroker], None]:
+    def report(broker: RedisBroker) -> None:
+        report_holdings(broker.client, settings.worker_id, device.holdings(), ttl_s=settings.heartbeat_timeout_s)
+
+    return report
+
+
 def _run(settings: WorkerSettings, device: Device, stop: threading.Event) -> int:
     gpu = GpuStatsReader(visible_devices=settings.cuda_visible_devices, device_index=cuda_index(settings.device))
     metrics = WorkerMetrics(gpu=gpu)
@@ -69,7 +80,8 @@ def _run(settings: WorkerSettings, device: Device, stop: threading.Event) -> int
         TimeLimit(),
         Retries(),
         CurrentMessage(),
-        BrokerHeartbeat(interval_s=settings.heartbeat_timeout_s / 4),
+        # On the heartbeat's clock: what this worker holds (GET /v1/models), expiring with its heartbeat.
+        BrokerHeartbeat(interval_s=settings.heartbeat_timeout_s / 4, on_beat=_holdings_reporter(settings, device)),
     ]
     middleware.append(usage_reporter(settings))
     exporter = None
@@ -149,6 +161,8 @@ def _run(settings: WorkerSettings, device: Device, stop: threading.Event) -> int
         backends.broker.wake_consumers()  # idle consumers wait on the doorbell: have them see the stop now
         worker.stop(timeout=int(settings.shutdown_timeout_s * 1000))
         executor.shutdown()
+        with contextlib.suppress(redis.RedisError):
+            clear_holdings(backends.broker.client, settings.worker_id)
     if idle is not None and idle.idled:
         try:
             log.info("retired: %s", retire(settings))

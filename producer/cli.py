@@ -18,6 +18,7 @@ from .client import Client
 from .errors import ConfigurationError
 from .jobs import JobRecord, OutputFormat, Scheduler
 from .logs import configure_logging
+from .models_cli import models
 from .settings import ApiSettings, ClientSettings
 
 #: Entry-point group through which other packages add `sdq` commands.
@@ -25,6 +26,7 @@ PLUGIN_GROUP = "sdqueue.commands"
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="sdqueue: text-to-image jobs on (spot) GPUs.")
 console = Console(stderr=True)
 app.add_typer(keys_app, name="keys")
+app.command("models")(models)
 
 
 @dataclass

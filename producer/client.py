@@ -33,6 +33,7 @@ from .client_base import (
     storage_client_options,
     storage_errors,
 )
+from .holdings import ModelList
 from .jobs import BatchCreated, BatchJobPage, BatchRecord, JobPage, JobRecord, JobRequest, JobStatus
 from .webhooks.log import Delivery, DeliveryList
 
@@ -96,6 +97,10 @@ class Client(BaseClient):
     def list(self, *, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None) -> JobPage:
         """One page of jobs, newest first."""
         return self._send(self._list(status, limit, cursor))
+
+    def models(self) -> ModelList:
+        """The server's model catalog, with whether a worker has each model loaded or cached."""
+        return self._send(self._models())
 
     def cancel(self, job_id: str) -> JobRecord:
         """Cancel the job (a running one stops at its next denoising step)."""
@@ -234,6 +239,10 @@ class AsyncClient(BaseClient):
     async def list(self, *, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None) -> JobPage:
         """`Client.list`, awaited."""
         return await self._send(self._list(status, limit, cursor))
+
+    async def models(self) -> ModelList:
+        """The server's model catalog, with whether a worker has each model loaded or cached."""
+        return await self._send(self._models())
 
     async def cancel(self, job_id: str) -> JobRecord:
         """`Client.cancel`, awaited."""

@@ -17,6 +17,7 @@ import httpx
 from pydantic import BaseModel
 
 from .errors import BatchNotFoundError, JobNotFoundError, ProducerError
+from .holdings import ModelList
 from .jobs import BatchCreated, BatchJobPage, BatchRecord, JobPage, JobRecord, JobRequest, JobStatus, Progress
 from .webhooks.log import Delivery, DeliveryList
 
@@ -266,6 +267,9 @@ class BaseClient:
     def _list(self, status: JobStatus | None, limit: int, cursor: str | None) -> Call[JobPage]:
         params = {k: v for k, v in {"status": status, "limit": limit, "cursor": cursor}.items() if v is not None}
         return Call(self._build("GET", "/v1/jobs", params=params), JobPage)
+
+    def _models(self) -> Call[ModelList]:
+        return Call(self._build("GET", "/v1/models"), ModelList)
 
     def _cancel(self, job_id: str) -> Call[JobRecord]:
         return Call(self._build("DELETE", f"/v1/jobs/{job_id}"), JobRecord)

@@ -122,3 +122,14 @@ def inbound_seen(msg_id: str) -> str:
 def upload(upload_id: str) -> str:
     """Hash holding one upload: its tenant, content type and byte limit; it expires with the upload id."""
     return f"{PREFIX}upload:{upload_id}"
+
+
+# What each worker holds (producer/holdings.py): reported on its heartbeat clock, expiring with it.
+
+#: Sorted set of the worker ids that reported, scored by when their report expires.
+WORKER_HOLDINGS = PREFIX + "workers:holdings"
+
+
+def worker_holdings(worker_id: str) -> str:
+    """Hash of what one worker holds: the models loaded on its device and those in its machine's model cache."""
+    return f"{PREFIX}worker:{worker_id}:holdings"

@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 if TYPE_CHECKING:
+    from producer.holdings import Holdings
     from producer.jobs import JobRequest
 
     from ..checkpoint import Snapshot
@@ -58,6 +59,10 @@ class Device(Protocol):
 
     def session(self, model: str, *, loras: Iterable[LoraLike] = ()) -> AbstractContextManager[tuple[Session, float]]:
         """Hold `model` with exactly `loras` active; yields (session, seconds spent loading: 0 when hot)."""
+        ...
+
+    def holdings(self) -> Holdings:
+        """What the device holds, as last known (never waits for a running cohort): for `GET /v1/models`."""
         ...
 
     def close(self) -> None:

@@ -76,7 +76,7 @@ def _serve(conn: Connection, settings: WorkerSettings) -> None:
     except Exception as exc:
         conn.send(Failed(sendable(exc)))
         return
-    conn.send(Ready(str(models.device)))
+    conn.send(Ready(str(models.device), models.holdings()))
     held: Any = None  # the `models.use` context of the current session
     session: LocalSession | None = None
     try:
@@ -91,7 +91,7 @@ def _serve(conn: Connection, settings: WorkerSettings) -> None:
                         conn.send(Failed(sendable(exc)))
                     else:
                         session = LocalSession(pipe)
-                        conn.send(Loaded(load_s))
+                        conn.send(Loaded(load_s, models.holdings()))
                 case Generate(requests, resume):
                     assert session is not None, "generate outside a session"
                     conn.send(_generate(conn, session, requests, resume))

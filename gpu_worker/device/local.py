@@ -17,6 +17,8 @@ from ..inference import StepCallback, generate_batch, prompt_truncation_warning
 from .base import Rendered, Session
 
 if TYPE_CHECKING:
+    from producer.holdings import Holdings
+
     from ..lora import LoraLike
     from ..models import LoadedModels
 
@@ -59,6 +61,9 @@ class LocalDevice:
     def session(self, model: str, *, loras: Iterable[LoraLike] = ()) -> Iterator[tuple[Session, float]]:
         with self.models.use(model, loras=loras) as (pipe, load_s):
             yield LocalSession(pipe), load_s
+
+    def holdings(self) -> Holdings:
+        return self.models.holdings()
 
     def close(self) -> None:
         self.models.close()

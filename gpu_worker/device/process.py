@@ -29,6 +29,8 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, TypeVar
 
 # Only light imports here: the worker process spawns this child before it imports anything heavy (see cli.py).
+from producer.holdings import Holdings
+
 from ..errors import CheckpointError, TransientError
 from ..parent_death import child_payload, run_child, start_child
 from .child import serve
@@ -85,6 +87,7 @@ class DeviceProcess:
         self._booted = False
         self._closed = False
         self._pending: deque[FromChild] = deque()  # messages read ahead while waiting for a snapshot
+        self._holdings = Holdings()  # as the child last said (with `Ready` and each `Loaded`)
         self._spawn()
 
     def ready(self) -> None:
@@ -103,6 +106,7 @@ class DeviceProcess:
             # Unwatched: a first use may download a model (minutes for SDXL), under the downloads' own timeouts.
             self._send(Use(model, tuple(loras)))
             loaded = self._final(Loaded, watched=False)
+            self._holdings = loaded.holdings or self._holdings
             try:
                 yield _RemoteSession(self), float(loaded.load_s)
             finally:
@@ -137,6 +141,10 @@ class DeviceProcess:
             if locked:
                 self._lock.release()
 
+    def holdings(self) -> Holdings:
+        """What the child held when it last answered (read without waiting for a running cohort)."""
+        return self._holdings
+
     @property
     def pid(self) -> int | None:
         """The child's process id (None when there is none)."""
@@ -163,8 +171,8 @@ class DeviceProcess:
         if not self._booted:
             # `Ready` once the child has imported torch and loaded its preloaded models: unwatched, since
             # preloading several large models may take longer than one job's time limit.
-            self.name = self._final(Ready, watched=False).device
-            self._booted = True
+            ready = self._final(Ready, watched=False)
+            self.name, self._holdings, self._booted = ready.device, ready.holdings or Holdings(), True
 
     def _send(self, message: ToChild) -> None:
         assert self._conn is not None

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:  # never at run time: the worker process spawns the child before it imports torch (see cli.py)
+    from producer.holdings import Holdings
     from producer.jobs import JobRequest
 
     from ..checkpoint import Snapshot
@@ -82,16 +83,20 @@ ToChild: TypeAlias = Use | Generate | Stop | Capture | Release | Close
 
 @dataclass(frozen=True)
 class Ready:
-    """The child has imported torch and loaded its preloaded models on `device` (`cpu`, `cuda:0`, ...)."""
+    """The child has imported torch and loaded its preloaded models on `device` (`cpu`, `cuda:0`, ...), and holds
+    `holdings` (None: not said)."""
 
     device: str
+    holdings: Holdings | None = None
 
 
 @dataclass(frozen=True)
 class Loaded:
-    """The answer to `Use`: the model is held; `load_s` is the time spent loading it (0 when it was hot)."""
+    """The answer to `Use`: the model is held; `load_s` is the time spent loading it (0 when it was hot); the
+    device then holds `holdings`."""
 
     load_s: float
+    holdings: Holdings | None = None
 
 
 @dataclass(frozen=True)

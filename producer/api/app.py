@@ -19,7 +19,21 @@ from ..ratelimit import Limits
 from ..service import JobService
 from ..ui import router as ui_router
 from ..webhooks.ssrf import UrlPolicy
-from . import batch_list, batches, costs, deliveries, errors, events, files, health, jobs, scaling, uploads, watch
+from . import (
+    batch_list,
+    batches,
+    costs,
+    deliveries,
+    errors,
+    events,
+    files,
+    health,
+    jobs,
+    models,
+    scaling,
+    uploads,
+    watch,
+)
 from . import fleet as fleet_api
 from . import hooks as hooks_api
 from .aredis import async_redis
@@ -96,6 +110,7 @@ def create_app(
     app.include_router(uploads.router)
     app.include_router(files.router)
     app.include_router(health.router)
+    app.include_router(models.router)
     app.include_router(scaling.router)
     app.include_router(costs.router)
     app.include_router(fleet_api.router)

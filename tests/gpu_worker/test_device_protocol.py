@@ -32,6 +32,7 @@ from gpu_worker.device.protocol import (
 )
 from gpu_worker.errors import CheckpointError, ModelNotFoundError
 from gpu_worker.lora import LoraSpec
+from producer.holdings import Holdings
 from producer.jobs import JobRequest
 
 MakeJob = Callable[..., JobRequest]
@@ -47,7 +48,9 @@ def _messages(job: MakeJob) -> list[ToChild | FromChild]:
         Release(),
         Close(),
         Ready("cpu"),
+        Ready("cpu", Holdings(("tiny",), ("tiny", "org/model"))),
         Loaded(1.5),
+        Loaded(0.0, Holdings(("tiny",), ("tiny",))),
         Step(3, 8),
         CaptureFailed(CheckpointError("the call ended")),
         Generated([[Image.new("RGB", (8, 8), "red")]], ["prompt truncated", None]),
