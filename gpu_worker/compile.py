@@ -91,7 +91,7 @@ def buckets(
 ) -> list[Bucket]:
     """The buckets of `pipe` (see the module doc); `sizes` empty: 512² and the native size; `schedulers` empty:
     every scheduler, one per family."""
-    native = int(pipe.unet.config.sample_size * getattr(pipe, "vae_scale_factor", 8))
+    native = _native_side(pipe)
     sides = list(sizes) or sorted({(DEFAULT_SIDE, DEFAULT_SIDE), (native, native)})
     families = scheduler_families(pipe, schedulers or list(Scheduler))
     shapes = [(1, False), (1, True)] + ([(2, True)] if batch_max >= 2 else [])
@@ -104,16 +104,40 @@ def buckets(
 
 
 def scheduler_families(pipe: Any, schedulers: Sequence[Scheduler]) -> list[Scheduler]:
-    """One scheduler per timestep dtype among `schedulers` (the default one first), set up on `pipe`'s config."""
+    """One scheduler per timestep dtype among `schedulers` (the default one first), set up on `pipe`'s config.
+    Schedulers this model cannot run (DDIM on a flow-matching model) are no family of it."""
     from gpu_worker.schedulers import apply_scheduler
 
-    chosen: dict[torch.dtype, Scheduler] = {}
-    for scheduler in [Scheduler.DEFAULT, *(s for s in schedulers if s is not Scheduler.DEFAULT)]:
-        apply_scheduler(pipe, scheduler)
-        pipe.scheduler.set_timesteps(2)
-        chosen.setdefault(pipe.scheduler.timesteps.dtype, scheduler)
+    chosen: dict[torch.dtype | None, Scheduler] = {None: Scheduler.DEFAULT}
+    for scheduler in (s for s in schedulers if s is not Scheduler.DEFAULT):
+        try:
+            apply_scheduler(pipe, scheduler)
+            pipe.scheduler.set_timesteps(2)
+            dtype = pipe.scheduler.timesteps.dtype
+        except Exception as exc:  # InvalidInputError, or a scheduler that needs the pipeline's own arguments
+            log.debug("no warm-up for scheduler %s: %s", scheduler.value, exc)
+            continue
+        chosen.setdefault(dtype, scheduler)
     apply_scheduler(pipe, Scheduler.DEFAULT)
-    return list(chosen.values())
+    try:  # the default's own family, so that a scheduler of the same dtype is not warmed up twice
+        pipe.scheduler.set_timesteps(2)
+        default_dtype = pipe.scheduler.timesteps.dtype
+    except Exception:
+        default_dtype = None
+    families = [Scheduler.DEFAULT, *(s for dtype, s in chosen.items() if dtype is not None and dtype != default_dtype)]
+    return list(dict.fromkeys(families))
+
+
+def denoiser_name(pipe: Any) -> str:
+    """The pipeline attribute that holds its denoiser: `unet` (SD 1.x/2.x, SDXL) or `transformer` (SD 3, Flux)."""
+    return "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+
+
+def _native_side(pipe: Any) -> int:
+    scale = int(getattr(pipe, "vae_scale_factor", 8))
+    if denoiser_name(pipe) == "unet":
+        return int(pipe.unet.config.sample_size) * scale
+    return int(getattr(pipe, "default_sample_size", 128)) * scale
 
 
 def cache_key(model: str, pipe: Any, warm: Sequence[Bucket], mode: str) -> str:
@@ -125,8 +149,8 @@ def cache_key(model: str, pipe: Any, warm: Sequence[Bucket], mode: str) -> str:
         else f"{device.type} {platform.machine()}"
     )
     identity = {
-        "unet": dict(pipe.unet.config),
-        "dtype": str(pipe.unet.dtype),
+        "denoiser": dict(getattr(pipe, denoiser_name(pipe)).config),
+        "dtype": str(getattr(pipe, denoiser_name(pipe)).dtype),
         "buckets": [[b.width, b.height, b.scheduler.value, b.images, b.guidance] for b in warm],
         "mode": mode,
         "torch": torch.__version__,
@@ -156,7 +180,8 @@ def compile_and_warm_up(
     dynamo = torch._dynamo.config
     limit = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
     setattr(dynamo, limit, max(getattr(dynamo, limit), 2 * len(warm) + 8))
-    pipe.unet = torch.compile(pipe.unet, mode=mode)
+    name = denoiser_name(pipe)
+    setattr(pipe, name, torch.compile(getattr(pipe, name), mode=mode))
     for bucket in warm:
         # The job path itself, decode included: the VAE is not compiled, but a call without it (`output_type=
         # "latent"`) would differ from a job's in ways dynamo guards on.

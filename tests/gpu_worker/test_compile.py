@@ -36,6 +36,19 @@ def test_every_size_scheduler_family_and_batch_shape_is_a_bucket(tiny_pipe: Any)
     ]
 
 
+@pytest.mark.parametrize("model", ["tiny-sdxl", "tiny-sd3", "tiny-flux"])
+def test_every_family_has_buckets_of_schedulers_it_can_run(family_pipes: Any, model: str) -> None:
+    pipe = family_pipes(model)
+    original = type(pipe.scheduler)
+    warm = buckets(pipe, batch_max=4)
+    families = list(dict.fromkeys(b.scheduler for b in warm))
+    assert families[0] is Scheduler.DEFAULT and type(pipe.scheduler) is original
+    for bucket in warm:  # every bucket is a request the job path accepts for this model
+        assert bucket.request(model, 2).scheduler in families
+    key = cache_key(model, pipe, warm, "default")
+    assert model in key and key != cache_key("tiny", pipe, warm, "default")
+
+
 def test_the_cache_key_changes_with_the_model_the_shapes_and_the_mode(tiny_pipe: Any) -> None:
     warm = [Bucket(64, 64, Scheduler.DEFAULT, 1, True)]
     key = cache_key("tiny", tiny_pipe, warm, "default")
