@@ -2,9 +2,10 @@
 
 Layout under the cache root:
 
-    tiny/, tiny-*/        the built-in test pipelines (built, never downloaded; not counted in the budget)
+    tiny/, tiny-*/        the built-in test pipelines and adapters (built, never downloaded; not in the budget)
     models/<key>/         pipelines from the Hub or a storage prefix, one folder per reference (and precision)
     loras/<key>/          LoRA adapters; `<key>` is the LoRA's own name for bare names
+    adapters/<key>/       ControlNets and IP-Adapters (any folder of safetensors weights and configs)
     .staging/             installs in progress (a crashed one is cleared by the next install of the same key)
     .locks/               lock files: `<key>.install` (one download at a time) and `<key>.use` (in use)
 
@@ -37,13 +38,14 @@ from filelock import FileLock, Timeout
 from gpu_worker import sources
 from gpu_worker.errors import ModelLoadError, ModelNotFoundError
 from gpu_worker.refs import ModelRef, ModelSource
-from gpu_worker.tiny import build_tiny_pipeline
+from gpu_worker.tiny import build_tiny_pipeline, is_built
 from storage.credentials import StorageCredentials
 
 log = logging.getLogger(__name__)
 
 MODELS_DIR = "models"
 LORAS_DIR = "loras"
+ADAPTERS_DIR = "adapters"
 #: Written into each installed folder; its modification time is the folder's last use.
 META_FILE = ".sdqueue-cache.json"
 _LOCKS_DIR = ".locks"
@@ -121,7 +123,7 @@ class ModelCache:
         ref = ModelRef.parse(model)
         if ref.source is ModelSource.TINY:
             path = self.root / ref.location
-            fresh = not (path / sources.MODEL_INDEX).is_file()
+            fresh = not is_built(path, ref.location)
             try:
                 build_tiny_pipeline(path, name=ref.location)
             except Exception as exc:
@@ -146,10 +148,23 @@ class ModelCache:
             return CacheLease(path)
         return self._acquire(LORAS_DIR, ref.cache_key(), ref, fp16=False)
 
+    def acquire_adapter(self, name: str) -> CacheLease:
+        """The local folder of a ControlNet or IP-Adapter `name` (a tiny one, a path, a hub id or a storage URL),
+        installing it first if needed, with a lease on it."""
+        ref = ModelRef.parse(name)
+        if ref.source is ModelSource.TINY:
+            return self.acquire(name)
+        if ref.source is ModelSource.LOCAL:
+            path = Path(ref.location)
+            if not path.is_dir():
+                raise ModelNotFoundError(f"{path}: no such directory on this worker")
+            return CacheLease(path)
+        return self._acquire(ADAPTERS_DIR, ref.cache_key(), ref, fp16=False)
+
     def entries(self) -> list[CacheEntry]:
         """Every folder this cache installed (local paths, `tiny` and hand-placed LoRAs are not listed)."""
         found = []
-        for kind in (MODELS_DIR, LORAS_DIR):
+        for kind in (MODELS_DIR, LORAS_DIR, ADAPTERS_DIR):
             for meta in (self.root / kind).glob(f"*/{META_FILE}"):
                 try:
                     data = json.loads(meta.read_text(encoding="utf-8"))
@@ -245,6 +260,9 @@ class ModelCache:
             shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's download bookkeeping
             if kind == LORAS_DIR:
                 sources.lora_weights_file(staging, str(ref))
+            elif kind == ADAPTERS_DIR:
+                if not any(staging.rglob("*.safetensors")):
+                    raise ModelNotFoundError(f"{ref}: no .safetensors weights in it")
             else:
                 sources.verify_pipeline_dir(staging, str(ref))
             size = sum(file.stat().st_size for file in staging.rglob("*") if file.is_file())
@@ -259,7 +277,9 @@ class ModelCache:
     def _fetch(self, kind: str, ref: ModelRef, staging: Path, *, fp16: bool) -> None:
         concurrency = self.download_concurrency
         if ref.source is ModelSource.HUB:
-            sources.download_hub(ref, staging, fp16=fp16, lora=kind == LORAS_DIR, concurrency=concurrency)
+            # ControlNets and IP-Adapters are not pipelines: fetched like LoRAs (their safetensors and configs).
+            adapter = kind in (LORAS_DIR, ADAPTERS_DIR)
+            sources.download_hub(ref, staging, fp16=fp16, lora=adapter, concurrency=concurrency)
         elif ref.source is ModelSource.STORAGE:
             sources.download_storage(ref, staging, concurrency=concurrency, credentials=self.storage_credentials)
         elif ref.source is ModelSource.NAMED:

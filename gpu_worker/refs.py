@@ -1,7 +1,8 @@
 """Model and LoRA references: what a job's `model` (or a LoRA's `name`) string points at.
 
-A reference is `tiny` (the built-in test pipeline, SD 1.x; `tiny-sdxl`, `tiny-sdxl-refiner`, `tiny-sd3` and
-`tiny-flux` are the other families' tiny pipelines), an absolute directory on the worker, a Hugging Face Hub id
+A reference is `tiny` (the built-in test pipeline, SD 1.x; `tiny-inpaint` is its inpainting variant, and
+`tiny-sdxl`, `tiny-sdxl-refiner`, `tiny-sd3` and `tiny-flux` are the other families' tiny pipelines; `TINY_ADAPTERS`
+are their tiny ControlNets and IP-Adapters), an absolute directory on the worker, a Hugging Face Hub id
 (`org/name`, optionally `@revision`), or a storage URL (`s3://`, `gs://`, `az://`, `file://`). LoRAs may also be a
 bare name (`my-style`), which the cache looks up under `<cache>/loras/<name>` (or pulls from the worker's LoRA
 storage prefix).
@@ -19,7 +20,9 @@ from gpu_worker.errors import ModelNotFoundError
 #: The model ref of the built-in tiny test pipeline (see `gpu_worker.tiny`).
 TINY_MODEL = "tiny"
 #: Every built-in tiny pipeline, one per model family (see `gpu_worker.tiny` and `gpu_worker.tiny_families`).
-TINY_MODELS = (TINY_MODEL, "tiny-sdxl", "tiny-sdxl-refiner", "tiny-sd3", "tiny-flux")
+TINY_MODELS = (TINY_MODEL, "tiny-sdxl", "tiny-sdxl-refiner", "tiny-sd3", "tiny-flux", "tiny-inpaint")
+#: The built-in tiny ControlNets and IP-Adapters, for `tiny` and `tiny-sdxl` (see `gpu_worker.tiny_adapters`).
+TINY_ADAPTERS = ("tiny-controlnet", "tiny-ip-adapter", "tiny-sdxl-controlnet", "tiny-sdxl-ip-adapter")
 _BARE_NAME = re.compile(r"[A-Za-z0-9][\w.\-]{0,127}")  # fullmatch, not `$`
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -45,7 +48,7 @@ class ModelRef:
     @classmethod
     def parse(cls, model: str) -> ModelRef:
         """Parse a job's `model` string. Raises `ModelNotFoundError` for a string that cannot name a model."""
-        if model in TINY_MODELS:
+        if model in TINY_MODELS or model in TINY_ADAPTERS:
             return cls(ModelSource.TINY, model)
         if model.startswith("/"):
             return cls(ModelSource.LOCAL, model)
@@ -60,7 +63,7 @@ class ModelRef:
     @classmethod
     def parse_lora(cls, name: str) -> ModelRef:
         """Parse a LoRA reference: like a model reference, except that a bare name is a name in the cache."""
-        if _BARE_NAME.fullmatch(name) and name not in TINY_MODELS and "@" not in name:
+        if _BARE_NAME.fullmatch(name) and name not in TINY_MODELS + TINY_ADAPTERS and "@" not in name:
             return cls(ModelSource.NAMED, name)
         ref = cls.parse(name)
         if ref.source is ModelSource.TINY:

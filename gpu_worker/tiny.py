@@ -6,7 +6,9 @@ renders a 64x64 image in well under a second on a CPU. Its images are coloured n
 The model ref `tiny` resolves to it; tests and local development use it instead of a download.
 
 The other families are built the same way under their own refs (`tiny-sdxl`, `tiny-sdxl-refiner`, `tiny-sd3`,
-`tiny-flux`; see `gpu_worker.tiny_families`), sharing this module's CLIP tokenizer and atomic build.
+`tiny-flux`, and `tiny-inpaint`, SD 1.x with a 9-channel inpainting UNet; see `gpu_worker.tiny_families`), sharing
+this module's CLIP tokenizer and atomic build, and so are the tiny ControlNets and IP-Adapters (`TINY_ADAPTERS`,
+see `gpu_worker.tiny_adapters`), which are folders of their own kind rather than pipelines.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import torch
 
-from gpu_worker.refs import TINY_MODEL, TINY_MODELS
+from gpu_worker.refs import TINY_ADAPTERS, TINY_MODEL, TINY_MODELS
 
 # Marks a finished build. The directory only appears under its final name by an atomic rename once everything is
 # written, so a directory without it is a leftover from something else (e.g. an interrupted copy).
@@ -43,38 +45,41 @@ _WORDS = (
 
 
 def build_tiny_pipeline(path: Path, *, seed: int = 0, name: str = TINY_MODEL) -> None:
-    """Build the tiny pipeline `name` (one of `TINY_MODELS`: `tiny` is SD 1.x) with weights drawn from `seed` and
-    save it (safetensors) into `path`.
+    """Build the tiny pipeline `name` (one of `TINY_MODELS`: `tiny` is SD 1.x; or one of `TINY_ADAPTERS`) with
+    weights drawn from `seed` and save it (safetensors) into `path`.
 
     Does nothing if `path` already holds a finished build. The build happens in a temporary sibling directory that
     is renamed into place, so a crash never leaves a half-written model under `path` and concurrent builders are
     safe: the first rename wins and the others discard their copy.
     """
-    if name not in TINY_MODELS:
-        raise ValueError(f"no tiny model {name!r}; the tiny models are {', '.join(TINY_MODELS)}")
+    if name not in TINY_MODELS + TINY_ADAPTERS:
+        raise ValueError(f"no tiny model {name!r}; the tiny models are {', '.join(TINY_MODELS + TINY_ADAPTERS)}")
     path = Path(path)
-    if _is_complete(path):
+    if is_built(path, name):
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.build-", dir=path.parent))
     try:
         _build(staging, seed=seed, name=name)
-        if _is_complete(path):  # another builder finished first; keep theirs, it may already be in use
+        if is_built(path, name):  # another builder finished first; keep theirs, it may already be in use
             return
         if path.exists():  # an incomplete leftover: move it out of the way first
             _discard(path)
         try:
             os.rename(staging, path)
         except OSError:
-            if not _is_complete(path):  # not a lost race with another builder: a real failure
+            if not is_built(path, name):  # not a lost race with another builder: a real failure
                 raise
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _is_complete(path: Path) -> bool:
-    return (path / _MARKER).is_file()
+def is_built(path: Path, name: str = TINY_MODEL) -> bool:
+    """Whether `path` holds a finished build of the tiny model `name`."""
+    from gpu_worker.tiny_adapters import ADAPTER_MARKERS
+
+    return (Path(path) / ADAPTER_MARKERS.get(name, _MARKER)).is_file()
 
 
 def _discard(path: Path) -> None:
@@ -86,8 +91,14 @@ def _discard(path: Path) -> None:
 def _build(directory: Path, *, seed: int, name: str) -> None:
     from transformers import CLIPTokenizer
 
+    from gpu_worker.tiny_adapters import ADAPTER_BUILDERS
     from gpu_worker.tiny_families import FAMILY_BUILDERS
 
+    if name in ADAPTER_BUILDERS:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            ADAPTER_BUILDERS[name](directory)
+        return
     vocab_path, merges_path, vocab = _write_tokenizer_files(directory / "_tokenizer_source")
     # Positional on purpose: transformers 4 names these `vocab_file, merges_file`, transformers 5 `vocab, merges`
     # (and silently ignores `vocab_file=`); both accept paths.
@@ -101,13 +112,13 @@ def _build(directory: Path, *, seed: int, name: str) -> None:
     shutil.rmtree(directory / "_tokenizer_source")
 
 
-def _sd_pipeline(tokenizer: Any, vocab: dict[str, int]) -> Any:
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+def sd_unet(*, in_channels: int = 4) -> Any:
+    """The tiny SD 1.x UNet (9 input channels for inpainting: latents, mask, masked-image latents)."""
+    from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         sample_size=64,  # times vae_scale_factor 8 = 512 px default size, like SD 1.5
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         block_out_channels=(32, 64),
         layers_per_block=1,
@@ -117,6 +128,19 @@ def _sd_pipeline(tokenizer: Any, vocab: dict[str, int]) -> Any:
         attention_head_dim=8,
         norm_num_groups=8,
     )
+
+
+def sd_pipeline(tokenizer: Any, *, inpaint: bool = False) -> Any:
+    """The tiny SD 1.x pipeline around `tokenizer` (unsaved); `inpaint` makes it an inpainting model."""
+    vocab = tokenizer.get_vocab()
+    return _sd_pipeline(tokenizer, vocab, inpaint=inpaint)
+
+
+def _sd_pipeline(tokenizer: Any, vocab: dict[str, int], *, inpaint: bool = False) -> Any:
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, StableDiffusionPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    unet = sd_unet(in_channels=9 if inpaint else 4)
     vae = AutoencoderKL(
         sample_size=512,
         in_channels=3,
@@ -155,7 +179,8 @@ def _sd_pipeline(tokenizer: Any, vocab: dict[str, int]) -> Any:
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    return StableDiffusionPipeline(
+    pipeline_class = StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
+    return pipeline_class(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,

@@ -1,4 +1,5 @@
-"""Tiny SDXL, SDXL refiner, SD3 and Flux pipelines with random weights, built offline (see `gpu_worker.tiny`).
+"""Tiny SD inpainting, SDXL, SDXL refiner, SD3 and Flux pipelines with random weights, built offline (see
+`gpu_worker.tiny`).
 
 Each has its family's real component layout (SDXL: two CLIP encoders and text-time conditioning; the refiner: the
 second encoder only and an aesthetic score; SD3: an MMDiT transformer, two projecting CLIP encoders and T5; Flux: a
@@ -130,6 +131,13 @@ def _sdxl_scheduler() -> Any:
     )
 
 
+def build_sd_inpaint(clip: Any) -> Any:
+    """SD 1.x inpainting: `tiny` with a 9-channel UNet (noisy latents, the mask, the masked image's latents)."""
+    from gpu_worker.tiny import sd_pipeline
+
+    return sd_pipeline(clip, inpaint=True)
+
+
 def build_sdxl(clip: Any) -> Any:
     """SDXL base: CLIP-L-like and CLIP-G-like encoders (the second projecting), a text-time-conditioned UNet."""
     from diffusers import StableDiffusionXLPipeline
@@ -142,10 +150,15 @@ def build_sdxl(clip: Any) -> Any:
         text_encoder_2=CLIPTextModelWithProjection(config),
         tokenizer=clip,
         tokenizer_2=clip,
-        # Both encoders' hidden states concatenated; 6 time ids (original size, crop, target size) + pooled.
-        unet=_sdxl_unet(cross_attention_dim=64, time_ids=6, pooled_dim=32),
+        unet=build_sdxl_unet(),
         scheduler=_sdxl_scheduler(),
     )
+
+
+def build_sdxl_unet() -> Any:
+    """The tiny SDXL base UNet (also the base of the tiny SDXL ControlNet and IP-Adapter)."""
+    # Both encoders' hidden states concatenated; 6 time ids (original size, crop, target size) + pooled.
+    return _sdxl_unet(cross_attention_dim=64, time_ids=6, pooled_dim=32)
 
 
 def build_sdxl_refiner(clip: Any) -> Any:
@@ -245,6 +258,7 @@ def build_flux(clip: Any, words: str) -> Any:
 #: Builder of each tiny family by model ref: (CLIP tokenizer, word list) → an unsaved pipeline.
 FAMILY_BUILDERS: dict[str, Callable[[Any, str], Any]] = {
     "tiny-flux": build_flux,
+    "tiny-inpaint": lambda clip, words: build_sd_inpaint(clip),
     "tiny-sd3": build_sd3,
     "tiny-sdxl": lambda clip, words: build_sdxl(clip),
     "tiny-sdxl-refiner": lambda clip, words: build_sdxl_refiner(clip),

@@ -1,0 +1,120 @@
+"""Tiny ControlNets and IP-Adapters for the tiny SD 1.x and SDXL pipelines, built offline (see `gpu_worker.tiny`).
+
+- `tiny-controlnet`, `tiny-sdxl-controlnet`: `ControlNetModel.from_unet` on the family's tiny UNet, saved with
+  `save_pretrained` (config.json + safetensors), the layout of every ControlNet repository. `from_unet` leaves the
+  zero convolutions at zero, as training starts; a trained ControlNet's are not, so they get random weights here,
+  and the control image visibly changes the output.
+- `tiny-ip-adapter`, `tiny-sdxl-ip-adapter`: the layout `IPAdapterMixin.load_ip_adapter` reads, as h94/IP-Adapter
+  ships it: `ip_adapter.safetensors` with `image_proj.*` keys (the image projection: CLIP image embedding → 4 extra
+  cross-attention tokens) and `ip_adapter.<n>.to_k_ip/to_v_ip.weight` keys (one pair per cross-attention layer,
+  numbered 1, 3, 5, … in the UNet's processor order), beside `image_encoder/`, a tiny CLIP vision encoder.
+
+The builders run inside `gpu_worker.tiny`'s seeded, forked RNG and write into the staging folder they are given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: The weights file of an IP-Adapter folder (any single top-level safetensors file is accepted too).
+IP_ADAPTER_WEIGHTS = "ip_adapter.safetensors"
+#: The folder of an IP-Adapter's CLIP image encoder, beside its weights (h94/IP-Adapter's layout).
+IMAGE_ENCODER_FOLDER = "image_encoder"
+_IMAGE_EMBED_DIM = 32  # the tiny CLIP vision encoder's projection width
+_IP_TOKENS = 4  # image tokens per reference image, as in IP-Adapter (not Plus)
+
+
+def _unet(family: str) -> Any:
+    if family == "sd":
+        from gpu_worker.tiny import sd_unet
+
+        return sd_unet()
+    from gpu_worker.tiny_families import build_sdxl_unet
+
+    return build_sdxl_unet()
+
+
+def build_controlnet(directory: Path, family: str) -> None:
+    """A ControlNet for the tiny `family` ("sd" or "sdxl") UNet, with non-zero zero-convolutions."""
+    from diffusers import ControlNetModel
+
+    controlnet = ControlNetModel.from_unet(_unet(family))
+    zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
+    with torch.no_grad():
+        for conv in zero_convs:
+            conv.weight.normal_(std=0.1)
+            conv.bias.normal_(std=0.1)
+        # The control image's embedding (added to the UNet's input features): He-initialized, so that the image's
+        # features do not fade through its eight SiLU convolutions as they do at the default init.
+        embedding = controlnet.controlnet_cond_embedding
+        for conv in (embedding.conv_in, *embedding.blocks):
+            torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+        embedding.conv_out.weight.normal_(std=0.2)  # as large as the UNet's own input features
+    controlnet.save_pretrained(directory, safe_serialization=True)
+
+
+def build_ip_adapter(directory: Path, family: str) -> None:
+    """An IP-Adapter (image projection + per-layer key/value projections) and its CLIP image encoder."""
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    unet = _unet(family)
+    cross = int(unet.config.cross_attention_dim)
+    encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            projection_dim=_IMAGE_EMBED_DIM,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+            num_channels=3,
+        )
+    )
+    weights = {
+        "image_proj.proj.weight": torch.randn(cross * _IP_TOKENS, _IMAGE_EMBED_DIM) * 0.2,
+        "image_proj.proj.bias": torch.randn(cross * _IP_TOKENS) * 0.2,
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    key_id = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue  # self-attention: IP-Adapter adds image tokens to the cross-attention layers only
+        hidden = _hidden_size(unet, name)
+        weights[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(hidden, cross) * 0.3
+        weights[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(hidden, cross) * 0.3
+        key_id += 2
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({key: value.contiguous() for key, value in weights.items()}, str(directory / IP_ADAPTER_WEIGHTS))
+    encoder.save_pretrained(directory / IMAGE_ENCODER_FOLDER, safe_serialization=True)
+
+
+def _hidden_size(unet: Any, processor: str) -> int:
+    """The width of the attention layer `processor` names, as diffusers' IP-Adapter loader computes it."""
+    blocks = list(unet.config.block_out_channels)
+    if processor.startswith("mid_block"):
+        return int(blocks[-1])
+    index = int(processor.split(".")[1])
+    return int(list(reversed(blocks))[index] if processor.startswith("up_blocks") else blocks[index])
+
+
+#: Builder of each tiny adapter by model ref: staging folder → files written.
+ADAPTER_BUILDERS: dict[str, Callable[[Path], None]] = {
+    "tiny-controlnet": lambda directory: build_controlnet(directory, "sd"),
+    "tiny-ip-adapter": lambda directory: build_ip_adapter(directory, "sd"),
+    "tiny-sdxl-controlnet": lambda directory: build_controlnet(directory, "sdxl"),
+    "tiny-sdxl-ip-adapter": lambda directory: build_ip_adapter(directory, "sdxl"),
+}
+#: The file whose presence marks a finished build of each tiny adapter (pipelines: `model_index.json`).
+ADAPTER_MARKERS = {
+    "tiny-controlnet": "config.json",
+    "tiny-ip-adapter": IP_ADAPTER_WEIGHTS,
+    "tiny-sdxl-controlnet": "config.json",
+    "tiny-sdxl-ip-adapter": IP_ADAPTER_WEIGHTS,
+}
