@@ -6,6 +6,10 @@ compatible job). Every image in a cohort shares the model, size, steps, schedule
 parameter of the request except the per-image ones (prompt, negative prompt, seed, image count) and those that
 only matter after denoising (output format, webhook, metadata). The key is built from the request's fields minus
 those, so a parameter added to `JobRequest` later (a LoRA set, say) keeps jobs apart until it is listed here.
+
+Image inputs enter the key through their `gpu_worker.conditioning.InputSpec` (mode, strength, ControlNet models,
+scales and windows, IP-Adapter model and scale), never through the images themselves, which are per job: jobs
+that restyle different photos at the same strength share a call.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 from producer.jobs import JobRequest
 
+from .conditioning import InputSpec, PreparedInputs, spec_of
 from .inference import StepCallback
 
 #: Executor ranks (lower goes first), mirroring the worker's message priorities: a job of a submitted batch
@@ -31,6 +36,8 @@ BATCH_SUBMISSION_PRIORITY = 1
 PER_JOB_FIELDS = frozenset(
     {"prompt", "negative_prompt", "seed", "num_images", "output_format", "webhook_url", "metadata"}
 )
+#: Request fields of image inputs: in the key only through the request's `InputSpec`.
+INPUT_FIELDS = frozenset({"image", "strength", "mask_image", "controlnets", "ip_adapter"})
 
 
 def cohorts_per_message(worker_threads: int, batch_max: int) -> int:
@@ -38,11 +45,15 @@ def cohorts_per_message(worker_threads: int, batch_max: int) -> int:
     return 1 + -(-worker_threads // batch_max)
 
 
-def cohort_key(request: JobRequest) -> str:
-    """A string equal for two requests exactly when they may run in one pipeline call."""
-    shared = request.model_dump(mode="json", exclude=set(PER_JOB_FIELDS))
+def cohort_key(request: JobRequest, spec: InputSpec | None = None) -> str:
+    """A string equal for two requests exactly when they may run in one pipeline call; `spec` is the request's
+    input spec (by default the one its fields describe)."""
+    shared = request.model_dump(mode="json", exclude=set(PER_JOB_FIELDS | INPUT_FIELDS))
     # SDXL encodes an empty negative prompt as zeros and a given one through the text encoder: keep them apart.
     shared["has_negative_prompt"] = bool(request.negative_prompt)
+    spec = spec if spec is not None else spec_of(request)
+    if not spec.is_plain:  # plain text-to-image jobs keep the key they had before image inputs existed
+        shared["inputs"] = spec.key()
     return json.dumps(shared, sort_keys=True)
 
 
@@ -84,9 +95,11 @@ class CohortJob:
     #: Called by the executor as the job's cohort forms, before `on_step(0, …)`: the runner claims the job here, so a
     #: job waiting for the GPU stays `queued` (cancelable at once, counted in queue positions). Raising drops it.
     start: Callable[[], None] | None = None
+    #: The job's image inputs, prepared (None: text-to-image).
+    inputs: PreparedInputs | None = None
 
     def __post_init__(self) -> None:
-        self.key = cohort_key(self.request)
+        self.key = cohort_key(self.request, self.inputs.spec if self.inputs is not None else None)
         if self.resume is not None:  # resumes at its own step: it runs alone
             self.key += f"|resume:{id(self)}"
 

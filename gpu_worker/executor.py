@@ -30,6 +30,7 @@ from producer.jobs import JobRequest
 
 from .checkpoint import CheckpointError
 from .cohorts import INTERACTIVE_PRIORITY, CohortJob, CohortQueue, JobResult
+from .conditioning import PreparedInputs
 from .device import Device, Session
 from .device.local import LocalDevice
 from .errors import JobInterruptedError, JobTimeoutError, OutOfMemoryError, TransientError
@@ -108,13 +109,15 @@ class GpuExecutor:
         start: Callable[[], None] | None = None,
         created: float | None = None,
         priority: int = INTERACTIVE_PRIORITY,
+        inputs: PreparedInputs | None = None,
     ) -> CohortJob:
         """Queue a job; its `future` resolves to a `JobResult` or to the exception that stopped it.
 
         `resume` (a `gpu_worker.checkpoint.Snapshot`) continues a handed-off job from its checkpoint; such a job
-        runs alone. A `JobInterruptedError` from `on_step` gets the job's snapshot filled in.
+        runs alone. A `JobInterruptedError` from `on_step` gets the job's snapshot filled in. `inputs` are the
+        job's image inputs (it shares a cohort only with jobs of the same `InputSpec`).
         """
-        job = CohortJob(job_id, request, on_step, resume=resume, start=start, priority=priority)
+        job = CohortJob(job_id, request, on_step, resume=resume, start=start, priority=priority, inputs=inputs)
         if created is not None:  # the job's creation time (`time.time()`): older jobs start first
             job.created = created
         self.queue.put(job)
@@ -131,9 +134,12 @@ class GpuExecutor:
         start: Callable[[], None] | None = None,
         created: float | None = None,
         priority: int = INTERACTIVE_PRIORITY,
+        inputs: PreparedInputs | None = None,
     ) -> JobResult:
         """Submit a job and wait for its result; raises what stopped it, or `JobTimeoutError` after `timeout_s`."""
-        job = self.submit(job_id, request, on_step, resume=resume, start=start, created=created, priority=priority)
+        job = self.submit(
+            job_id, request, on_step, resume=resume, start=start, created=created, priority=priority, inputs=inputs
+        )
         try:
             return job.future.result(timeout=timeout_s)
         except FutureTimeoutError:
@@ -215,7 +221,10 @@ class GpuExecutor:
         try:
             # Checkpoint/resume (spot hand-offs): a resumed job always runs alone (see CohortJob.resume).
             results, warnings = session.generate(
-                [job.request for job in jobs], on_step, resume=jobs[0].resume if len(jobs) == 1 else None
+                [job.request for job in jobs],
+                on_step,
+                resume=jobs[0].resume if len(jobs) == 1 else None,
+                inputs=[job.inputs for job in jobs] if any(job.inputs for job in jobs) else (),
             )
         except _CohortStopped:
             return

@@ -1,4 +1,7 @@
-"""Running text-to-image requests on a loaded pipeline: one job, or several compatible jobs in one call.
+"""Running requests on a loaded pipeline: one job, or several compatible jobs in one call.
+
+Text-to-image runs on the loaded pipeline; image-to-image, inpainting, ControlNet and IP-Adapter jobs bring
+`PreparedInputs` and run on pipelines derived from it (`gpu_worker.image_call`, `gpu_worker.adapters`).
 
 Every family (SD 1.x/2.x, SDXL, SD 3.x, Flux) runs through diffusers' own pipeline; `gpu_worker.families` says what
 a family accepts. Initial noise is drawn from CPU generators, as diffusers' reproducibility guide does: CUDA's
@@ -15,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gpu_worker.checkpoint import DenoiseTap
+from gpu_worker.conditioning import Mode, PreparedInputs
 from gpu_worker.errors import JobInterruptedError, OutOfMemoryError
 from gpu_worker.families import check_request, stamp, traits_of
+from gpu_worker.image_call import check_inputs, cohort_spec, kept_images, overlay, prepare_call, takes_size
 from gpu_worker.refiner import refiners_of
 from gpu_worker.schedulers import apply_scheduler
 from gpu_worker.vae import decoding
@@ -31,7 +36,12 @@ StepCallback = Callable[[int, int], None]
 
 
 def generate(
-    pipe: DiffusionPipeline, request: JobRequest, *, on_step: StepCallback | None = None, tap: DenoiseTap | None = None
+    pipe: DiffusionPipeline,
+    request: JobRequest,
+    *,
+    on_step: StepCallback | None = None,
+    tap: DenoiseTap | None = None,
+    inputs: PreparedInputs | None = None,
 ) -> list[Image.Image]:
     """Render the images `request` asks for; image n is drawn from seed `request.seed + n`.
 
@@ -43,9 +53,9 @@ def generate(
     some schedulers differs from `request.steps` (SD's default PNDM takes one more). Whatever it raises, e.g.
     `JobCanceledError`, stops the run at once and propagates. CUDA running out of memory raises `OutOfMemoryError`.
     `tap` (see `gpu_worker.checkpoint`) resumes the run from a checkpoint, and fills the snapshot of a
-    `JobInterruptedError` that `on_step` raises.
+    `JobInterruptedError` that `on_step` raises. `inputs` are the job's image inputs (None: text-to-image).
     """
-    return generate_batch(pipe, [request], on_step=on_step, tap=tap)[0]
+    return generate_batch(pipe, [request], on_step=on_step, tap=tap, inputs=[inputs])[0]
 
 
 def generate_batch(
@@ -54,6 +64,7 @@ def generate_batch(
     *,
     on_step: StepCallback | None = None,
     tap: DenoiseTap | None = None,
+    inputs: Sequence[PreparedInputs | None] | None = None,
 ) -> list[list[Image.Image]]:
     """Render several compatible requests (see `gpu_worker.cohorts.cohort_key`) in one pipeline call.
 
@@ -61,24 +72,34 @@ def generate_batch(
     (`num_images_per_prompt=1`), whether it holds one job or many, so a job's images do not depend on the code
     path; they differ from the same job rendered alone only by the float noise of a larger batch. All requests
     must share the parameters of the first (size, steps, scheduler, guidance, model); only prompts, negative
-    prompts, seeds and image counts may differ.
+    prompts, seeds and image counts may differ. `inputs` holds each request's image inputs (None, or no list: none),
+    which must share one `InputSpec`.
     """
     if not requests:
         return []
     first = requests[0]
     if any(r.seed is None for r in requests):
         raise ValueError("the request must be resolved (seed set) before it is generated")
+    inputs = list(inputs) if inputs is not None else [None] * len(requests)
+    spec = cohort_spec(inputs)
     traits = traits_of(pipe)
     for request in requests:
         check_request(traits, request)
-    apply_scheduler(pipe, first.scheduler)
+        check_inputs(pipe, spec, request)
+    rows = [item for r, item in zip(requests, inputs, strict=True) for _ in range(r.num_images)]
+    if spec.keeps_input:
+        kept = kept_images(rows)
+        stamp(kept, pipe)
+        return _split(kept, requests)
+    call, image_arguments = prepare_call(pipe, spec, rows, first)
+    apply_scheduler(call, first.scheduler)
     prompts = [r.prompt for r in requests for _ in range(r.num_images)]
     # All empty → None: SDXL then uses zero embeddings for the unconditional branch, as it does for a lone job.
     # The batch key keeps jobs with and without a negative prompt apart, so this choice never mixes the two.
     negatives = [r.negative_prompt for r in requests for _ in range(r.num_images)]
     generators = [generator for r in requests for generator in cpu_generators(r.seed, r.num_images)]  # type: ignore[arg-type]
     if tap is not None:
-        tap.bind(pipe, generators)
+        tap.bind(call, generators)
     refiner = getattr(first, "refiner", None)
     arguments: dict[str, Any] = {
         "prompt": prompts,
@@ -86,17 +107,18 @@ def generate_batch(
         "guidance_scale": first.guidance_scale,
         "num_images_per_prompt": 1,
         "generator": generators,
+        **image_arguments,
     }
     if traits.negative_prompt:  # Flux's pipeline takes one only for "true CFG", which sdqueue does not run
         arguments["negative_prompt"] = negatives if any(negatives) else None
-    base = {**arguments, "width": first.width, "height": first.height}
+    base = {**arguments, "width": first.width, "height": first.height} if takes_size(call) else dict(arguments)
     if refiner is None:
         base.update(output_type="pil", callback_on_step_end=_step_callback(on_step, first.steps, tap))
     else:
         base.update(output_type="latent", denoising_end=refiner.switch_at)
         base["callback_on_step_end"] = _step_callback(on_step, first.steps, tap, total=first.steps)
     with tap.running() if tap is not None else nullcontext():
-        result = _call(pipe, base, len(prompts), first)
+        result = _call(call, base, len(prompts), first)
     if refiner is not None:
         stage = refiners_of(pipe).get(refiner.model)
         apply_scheduler(stage, first.scheduler)
@@ -105,7 +127,14 @@ def generate_batch(
         refine["callback_on_step_end"] = _refiner_callback(on_step, tap, done)
         result = _call(stage, refine, len(prompts), first)
     images = list(result.images)
+    if spec.mode is Mode.INPAINT:
+        images = overlay(images, rows)
     stamp(images, pipe)
+    return _split(images, requests)
+
+
+def _split(images: list[Image.Image], requests: Sequence[JobRequest]) -> list[list[Image.Image]]:
+    """Each request's images, in order, out of a call's."""
     split, start = [], 0
     for request in requests:
         split.append(images[start : start + request.num_images])

@@ -28,6 +28,7 @@ import torch
 from producer.catalog import Catalog, load_catalog
 from producer.holdings import Holdings
 
+from .adapters import ImageAdapters, attach_adapters, close_adapters
 from .cache import MODELS_DIR, CacheLease, ModelCache
 from .errors import OutOfMemoryError
 from .lora import LoraLike, PipelineLoras
@@ -253,6 +254,7 @@ class LoadedModels:
             lease.release()
             raise
         attach(pipe, Refiners(self._load_refiner))
+        attach_adapters(pipe, ImageAdapters(pipe, self.cache.acquire_adapter))
         loras = PipelineLoras(pipe, self.cache, max_loaded=self.max_loaded_loras)
         return _Entry(model, pipe, lease, loras, pipeline_bytes(pipe))
 
@@ -336,7 +338,9 @@ class LoadedModels:
         dropped = []
         if self.park_on_cpu and self.max_parked > 0:
             # Moving the weights frees their device memory by reference counting, into PyTorch's allocator cache
-            # where the next model's load reuses it: no garbage collection needed on this path.
+            # where the next model's load reuses it: no garbage collection needed on this path. ControlNets and
+            # IP-Adapters are released, not parked: they reload on next use.
+            close_adapters(entry.pipe)
             entry.pipe.to("cpu")
             self._parked[entry.model] = entry
             log.info("parked %s in CPU RAM", entry.model)
@@ -355,6 +359,7 @@ def _drop(entry: _Entry) -> None:
     log.info("unloading %s", entry.model)
     entry.loras.close()
     close_refiners(entry.pipe)
+    close_adapters(entry.pipe)
     entry.lease.release()
     entry.loras.pipe = None
     entry.pipe = None

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from gpu_worker.adapters import ImageAdapters, attach_adapters
 from gpu_worker.cache import ModelCache
 from gpu_worker.errors import ModelLoadError, OutOfMemoryError
 from gpu_worker.families import run_dtype, traits_of_directory
@@ -38,7 +39,9 @@ __all__ = [
     "ModelSource",
     "default_dtype",
     "family_dtype",
+    "load_controlnet",
     "load_from_directory",
+    "load_image_encoder",
     "load_pipeline",
     "pipeline_bytes",
     "prepare_family",
@@ -96,6 +99,7 @@ def load_pipeline(
         return loaded, lambda: None
 
     attach(pipe, Refiners(load_refiner))
+    attach_adapters(pipe, ImageAdapters(pipe, cache.acquire_adapter))
     return pipe
 
 
@@ -144,6 +148,39 @@ def _from_pretrained(name: str, path: Path, *, dtype: torch.dtype, device: torch
                 continue  # no weights in this precision (some components lack them): load the others and cast
             raise ModelLoadError(f"{name}: failed to load ({type(exc).__name__}: {first_line(exc)})") from exc
     raise AssertionError("unreachable: the last variant's failure is raised")
+
+
+def load_controlnet(path: Path, *, name: str, device: torch.device | str, dtype: torch.dtype) -> Any:
+    """Load the ControlNet saved in `path` (named `name` in messages) onto `device` in `dtype`."""
+    from diffusers import ControlNetModel
+
+    return _load_module(ControlNetModel, path, name=name, device=device, dtype=dtype, what="ControlNet")
+
+
+def load_image_encoder(path: Path, *, name: str, device: torch.device | str, dtype: torch.dtype) -> Any:
+    """Load an IP-Adapter's CLIP image encoder saved in `path` onto `device` in `dtype`."""
+    from transformers import CLIPVisionModelWithProjection
+
+    return _load_module(
+        CLIPVisionModelWithProjection, path, name=name, device=device, dtype=dtype, what="IP-Adapter image encoder"
+    )
+
+
+def _load_module(cls: Any, path: Path, *, name: str, device: torch.device | str, dtype: torch.dtype, what: str) -> Any:
+    from diffusers.utils import is_transformers_version
+
+    # diffusers 0.42 and transformers 4.56 each renamed `torch_dtype` to `dtype`.
+    if cls.__module__.startswith("diffusers"):
+        keyword = _dtype_keyword()
+    else:
+        keyword = "dtype" if is_transformers_version(">=", "4.56.0") else "torch_dtype"
+    try:
+        module = cls.from_pretrained(str(path), **{keyword: dtype}, use_safetensors=True, local_files_only=True)
+        return module.to(device).eval()
+    except torch.cuda.OutOfMemoryError as exc:
+        raise OutOfMemoryError(f"{name}: the {what} does not fit in accelerator memory") from exc
+    except Exception as exc:
+        raise ModelLoadError(f"{name}: failed to load the {what} ({type(exc).__name__}: {first_line(exc)})") from exc
 
 
 def _current_device(device: torch.device) -> contextlib.AbstractContextManager[Any]:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from producer.jobs import JobRequest
 
     from ..checkpoint import Snapshot
+    from ..conditioning import PreparedInputs
     from ..inference import StepCallback
     from ..lora import LoraLike
 
@@ -37,9 +38,15 @@ class Session(Protocol):
     """One model held for a cohort (see the module doc)."""
 
     def generate(
-        self, requests: Sequence[JobRequest], on_step: StepCallback, *, resume: Snapshot | None = None
+        self,
+        requests: Sequence[JobRequest],
+        on_step: StepCallback,
+        *,
+        resume: Snapshot | None = None,
+        inputs: Sequence[PreparedInputs | None] = (),
     ) -> Rendered:
-        """Render `requests` in one pipeline call, calling `on_step` after every step; resume from `resume`."""
+        """Render `requests` in one pipeline call, calling `on_step` after every step; resume from `resume`.
+        `inputs` holds each request's image inputs (empty: none)."""
         ...
 
     def capture(self, rows: slice) -> Snapshot:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from producer.jobs import JobRequest
 
     from ..checkpoint import Snapshot
+    from ..conditioning import PreparedInputs
     from ..settings import WorkerSettings
     from .local import LocalSession
 
@@ -92,9 +93,9 @@ def _serve(conn: Connection, settings: WorkerSettings) -> None:
                     else:
                         session = LocalSession(pipe)
                         conn.send(Loaded(load_s, models.holdings()))
-                case Generate(requests, resume):
+                case Generate(requests, resume, inputs):
                     assert session is not None, "generate outside a session"
-                    conn.send(_generate(conn, session, requests, resume))
+                    conn.send(_generate(conn, session, requests, resume, inputs))
                 case Release():
                     if held is not None:
                         held.__exit__(None, None, None)
@@ -111,7 +112,11 @@ def _serve(conn: Connection, settings: WorkerSettings) -> None:
 
 
 def _generate(
-    conn: Connection, session: LocalSession, requests: Sequence[JobRequest], resume: Snapshot | None
+    conn: Connection,
+    session: LocalSession,
+    requests: Sequence[JobRequest],
+    resume: Snapshot | None,
+    inputs: Sequence[PreparedInputs | None],
 ) -> Answer:
     def on_step(done: int, total: int) -> None:
         conn.send(Step(done, total))
@@ -126,7 +131,7 @@ def _generate(
                         conn.send(CaptureFailed(exc))
 
     try:
-        images, warnings = session.generate(requests, on_step, resume=resume)
+        images, warnings = session.generate(requests, on_step, resume=resume, inputs=inputs)
     except Exception as exc:
         return Failed(sendable(exc))
     return Generated(images, warnings)

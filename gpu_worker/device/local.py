@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from producer.jobs import JobRequest
 
 from ..checkpoint import DenoiseTap, Snapshot
+from ..conditioning import PreparedInputs
 from ..inference import StepCallback, generate_batch, prompt_truncation_warning
 from .base import Rendered, Session
 
@@ -31,12 +32,18 @@ class LocalSession:
         self._tap: DenoiseTap | None = None
 
     def generate(
-        self, requests: Sequence[JobRequest], on_step: StepCallback, *, resume: Snapshot | None = None
+        self,
+        requests: Sequence[JobRequest],
+        on_step: StepCallback,
+        *,
+        resume: Snapshot | None = None,
+        inputs: Sequence[PreparedInputs | None] = (),
     ) -> Rendered:
         warnings = [prompt_truncation_warning(self.pipe, request.prompt) for request in requests]
         self._tap = DenoiseTap(resume=resume)
         try:
-            return generate_batch(self.pipe, requests, on_step=on_step, tap=self._tap), warnings
+            images = generate_batch(self.pipe, requests, on_step=on_step, tap=self._tap, inputs=inputs or None)
+            return images, warnings
         finally:
             self._tap = None
 

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from producer.jobs import JobRequest
 
     from ..checkpoint import Snapshot
+    from ..conditioning import PreparedInputs
     from ..inference import StepCallback
     from ..lora import LoraLike
     from ..settings import WorkerSettings
@@ -232,10 +233,15 @@ class _RemoteSession:
         self._device = device
 
     def generate(
-        self, requests: Sequence[JobRequest], on_step: StepCallback, *, resume: Snapshot | None = None
+        self,
+        requests: Sequence[JobRequest],
+        on_step: StepCallback,
+        *,
+        resume: Snapshot | None = None,
+        inputs: Sequence[PreparedInputs | None] = (),
     ) -> Rendered:
         device = self._device
-        device._send(Generate(tuple(requests), resume))
+        device._send(Generate(tuple(requests), resume, tuple(inputs)))
         stopped: BaseException | None = None
         while True:
             match device._next():

@@ -4,7 +4,8 @@ Over one `multiprocessing` pipe, driven by the executor's thread (one request at
 
     parent                          child
     Use(model, loras)           ->  Loaded(load_s) | Failed(error)
-    Generate(requests, resume)  ->  Step(done, total)*  then  Generated(images, warnings) | Failed(error)
+    Generate(requests, resume,
+             inputs)            ->  Step(done, total)*  then  Generated(images, warnings) | Failed(error)
       Stop()                    ->  (read at the child's next step end: the call stops, Failed(<stopped>))
       Capture(rows)             ->  Captured(snapshot) | CaptureFailed(error), at the child's next step end
     Release()                   ->  (no answer)
@@ -18,7 +19,9 @@ events arrive (a step or so behind) and answers with `Stop` or `Capture` when a 
 
 Messages are pickled by `Connection.send`, that is by multiprocessing's `ForkingPickler`, for which torch registers
 its tensor reductions: the tensors of a `Snapshot` (in `Captured` and `Generate.resume`) cross the pipe through
-shared memory, not as bytes. Exceptions cross as themselves when they pickle (`child.sendable`).
+shared memory, not as bytes. A job's image inputs (`gpu_worker.conditioning.PreparedInputs`) cross as PIL images,
+which pickle as their raw pixels (no PNG encoding): about 3 MB and a few milliseconds for 1024² RGB. Exceptions
+cross as themselves when they pickle (`child.sendable`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ if TYPE_CHECKING:  # never at run time: the worker process spawns the child befo
     from producer.jobs import JobRequest
 
     from ..checkpoint import Snapshot
+    from ..conditioning import PreparedInputs
     from ..errors import CheckpointError
     from ..lora import LoraLike
 
@@ -47,10 +51,12 @@ class Use:
 
 @dataclass(frozen=True)
 class Generate:
-    """Render `requests` in one pipeline call of the held model, resuming from `resume` when given."""
+    """Render `requests` in one pipeline call of the held model, resuming from `resume` when given; `inputs` holds
+    each request's image inputs (empty: none)."""
 
     requests: tuple[JobRequest, ...]
     resume: Snapshot | None = None
+    inputs: tuple[PreparedInputs | None, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,115 @@
+"""ControlNet and IP-Adapter runs on the real tiny SD 1.x and SDXL pipelines, with the tiny adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gpu_worker.conditioning import ControlUnit, InputSpec, IpAdapterUnit, Mode, PreparedInputs
+from gpu_worker.errors import InvalidInputError
+from gpu_worker.inference import generate, generate_batch
+from producer.jobs import JobRequest
+
+from .inputs_support import half_white, mean_difference, photo, pixels, square_mask
+
+MakeJob = Callable[..., JobRequest]
+#: Each family's tiny pipeline, ControlNet and IP-Adapter.
+FAMILIES = {
+    "tiny": ("tiny-controlnet", "tiny-ip-adapter"),
+    "tiny-sdxl": ("tiny-sdxl-controlnet", "tiny-sdxl-ip-adapter"),
+}
+
+
+def controlled(
+    controlnet: str, *images: Any, scale: float = 1.0, mode: Mode = Mode.TEXT, halving: bool = False
+) -> PreparedInputs:
+    """Inputs with one ControlNet per control image, at `scale` (each next one at half the last's if `halving`)."""
+    units = tuple(
+        ControlUnit(controlnet, conditioning_scale=scale / (2**index if halving else 1)) for index in range(len(images))
+    )
+    init = {"image": photo(), "mask": square_mask()} if mode is Mode.INPAINT else {"image": photo()}
+    spec = InputSpec(mode, 0.7 if mode is not Mode.TEXT else 1.0, controlnets=units)
+    return PreparedInputs(spec, control_images=tuple(images), **(init if mode is not Mode.TEXT else {}))
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+def test_controlnet_output_follows_the_control_image(
+    family_pipes: Callable[[str], Any], job: MakeJob, model: str
+) -> None:
+    pipe, controlnet = family_pipes(model), FAMILIES[model][0]
+    [text] = generate(pipe, job(model=model))
+    [left] = generate(pipe, job(model=model), inputs=controlled(controlnet, half_white(True)))
+    [top] = generate(pipe, job(model=model), inputs=controlled(controlnet, half_white(False)))
+    [off] = generate(pipe, job(model=model), inputs=controlled(controlnet, half_white(False), scale=0.0))
+    assert mean_difference(left, top) > 0.5  # the control image changes the output
+    assert mean_difference(left, text) > 0.5
+    assert np.array_equal(pixels(off), pixels(text))  # at scale 0 it does nothing
+
+
+@pytest.mark.parametrize("mode", [Mode.IMAGE, Mode.INPAINT])
+def test_controlnet_combines_with_img2img_and_inpainting(tiny_pipe: Any, job: MakeJob, mode: Mode) -> None:
+    [left] = generate(tiny_pipe, job(), inputs=controlled("tiny-controlnet", half_white(True), mode=mode))
+    [top] = generate(tiny_pipe, job(), inputs=controlled("tiny-controlnet", half_white(False), mode=mode))
+    assert mean_difference(left, top) > 0.2
+    if mode is Mode.INPAINT:
+        outside = np.asarray(square_mask()) < 128
+        assert np.abs(pixels(left) - pixels(photo()))[outside].max() <= 2
+
+
+@pytest.mark.parametrize("mode", [Mode.TEXT, Mode.IMAGE])
+def test_two_controlnets_stack_and_batch(tiny_pipe: Any, job: MakeJob, mode: Mode) -> None:
+    [one] = generate(tiny_pipe, job(), inputs=controlled("tiny-controlnet", half_white(True), mode=mode))
+    two = controlled("tiny-controlnet", half_white(True), half_white(False), mode=mode, halving=True)
+    [alone] = generate(tiny_pipe, job(), inputs=two)
+    assert mean_difference(one, alone) > 0.2
+    swapped = controlled("tiny-controlnet", half_white(False), half_white(True), mode=mode, halving=True)
+    batched = generate_batch(tiny_pipe, [job(), job()], inputs=[two, swapped])
+    assert mean_difference(batched[0][0], alone) < 0.1  # each row got its own pair of control images
+    assert mean_difference(batched[1][0], alone) > 0.2
+
+
+def test_a_controlnet_of_another_family_is_refused_naming_the_field(tiny_pipe: Any, job: MakeJob) -> None:
+    with pytest.raises(InvalidInputError, match=r"controlnets\.0\.model: tiny-sdxl-controlnet"):
+        generate(tiny_pipe, job(), inputs=controlled("tiny-sdxl-controlnet", half_white(True)))
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+def test_ip_adapter_scale_changes_the_output(family_pipes: Callable[[str], Any], job: MakeJob, model: str) -> None:
+    pipe, adapter = family_pipes(model), FAMILIES[model][1]
+
+    def with_scale(scale: float, reference: Any = None) -> Any:
+        spec = InputSpec(ip_adapter=IpAdapterUnit(adapter, scale))
+        return generate(pipe, job(model=model), inputs=PreparedInputs(spec, ip_adapter_image=reference or photo()))[0]
+
+    [before] = generate(pipe, job(model=model))
+    strong, weak, none = with_scale(1.0), with_scale(0.5), with_scale(0.0)
+    assert mean_difference(strong, weak) > 1
+    assert mean_difference(strong, with_scale(1.0, half_white(True))) > 1  # the reference image matters
+    assert np.array_equal(pixels(none), pixels(before))  # scale 0 adds exactly nothing
+    [after] = generate(pipe, job(model=model))
+    assert np.array_equal(pixels(after), pixels(before))  # switched off again for a plain job
+
+
+def test_ip_adapter_rows_each_use_their_own_reference(tiny_pipe: Any, job: MakeJob) -> None:
+    spec = InputSpec(ip_adapter=IpAdapterUnit("tiny-ip-adapter", 1.0))
+    references = [photo(), half_white(True)]
+    requests = [job(seed=3), job(seed=3)]
+    batched = generate_batch(tiny_pipe, requests, inputs=[PreparedInputs(spec, ip_adapter_image=r) for r in references])
+    for request, reference, [together] in zip(requests, references, batched, strict=True):
+        [alone] = generate(tiny_pipe, request, inputs=PreparedInputs(spec, ip_adapter_image=reference))
+        assert mean_difference(together, alone) < 0.1  # float noise of a larger batch at most
+    assert mean_difference(batched[0][0], batched[1][0]) > 1
+
+
+def test_image_inputs_are_refused_for_families_without_image_pipelines_here(
+    family_pipes: Callable[[str], Any], job: MakeJob
+) -> None:
+    with pytest.raises(InvalidInputError, match="image: flux"):
+        generate(
+            family_pipes("tiny-flux"),
+            job(model="tiny-flux"),
+            inputs=PreparedInputs(InputSpec(Mode.IMAGE, 0.5), photo()),
+        )
