@@ -89,3 +89,31 @@ def test_compatible_image_jobs_share_one_pipeline_call(executor: GpuExecutor, jo
             assert np.abs(pixels(together) - pixels(single)).max() <= 1
         steps = [done for done, _ in progress[index] if done > 0]
         assert steps == list(range(1, progress[index][-1][1] + 1))  # each job's own progress, every step
+
+
+def test_image_jobs_run_in_the_device_process_as_they_do_in_this_one(
+    model_cache: Path, job: MakeJob, tiny_pipe: Any
+) -> None:
+    from gpu_worker.device import DeviceProcess
+    from gpu_worker.settings import WorkerSettings
+
+    settings = WorkerSettings(device="cpu", model_cache_dir=model_cache, preload_models=["tiny"], torch_threads=1)
+    device = DeviceProcess(settings)
+    spec = InputSpec(Mode.INPAINT, 0.8, controlnets=(ControlUnit("tiny-controlnet"),))
+    submitted = [
+        (job(seed=seed), PreparedInputs(spec, photo(seed), square_mask(), control_images=(photo(seed + 1),)))
+        for seed in (1, 2)
+    ]
+    try:
+        device.ready()
+        executor = GpuExecutor(device, max_images=4, wait_ms=0)
+        jobs = [executor.submit(new_job_id(), request, _ignore, inputs=inputs) for request, inputs in submitted]
+        executor.start()
+        results = [cohort_job.future.result(timeout=120) for cohort_job in jobs]
+        executor.shutdown()
+    finally:
+        device.close()
+    assert executor.pipeline_calls == 1
+    for (request, inputs), result in zip(submitted, results, strict=True):
+        [alone] = generate(tiny_pipe, request, inputs=inputs)
+        assert np.abs(pixels(result.images[0]) - pixels(alone)).max() <= 1
