@@ -8,6 +8,8 @@ Resumable and duplicate-free, whatever kills it:
   request and gets the same batch back, so no job is ever created twice.
 * Images are written under names derived from the line key (atomically), then the line goes to the manifest in
   one append: a kill in between re-downloads over the same files.
+* Lines may name input images as files relative to the prompts file (`{"prompt": …, "image": "photos/a.png"}`):
+  each distinct file is uploaded once and its upload id saved with the state, so a re-run sends the same request.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .client import Client
 from .client_base import fetched, storage_client_options, storage_errors
+from .client_inputs import digest, find_local, with_references
 from .errors import BatchNotFoundError, ConfigurationError, ProducerError
-from .jobs import MAX_BATCH_ITEMS, JobRecord, JobStatus
+from .jobs import MAX_BATCH_ITEMS, ImageRef, JobRecord, JobStatus
 
 MANIFEST = "manifest.jsonl"
 STATE_DIR = ".sdq-batch"
@@ -53,18 +56,20 @@ class State:
     path: Path
     batches: list[str] = field(default_factory=list)
     jobs: dict[str, str] = field(default_factory=dict)
+    #: Upload id of every input image file sent, by the SHA-256 of its bytes.
+    uploads: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> State:
         if not path.exists():
             return cls(path)
         data = json.loads(path.read_text())
-        return cls(path, list(data.get("batches", [])), dict(data.get("jobs", {})))
+        return cls(path, list(data.get("batches", [])), dict(data.get("jobs", {})), dict(data.get("uploads", {})))
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"batches": self.batches, "jobs": self.jobs}))
+        tmp.write_text(json.dumps({"batches": self.batches, "jobs": self.jobs, "uploads": self.uploads}))
         os.replace(tmp, self.path)
 
 
@@ -110,10 +115,19 @@ class BatchRun:
     """One run of `sdq batch`: submit what is not yet submitted, follow the batches, download, record."""
 
     def __init__(
-        self, client: Client, out: Path, defaults: Mapping[str, Any], *, console: Console, poll_interval_s: float = 0.5
+        self,
+        client: Client,
+        out: Path,
+        defaults: Mapping[str, Any],
+        *,
+        console: Console,
+        poll_interval_s: float = 0.5,
+        files_dir: Path | None = None,
     ) -> None:
         self.client = client
         self.out = out
+        #: What image file names in lines are relative to (the prompts file's directory).
+        self.files_dir = files_dir
         self.defaults = dict(defaults)
         self.console = console
         self.poll_interval_s = poll_interval_s
@@ -165,8 +179,9 @@ class BatchRun:
         for start in range(0, len(lines), MAX_BATCH_ITEMS):
             chunk = lines[start : start + MAX_BATCH_ITEMS]
             digest = hashlib.sha256(json.dumps([self.defaults, [line.key for line in chunk]]).encode()).hexdigest()
+            items = [self._with_uploads(line) for line in chunk]
             created = self.client.submit_batch(
-                [line.item for line in chunk],
+                items,
                 defaults=self.defaults,
                 metadata={"source": "sdq batch"},
                 idempotency_key=f"sdq-batch-{digest[:40]}",
@@ -175,6 +190,21 @@ class BatchRun:
                 self.state.batches.append(created.id)
             self.state.jobs.update({line.key: job_id for line, job_id in zip(chunk, created.job_ids, strict=True)})
             self.state.save()
+
+    def _with_uploads(self, line: Line) -> dict[str, Any]:
+        """The line's item with each image file replaced by its upload (made once per distinct file, ever)."""
+        try:
+            found = find_local(line.item, base=self.files_dir)
+        except ProducerError as exc:
+            raise ProducerError(f"line {line.number}: {exc}") from None
+        refs = {}
+        for path, image in found.items():
+            key = digest(image)
+            if key not in self.state.uploads:
+                self.state.uploads[key] = self.client.upload(image.data).id
+                self.state.save()
+            refs[path] = ImageRef(upload=self.state.uploads[key])
+        return with_references(line.item, refs) if found else line.item
 
     def _finished(self, offsets: dict[str, int], by_job: Mapping[str, Line]) -> Iterator[JobRecord]:
         for batch_id in list(offsets):

@@ -49,6 +49,9 @@ def _options(
     _run.debug = debug
 
 
+_IMAGE_HELP = "{}: a file (uploaded first), an https:// URL or an upload id."
+
+
 def _client() -> Client:
     settings = ClientSettings()
     try:
@@ -189,8 +192,19 @@ def submit(
     webhook_url: Annotated[str | None, typer.Option(help="Send signed job events to this URL.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait until the job finishes.")] = False,
     out: Annotated[Path | None, typer.Option(help="Download the images here (implies --wait).")] = None,
+    image: Annotated[str | None, typer.Option(help=_IMAGE_HELP.format("Start from this image"))] = None,
+    strength: Annotated[float | None, typer.Option(help="How much of --image is repainted (0–1).")] = None,
+    mask: Annotated[str | None, typer.Option(help=_IMAGE_HELP.format("Inpaint: white is repainted"))] = None,
+    controlnet: Annotated[
+        list[str] | None,
+        typer.Option(help="MODEL:IMAGE, up to 3 times; canny:photo.png computes the edges on the worker."),
+    ] = None,
+    ip_adapter: Annotated[str | None, typer.Option(help="MODEL:IMAGE: borrow the look of a reference image.")] = None,
+    ip_adapter_scale: Annotated[float | None, typer.Option(help="How much of --ip-adapter's look (0–4).")] = None,
 ) -> None:
-    """Submit a job and print its record."""
+    """Submit a job and print its record. Local image files are uploaded straight to storage first."""
+    from .client_inputs import controlnet_option, ip_adapter_option
+
     given: dict[str, Any] = {
         "negative_prompt": negative_prompt or None,
         "model": model,
@@ -204,6 +218,9 @@ def submit(
         "output_format": output_format,
         "webhook_url": webhook_url,
     }
+    given |= {"image": image, "strength": strength, "mask_image": mask}
+    given["controlnets"] = [controlnet_option(spec) for spec in controlnet] if controlnet else None
+    given["ip_adapter"] = ip_adapter_option(ip_adapter, ip_adapter_scale) if ip_adapter else None
     # Only the options given: the server fills the rest from the model's catalog defaults.
     fields = {name: value for name, value in given.items() if value is not None}
     with _client() as client:
@@ -266,7 +283,12 @@ def up(
 
 @app.command()
 def batch(
-    prompts: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines: objects or strings.")],
+    prompts: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help="JSON Lines: objects or strings; image files relative to this file."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Images, manifest.jsonl and the resume state go here.")],
     model: str | None = None,
     width: int | None = None,
@@ -296,7 +318,10 @@ def batch(
     defaults = {k: v for k, v in options.items() if v is not None}
     lines = read_lines(prompts)
     with _client() as client:
-        failed = BatchRun(client, out, defaults, console=console, poll_interval_s=poll_interval_s).run(lines)
+        run = BatchRun(
+            client, out, defaults, console=console, poll_interval_s=poll_interval_s, files_dir=prompts.parent
+        )
+        failed = run.run(lines)
     console.print(f"{len(lines) - failed} of {len(lines)} lines done; manifest: {out / 'manifest.jsonl'}")
     if failed:
         console.print(f"[red]{failed} failed[/]: re-run the same command to retry them")

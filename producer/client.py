@@ -33,8 +33,20 @@ from .client_base import (
     storage_client_options,
     storage_errors,
 )
+from .client_inputs import (
+    ImageSource,
+    LocalImage,
+    check_stored,
+    find_local,
+    local_image,
+    pending,
+    storage_request,
+    upload_errors,
+    uploaded_references,
+    with_references,
+)
 from .holdings import ModelList
-from .jobs import BatchCreated, BatchJobPage, BatchRecord, JobPage, JobRecord, JobRequest, JobStatus
+from .jobs import BatchCreated, BatchJobPage, BatchRecord, JobPage, JobRecord, JobRequest, JobStatus, UploadCreated
 from .webhooks.log import Delivery, DeliveryList
 
 __all__ = ["DEFAULT_API_URL", "ApiError", "AsyncClient", "BaseClient", "Client", "DownloadError", "OnUpdate"]
@@ -64,8 +76,36 @@ class Client(BaseClient):
     def submit(self, request: JobRequest | str, *, idempotency_key: str | None = None, **fields: Any) -> JobRecord:
         """Submit a job: a `JobRequest`, or a prompt plus `JobRequest` fields. Validated here before sending.
 
+        Image fields (`image`, `mask_image`, each of `controlnets` and `ip_adapter`'s `image`) take a file path,
+        bytes, an https or data URL, an upload id or what `upload` returned; files and bytes are uploaded first.
         With `idempotency_key`, retrying the call (say after a timeout) returns the same job, never a second one."""
-        return self._send(self._submit(request, idempotency_key, fields))
+        return self._send(self._submit(request, idempotency_key, self._uploaded(fields, {})))
+
+    def upload(self, source: ImageSource, *, base: Path | None = None) -> UploadCreated:
+        """Upload one image (a file path, relative to `base` if given, or bytes) straight to the server's storage;
+        jobs then name it with `image=<the result>` (or its `id`) until `usable_until`."""
+        local = local_image(source, field="upload", base=base)
+        if local is None:
+            raise ValueError("upload takes a file path or bytes (URLs and upload ids need no upload)")
+        return self._upload(local)
+
+    def _upload(self, local: LocalImage) -> UploadCreated:
+        grant = self._send(self._create_upload(local.content_type))
+        storage = self._storage_client()
+        with upload_errors(local):
+            check_stored(storage.send(storage_request(grant, local, storage.timeout)), local)
+        return grant
+
+    def _uploaded(self, fields: Mapping[str, Any], seen: dict[str, UploadCreated]) -> dict[str, Any]:
+        found = find_local(fields)
+        for key, local in pending(found, seen).items():
+            seen[key] = self._upload(local)
+        return with_references(fields, uploaded_references(found, seen))
+
+    def _storage_client(self) -> httpx.Client:
+        if self._storage is None:
+            self._storage = httpx.Client(**storage_client_options(self._http.timeout))
+        return self._storage
 
     def submit_batch(
         self,
@@ -75,8 +115,11 @@ class Client(BaseClient):
         metadata: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> BatchCreated:
-        """Submit up to 10 000 jobs at once (each item may leave out what `defaults` gives); all or nothing."""
-        return self._send(self._submit_batch(items, defaults, metadata, idempotency_key))
+        """Submit up to 10 000 jobs at once (each item may leave out what `defaults` gives); all or nothing. Local
+        images in items are uploaded first, each distinct one once."""
+        seen: dict[str, UploadCreated] = {}
+        rows = [item if isinstance(item, JobRequest) else self._uploaded(item, seen) for item in items]
+        return self._send(self._submit_batch(rows, defaults, metadata, idempotency_key))
 
     def get_batch(self, batch_id: str) -> BatchRecord:
         """The batch: counts by status, progress, cost so far; raises `BatchNotFoundError`."""
@@ -207,7 +250,32 @@ class AsyncClient(BaseClient):
         self, request: JobRequest | str, *, idempotency_key: str | None = None, **fields: Any
     ) -> JobRecord:
         """`Client.submit`, awaited."""
-        return await self._send(self._submit(request, idempotency_key, fields))
+        return await self._send(self._submit(request, idempotency_key, await self._uploaded(fields, {})))
+
+    async def upload(self, source: ImageSource, *, base: Path | None = None) -> UploadCreated:
+        """`Client.upload`, awaited."""
+        local = local_image(source, field="upload", base=base)
+        if local is None:
+            raise ValueError("upload takes a file path or bytes (URLs and upload ids need no upload)")
+        return await self._upload(local)
+
+    async def _upload(self, local: LocalImage) -> UploadCreated:
+        grant = await self._send(self._create_upload(local.content_type))
+        storage = self._storage_client()
+        with upload_errors(local):
+            check_stored(await storage.send(storage_request(grant, local, storage.timeout)), local)
+        return grant
+
+    async def _uploaded(self, fields: Mapping[str, Any], seen: dict[str, UploadCreated]) -> dict[str, Any]:
+        found = find_local(fields)
+        for key, local in pending(found, seen).items():
+            seen[key] = await self._upload(local)
+        return with_references(fields, uploaded_references(found, seen))
+
+    def _storage_client(self) -> httpx.AsyncClient:
+        if self._storage is None:
+            self._storage = httpx.AsyncClient(**storage_client_options(self._http.timeout))
+        return self._storage
 
     async def submit_batch(
         self,
@@ -218,7 +286,9 @@ class AsyncClient(BaseClient):
         idempotency_key: str | None = None,
     ) -> BatchCreated:
         """`Client.submit_batch`, awaited."""
-        return await self._send(self._submit_batch(items, defaults, metadata, idempotency_key))
+        seen: dict[str, UploadCreated] = {}
+        rows = [item if isinstance(item, JobRequest) else await self._uploaded(item, seen) for item in items]
+        return await self._send(self._submit_batch(rows, defaults, metadata, idempotency_key))
 
     async def get_batch(self, batch_id: str) -> BatchRecord:
         """`Client.get_batch`, awaited."""

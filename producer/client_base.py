@@ -18,7 +18,18 @@ from pydantic import BaseModel
 
 from .errors import BatchNotFoundError, JobNotFoundError, ProducerError
 from .holdings import ModelList
-from .jobs import BatchCreated, BatchJobPage, BatchRecord, JobPage, JobRecord, JobRequest, JobStatus, Progress
+from .jobs import (
+    BatchCreated,
+    BatchJobPage,
+    BatchRecord,
+    JobPage,
+    JobRecord,
+    JobRequest,
+    JobStatus,
+    Progress,
+    UploadCreated,
+    UploadRequest,
+)
 from .webhooks.log import Delivery, DeliveryList
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
@@ -250,6 +261,10 @@ class BaseClient:
     ) -> Call[BatchCreated]:
         body = _batch_body(items, defaults, metadata)
         return Call(self._build("POST", "/v1/batches", json=body, headers=_idempotency(idempotency_key)), BatchCreated)
+
+    def _create_upload(self, content_type: str) -> Call[UploadCreated]:
+        body = UploadRequest.model_validate({"content_type": content_type}).model_dump(mode="json")
+        return Call(self._build("POST", "/v1/uploads", json=body), UploadCreated)
 
     def _get_batch(self, batch_id: str) -> Call[BatchRecord]:
         return Call(self._build("GET", f"/v1/batches/{batch_id}"), BatchRecord)

@@ -1,6 +1,7 @@
 """A loopback HTTP proxy that answers 503 to its first requests and then forwards to a real server.
 
-It stands in for a storage service having a bad moment, so that the backends' retries meet a real failure.
+It stands in for a storage service having a bad moment, so that the backends' retries meet a real failure; with
+no failures it is a recording proxy (`seen`), which tells what a client really sent to storage.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class _Proxy(ThreadingHTTPServer):
     failed: int
     forwarded: int
     lock: threading.Lock
+    #: Every request that came in: (method, path, headers with lowercase names).
+    seen: list[tuple[str, str, dict[str, str]]]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -32,6 +35,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with self.server.lock:
+            self.server.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
         marker = self.server.corrupt_marker
         if marker and marker in body:  # one flipped bit in transit, as a bad NIC or proxy might cause
             index = body.index(marker)
@@ -90,6 +95,7 @@ def flaky_proxy(upstream_url: str, *, failures: int, corrupt: bytes | None = Non
     server.failures_left, server.failed, server.forwarded = failures, 0, 0
     server.corrupt_marker = corrupt
     server.lock = threading.Lock()
+    server.seen = []
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     try:
