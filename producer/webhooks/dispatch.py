@@ -128,8 +128,8 @@ class Dispatcher:
         if kind is None:
             return None
         job_id = fields["job_id"]
-        fields = self.store.fields(job_id)  # one read: the record and the API key it was submitted with
-        record, key_id = jobhash.record(fields), fields.get(JobField.KEY_ID.value)
+        stored = self.store.fields(job_id)  # one read: the record and the API key it was submitted with
+        record, key_id = jobhash.record(stored), stored.get(JobField.KEY_ID.value)
         url = record.request.webhook_url or self._key_url(key_id)
         if not url or kind not in _wanted(record, from_key=not record.request.webhook_url):
             return None
