@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from itertools import chain
 from typing import Any
 
 import redis
@@ -46,8 +47,9 @@ from .jobs import (
     JobRequest,
     JobStatus,
 )
+from .scripts import lua_script
 from .service import JobService
-from .store import QUOTA_RETRY_AFTER_S, Owner, lua_script
+from .store import QUOTA_RETRY_AFTER_S, Owner
 from .webhooks.ssrf import check_url_shape
 
 #: Field errors reported for one bad batch (the message still says how many items failed).
@@ -247,10 +249,7 @@ class BatchService:
             record = jobhash.new_job(
                 new.job_id, new.request, created_at=now, tenant=owner.tenant, key_id=owner.key_id, batch_id=batch_id
             )
-            job = [new.job_id, new.message.body.decode()]
-            for pair in record.items():
-                job += pair
-            jobs.append(job)
+            jobs.append([new.job_id, new.message.body.decode(), *chain.from_iterable(record.items())])
         return jobs
 
     def get(self, batch_id: str, *, tenant: str | None = None) -> BatchRecord:

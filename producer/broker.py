@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import uuid4
 
 import dramatiq
@@ -59,10 +58,10 @@ def send(
     broker.enqueue(job_message(queue, payload, actor=actor), delay=delay_ms)
 
 
-@dataclass(frozen=True)
-class Encoded:
+class Encoded(NamedTuple):
     """A message as `RedisBroker.enqueue` writes it: its body goes into the hash `msgs_key` under `redis_id`,
-    and `redis_id` onto the list `queue_key`."""
+    and `redis_id` onto the list `queue_key`. (A named tuple: a batch makes 10 000, and a tuple is made in a
+    third of the time of a frozen dataclass.)"""
 
     queue_key: str
     msgs_key: str

@@ -122,8 +122,9 @@ def _model_json(value: Any) -> str:
 
 
 def _request_json(value: JobRequest | Mapping[str, Any] | str) -> str:
-    # A dump is serialised by pydantic-core too: the same JSON `model_dump_json` writes.
-    if isinstance(value, Mapping):
+    # A dump is serialised by pydantic-core too: the same JSON `model_dump_json` writes. (`type(...) is dict`
+    # first: the batch path, 10 000 times a request, skips the slower ABC check.)
+    if type(value) is dict or isinstance(value, Mapping):
         return to_json(value).decode()
     return _model_json(value)
 
@@ -253,6 +254,23 @@ def hooks_flag(request: JobRequest | Mapping[str, Any]) -> str | None:
     return "2" if WebhookEventType.JOB_PROGRESS in wanted else "1"
 
 
+# `new_job` runs once per job of a batch (10 000 per request): field names as plain strings, read once.
+_ID, _VERSION, _STATUS, _REQUEST = (
+    JobField.ID.value,
+    JobField.VERSION.value,
+    JobField.STATUS.value,
+    JobField.REQUEST.value,
+)
+_ATTEMPTS, _CREATED_AT, _WARNINGS = JobField.ATTEMPTS.value, JobField.CREATED_AT.value, JobField.WARNINGS.value
+_TENANT, _KEY_ID, _BATCH_ID, _HOOKS = (
+    JobField.TENANT.value,
+    JobField.KEY_ID.value,
+    JobField.BATCH_ID.value,
+    JobField.HOOKS.value,
+)
+_QUEUED, _CONTRACT = JobStatus.QUEUED.value, str(CONTRACT_VERSION)
+
+
 def new_job(
     job_id: str,
     request: JobRequest | Mapping[str, Any],
@@ -265,24 +283,25 @@ def new_job(
 ) -> dict[str, str]:
     """The fields of a new `queued` record of a resolved request (a `JobRequest`, or its JSON dump as the job
     service makes it); the scripts add `JobField.SEQ`. Every job, single or in a batch, is written from this."""
+    noted = list(warnings)
     fields = {
-        JobField.ID.value: job_id,
-        JobField.VERSION.value: str(CONTRACT_VERSION),
-        JobField.STATUS.value: JobStatus.QUEUED.value,
-        JobField.REQUEST.value: _request_json(request),
-        JobField.ATTEMPTS.value: "0",
-        JobField.CREATED_AT.value: _time_text(created_at),
-        JobField.WARNINGS.value: json.dumps(list(warnings)),
+        _ID: job_id,
+        _VERSION: _CONTRACT,
+        _STATUS: _QUEUED,
+        _REQUEST: _request_json(request),
+        _ATTEMPTS: "0",
+        _CREATED_AT: repr(float(created_at)),
+        _WARNINGS: json.dumps(noted) if noted else "[]",
     }
     if tenant:
-        fields[JobField.TENANT.value] = tenant
+        fields[_TENANT] = tenant
     if key_id:
-        fields[JobField.KEY_ID.value] = key_id
+        fields[_KEY_ID] = key_id
     if batch_id:
-        fields[JobField.BATCH_ID.value] = batch_id
+        fields[_BATCH_ID] = batch_id
     hooks = hooks_flag(request)
     if hooks:
-        fields[JobField.HOOKS.value] = hooks
+        fields[_HOOKS] = hooks
     return fields
 
 
