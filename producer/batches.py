@@ -211,6 +211,7 @@ class BatchService:
             "tenant": owner.tenant,
             "key_id": owner.key_id,
             "max_queued": owner.max_queued,
+            "created_at": now,
             "wake": wake_channel(queue_key),
             "fields": [item for pair in fields.items() for item in pair],
             "jobs": jobs,

@@ -27,6 +27,7 @@ KEY_QUEUED = API_KEY + ":queued"
 BATCH = PREFIX + "batch:{batch_id}"
 BATCH_JOBS = BATCH + ":jobs"
 BATCH_DONE = BATCH + ":done"
+TENANT_BATCHES = PREFIX + "tenant:{tenant}:batches"
 
 
 def job(job_id: str) -> str:
@@ -85,6 +86,11 @@ def batch_jobs(batch_id: str) -> str:
 def batch_done(batch_id: str) -> str:
     """List of a batch's job ids in the order they finished: a feed clients follow by offset."""
     return BATCH_DONE.format(batch_id=batch_id)
+
+
+def tenant_batches(tenant: str) -> str:
+    """Sorted set of one tenant's batch ids, scored by creation time (the dashboard's batch list)."""
+    return TENANT_BATCHES.format(tenant=tenant)
 
 
 # Cost accounting (producer/cost.py).
@@ -154,6 +160,7 @@ LUA_KEYS = {
     "K_batch": BATCH,
     "K_batch_jobs": BATCH_JOBS,
     "K_batch_done": BATCH_DONE,
+    "K_tenant_batches": TENANT_BATCHES,
 }
 
 

@@ -39,7 +39,9 @@ class Deps:
         return None if self.costs is None else self.costs.pricer()
 
     def with_urls(self, record: JobRecord) -> JobRecord:
-        """The record with a fresh presigned URL on every output (URLs are never stored: they would expire)."""
+        """The record with a fresh presigned URL on every output (URLs are never stored: they would expire).
+
+        Its cost comes from the read that made it: pass `pricer()` to it (`JobService.get(..., price=...)`)."""
         if not record.outputs or not isinstance(self.objects, Presigner):
             return record
         outputs = []

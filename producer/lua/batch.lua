@@ -1,8 +1,9 @@
 -- batch(KEYS=[queue, queue_msgs], ARGV=[json]) records a whole batch and enqueues its Dramatiq messages in one
 -- atomic step.
--- json = {id, tenant, key_id, max_queued, wake, fields = {f1, v1, ...}, jobs = {{id, message, f1, v1, ...}, ...}}
+-- json = {id, tenant, key_id, max_queued, created_at, wake, fields = {f1, v1, ...}, jobs = {{id, message, f1, v1, ...}, ...}}
 -- Per job: the record (with its sequence number), the global, tenant and API-key indexes, the Dramatiq message
--- (written as Dramatiq's own enqueue writes it). Per batch: its hash with per-status counters, its job list.
+-- (written as Dramatiq's own enqueue writes it). Per batch: its hash with per-status counters, its job list, its
+-- place in the tenant's batch index.
 -- Returns {"created", first_seq} or {"quota", queued} (nothing written). The key functions (K_...) are prepended
 -- by store.py.
 local list, msgs = KEYS[1], KEYS[2]
@@ -47,4 +48,5 @@ end
 flush()
 redis.call("PUBLISH", b.wake, "1")  -- idle workers fetch now, not at their next poll (doorbell.py)
 redis.call("HSET", batch_key, unpack(b.fields))
+if b.tenant ~= "" then redis.call("ZADD", K_tenant_batches(b.tenant), b.created_at, b.id) end
 return {"created", tostring(first)}

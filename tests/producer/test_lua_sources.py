@@ -76,7 +76,7 @@ def test_the_prelude_makes_the_same_names_as_keys_py(redis_client: redis.Redis) 
     probe = (
         "return {K_job('j1'), K_index('queued'), K_tenant_jobs('acme'), K_tenant_index('acme', 'running'),"
         " K_api_key('k1'), K_key_queued('k1'), K_batch('b1'), K_batch_jobs('b1'), K_batch_done('b1'),"
-        " K_seq, K_jobs, K_events}"
+        " K_tenant_batches('acme'), K_seq, K_jobs, K_events}"
     )
     got = [v.decode() for v in redis_client.eval(keys.lua_prelude() + probe, 0)]  # type: ignore[union-attr]
     assert got == [
@@ -89,6 +89,7 @@ def test_the_prelude_makes_the_same_names_as_keys_py(redis_client: redis.Redis) 
         keys.batch("b1"),
         keys.batch_jobs("b1"),
         keys.batch_done("b1"),
+        keys.tenant_batches("acme"),
         keys.SEQUENCE,
         keys.INDEX_ALL,
         keys.EVENTS,
