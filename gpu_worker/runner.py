@@ -25,6 +25,7 @@ from producer.jobs import (
     is_job_id,
     output_key,
 )
+from producer.outcomes import ClaimOutcome
 from producer.store import Claim, JobStore
 from storage import NotSupportedError, ObjectStore, StorageError
 
@@ -130,7 +131,7 @@ class JobRunner:
                 lease_s=self.settings.lease_s,
                 max_attempts=self.settings.max_attempts,
             )
-            if claim.outcome != "claimed":
+            if claim.outcome is not ClaimOutcome.CLAIMED:
                 raise _NotStarted(claim)
             run.attempt, run.started = claim.attempt, time.monotonic()
             run.lease = Lease(self.store, run.message.job_id, claim.attempt, lease_s=self.settings.lease_s).__enter__()
@@ -141,7 +142,8 @@ class JobRunner:
         """The job never started here: nothing was recorded on it, so the message decides what happens next."""
         message = run.message
         if isinstance(exc, _NotStarted):
-            if exc.claim.outcome == "busy":  # a live attempt elsewhere: look again once its lease could have lapsed
+            # A live attempt elsewhere: look again once its lease could have lapsed.
+            if exc.claim.outcome is ClaimOutcome.BUSY:
                 self.resend(message, exc.claim.retry_after_s + 1.0)
             else:
                 log.info("job %s: nothing to run (%s)", message.job_id, exc.claim.status)
@@ -322,7 +324,7 @@ class JobRunner:
         if not isinstance(job_id, str) or not is_job_id(job_id):
             return
         claim = self.store.claim(job_id, worker=self.settings.worker_id, lease_s=self.settings.lease_s, max_attempts=99)
-        if claim.outcome == "claimed":
+        if claim.outcome is ClaimOutcome.CLAIMED:
             detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
             self.store.settle(
                 job_id, claim.attempt, JobStatus.FAILED, error={"code": "invalid_input", "message": detail}

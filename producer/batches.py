@@ -10,22 +10,21 @@ waits. Counts by status are kept by the same Lua step that moves a job (lua/_mov
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from itertools import chain
 from typing import Any
 
-import dramatiq
 import redis
 from pydantic import ValidationError
 from pydantic_core import from_json, to_json
 
-from . import keys
+from . import jobhash, keys
 from .broker import BATCH_ACTOR
 from .cost import CostCalculator
+from .doorbell import wake_channel
 from .errors import (
     BatchNotFoundError,
     IdempotencyConflictError,
@@ -35,10 +34,10 @@ from .errors import (
     QuotaExceededError,
 )
 from .idempotency import IdempotencyStore, body_hash
+from .jobhash import Pricer
 from .jobs import (
     CONTRACT_VERSION,
     MAX_BATCH_ITEMS,
-    MAX_SEED,
     BatchCounts,
     BatchCreated,
     BatchJobPage,
@@ -47,10 +46,10 @@ from .jobs import (
     BatchStatus,
     JobRequest,
     JobStatus,
-    WebhookEventType,
 )
+from .scripts import lua_script
 from .service import JobService
-from .store import QUOTA_RETRY_AFTER_S, Owner, lua_script
+from .store import QUOTA_RETRY_AFTER_S, Owner
 from .webhooks.ssrf import check_url_shape
 
 #: Field errors reported for one bad batch (the message still says how many items failed).
@@ -161,26 +160,16 @@ class BatchService:
                 check_url_shape(batch.webhook_url, self.jobs.url_policy)
             except ValueError as exc:
                 raise BatchValidationError([{"field": "webhook_url", "message": str(exc)}]) from None
-        for index, item in enumerate(requests):
-            try:
-                requests[index] = request = self.jobs.shape(item)  # its catalog model's defaults and limits
-            except (ModelNotAllowedError, ModelLimitError) as exc:
-                fields = [{**field, "field": f"items.{index}.{field['field']}"} for field in exc.client_fields()]
-                raise BatchValidationError(fields) from None
-            if request.webhook_url:
-                try:
-                    check_url_shape(request.webhook_url, self.jobs.url_policy)
-                except ValueError as exc:
-                    field = {"field": f"items.{index}.webhook_url", "message": str(exc)}
-                    raise BatchValidationError([field]) from None
         batch_id = new_batch_id()
+        now = time.time()
+        jobs = self._prepare(batch_id, requests, owner, now)
         if idempotency_key:
             digest = body_hash(batch.model_dump_json().encode())
             claim = self.idempotency.claim(owner.tenant, "batches", idempotency_key, batch_id, digest)
             if claim.existing_id is not None:
                 return self._existing(claim.existing_id, owner.tenant), False
         try:
-            created = self._write(batch_id, batch, requests, owner)
+            created = self._write(batch_id, batch, jobs, owner, now)
         except BaseException:
             if idempotency_key:
                 self.idempotency.release(owner.tenant, "batches", idempotency_key)
@@ -197,9 +186,9 @@ class BatchService:
         job_ids = [_text(i) for i in self.client.lrange(keys.batch_jobs(batch_id), 0, -1)]
         return BatchCreated(**record.model_dump(), job_ids=job_ids)
 
-    def _write(self, batch_id: str, batch: BatchRequest, requests: Sequence[JobRequest], owner: Owner) -> BatchCreated:
-        now = time.time()
-        jobs = self._prepare(batch_id, requests, owner, now)
+    def _write(
+        self, batch_id: str, batch: BatchRequest, jobs: list[list[str]], owner: Owner, now: float
+    ) -> BatchCreated:
         fields = {
             "id": batch_id,
             "v": str(CONTRACT_VERSION),
@@ -216,21 +205,23 @@ class BatchService:
             fields["webhook_url"] = batch.webhook_url
         # One Lua call writes everything (records, indexes, messages, the batch): all or nothing. Packing
         # 10 000 HSETs through redis-py costs ~30 µs of Python each; one JSON document costs ~1.
+        queue_key = f"{self.jobs.broker.namespace}:{self.queue}"
         document = {
             "id": batch_id,
             "tenant": owner.tenant,
             "key_id": owner.key_id,
             "max_queued": owner.max_queued,
-            "queue": f"{self.jobs.broker.namespace}:{self.queue}",
             "created_at": now,
+            "wake": wake_channel(queue_key),
             "fields": [item for pair in fields.items() for item in pair],
             "jobs": jobs,
         }
         self.jobs.broker.declare_queue(self.queue)
         try:
-            outcome, detail = (_text(x) for x in self._script(args=[to_json(document)]))
+            reply = self._script(keys=[queue_key, queue_key + ".msgs"], args=[to_json(document)])
         except redis.RedisError as exc:
             raise QueueUnavailableError(f"the queue is unreachable; nothing was enqueued: {exc}") from exc
+        outcome, detail = (_text(x) for x in reply)
         if outcome == "quota":
             raise QuotaExceededError(
                 f"this API key has {detail} queued jobs; {len(jobs)} more would pass its quota of {owner.max_queued}",
@@ -240,40 +231,26 @@ class BatchService:
         return BatchCreated(**batch_record.model_dump(), job_ids=[job[0] for job in jobs])
 
     def _prepare(self, batch_id: str, requests: Sequence[JobRequest], owner: Owner, now: float) -> list[list[str]]:
-        """Per job: [id, Dramatiq message body, record field, value, ...] (the record without its sequence)."""
-        default_model = self.jobs.default_model
-        created_at, timestamp_ms = repr(now), int(now * 1000)
-        owned = [("tenant", owner.tenant)] if owner.tenant else []
-        owned += [("key_id", owner.key_id)] if owner.key_id else []
-        fast_json = type(dramatiq.get_encoder()) is dramatiq.JSONEncoder
+        """Per job: [id, Dramatiq message body, record field, value, ...] (the record without its sequence), each
+        made as a single job is (`JobService.prepare`, `jobhash.new_job`); raises `BatchValidationError`."""
+        timestamp_ms = int(now * 1000)
         jobs = []
-        for request in requests:
-            job_id = os.urandom(16).hex()
-            resolved = request.model_dump(mode="json")
-            # What `JobRequest.resolved` does, on the dict: a concrete model and a recorded seed.
-            resolved["model"] = resolved["model"] or default_model
-            if resolved["seed"] is None:
-                resolved["seed"] = secrets.randbelow(MAX_SEED + 1)
-            # Dramatiq's message fields; the job id doubles as its Redis message id (unique per enqueue: Dramatiq
-            # gives retries fresh ids). The payload is the JobMessage shape; workers re-validate it on entry.
-            message = {
-                "queue_name": self.queue,
-                "actor_name": BATCH_ACTOR,
-                "args": [{"v": CONTRACT_VERSION, "job_id": job_id, "request": resolved}],
-                "kwargs": {},
-                "options": {"redis_message_id": job_id},
-                "message_id": job_id,
-                "message_timestamp": timestamp_ms,
-            }
-            body = to_json(message) if fast_json else dramatiq.get_encoder().encode(message)
-            job = [job_id, body.decode(), "id", job_id, "v", str(CONTRACT_VERSION), "status", "queued"]
-            job += ["request", to_json(resolved).decode(), "attempts", "0", "created_at", created_at]
-            job += ["warnings", "[]", "batch_id", batch_id]
-            for name, value in owned:
-                job += [name, value]
-            if request.webhook_url:  # the job's transitions feed the webhook stream (see JobStore.enable_hooks)
-                job += ["hooks", "2" if WebhookEventType.JOB_PROGRESS in request.wanted_webhook_events else "1"]
-            jobs.append(job)
+        for index, request in enumerate(requests):
+            try:
+                # The job id doubles as its Redis message id (unique per enqueue: Dramatiq gives retries fresh ids).
+                new = self.jobs.prepare(
+                    request, queue=self.queue, actor=BATCH_ACTOR, message_id_is_job_id=True, timestamp_ms=timestamp_ms
+                )
+            except (ModelNotAllowedError, ModelLimitError) as exc:
+                fields = [{**field, "field": f"items.{index}.{field['field']}"} for field in exc.client_fields()]
+                raise BatchValidationError(fields) from None
+            except ValueError as exc:  # the item's webhook URL (WebhookUrlError)
+                raise BatchValidationError([{"field": f"items.{index}.webhook_url", "message": str(exc)}]) from None
+            assert new.message is not None
+            record = jobhash.new_job(
+                new.job_id, new.request, created_at=now, tenant=owner.tenant, key_id=owner.key_id, batch_id=batch_id
+            )
+            jobs.append([new.job_id, new.message.body.decode(), *chain.from_iterable(record.items())])
         return jobs
 
     def get(self, batch_id: str, *, tenant: str | None = None) -> BatchRecord:
@@ -285,11 +262,13 @@ class BatchService:
             cost = self.cost.jobs(job_ids).total_usd
         return _batch_record(fields, cost=cost)
 
-    def finished_jobs(self, batch_id: str, *, tenant: str | None, offset: int, limit: int) -> BatchJobPage:
-        """Finished jobs of the batch in the order they finished, from `offset` on."""
+    def finished_jobs(
+        self, batch_id: str, *, tenant: str | None, offset: int, limit: int, price: Pricer | None = None
+    ) -> BatchJobPage:
+        """Finished jobs of the batch in the order they finished, from `offset` on (priced by `price`)."""
         self._fields(batch_id, tenant)
         ids = [_text(i) for i in self.client.lrange(keys.batch_done(batch_id), offset, offset + limit - 1)]
-        return BatchJobPage(jobs=self.jobs.store.get_many(ids), next_offset=offset + len(ids))
+        return BatchJobPage(jobs=self.jobs.store.get_many(ids, price=price), next_offset=offset + len(ids))
 
     def cancel(self, batch_id: str, *, tenant: str | None = None) -> BatchRecord:
         """Cancel every job of the batch that has not finished: queued ones never run, running ones stop."""

@@ -6,16 +6,19 @@ queue, so `import producer` stays free of torch and diffusers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 from uuid import uuid4
 
+import dramatiq
 import redis
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
+from pydantic_core import to_json
 
-from .doorbell import Doorbell, WakingRedisBroker
+from .doorbell import Doorbell, WakingRedisBroker, wake_channel
 from .jobs import JobMessage
 
 #: Name of the worker's generation actor; the contract between producer and worker.
@@ -55,20 +58,48 @@ def send(
     broker.enqueue(job_message(queue, payload, actor=actor), delay=delay_ms)
 
 
-@dataclass(frozen=True)
-class Encoded:
+class Encoded(NamedTuple):
     """A message as `RedisBroker.enqueue` writes it: its body goes into the hash `msgs_key` under `redis_id`,
-    and `redis_id` onto the list `queue_key`."""
+    and `redis_id` onto the list `queue_key`. (A named tuple: a batch makes 10 000, and a tuple is made in a
+    third of the time of a frozen dataclass.)"""
 
     queue_key: str
     msgs_key: str
     redis_id: str
     body: bytes
 
+    @property
+    def wake_channel(self) -> str:
+        """Where the enqueue rings the queue's doorbell (`producer.doorbell`)."""
+        return wake_channel(self.queue_key)
 
-def encode(broker: RedisBroker, message: Message[object]) -> Encoded:
-    """`message` ready to be written to Redis by our own commands (lua/create.lua)."""
-    redis_id = str(uuid4())
-    queue_key = f"{broker.namespace}:{message.queue_name}"
-    body = message.copy(options={"redis_message_id": redis_id}).encode()
+
+def encode(
+    broker: RedisBroker,
+    queue: str,
+    payload: Mapping[str, Any],
+    *,
+    actor: str = GENERATE_ACTOR,
+    redis_id: str | None = None,
+    timestamp_ms: int | None = None,
+) -> Encoded:
+    """The message `job_message` makes for `payload` (a `JobMessage` as JSON: `JobMessage.wire`), ready to be
+    written to Redis by our own commands (lua/create.lua, lua/batch.lua), with a fresh Redis message id unless
+    `redis_id` is given.
+
+    The body is what `Message.encode()` makes; with Dramatiq's default JSON encoder it is serialised by
+    pydantic-core (the same JSON in a fraction of the time: a 10 000-job batch encodes every message here)."""
+    redis_id = redis_id or str(uuid4())
+    queue_key = f"{broker.namespace}:{queue}"
+    message = {
+        "queue_name": queue,
+        "actor_name": actor,
+        "args": [payload],
+        "kwargs": {},
+        "options": {"redis_message_id": redis_id},
+        "message_id": payload["job_id"],
+        "message_timestamp": timestamp_ms if timestamp_ms is not None else int(time.time() * 1000),
+    }
+    encoder = dramatiq.get_encoder()
+    body = to_json(message) if type(encoder) is dramatiq.JSONEncoder else encoder.encode(message)
     return Encoded(queue_key, queue_key + ".msgs", redis_id, body)

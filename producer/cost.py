@@ -14,39 +14,34 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from enum import Enum
 from pathlib import Path
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import keys
+from . import jobhash, keys
+from .jobhash import JobField, Pricer, Usage
+from .jobs.costs import Capacity, JobCost
+from .scripts import lua_script
+
+__all__ = [
+    "USAGE_TTL_S",
+    "Capacity",
+    "CostCalculator",
+    "CostSummary",
+    "DayCost",
+    "InstancePrice",
+    "JobCost",
+    "LineCost",
+    "PriceTable",
+    "UsageLedger",
+    "day_of",
+]
 
 #: Usage figures are kept this long (a bill is settled monthly; a year leaves room for disputes).
 USAGE_TTL_S = 400 * 24 * 3600
 _SEP = "|"
-_USAGE_FIELDS = ("gpu_s", "instance_type", "capacity", "usage_day")
 _CHUNK = 500
-
-# Adds a job's busy seconds only while its record exists (never creating a stub record), and to the day's ledger.
-_ADD_JOB_USAGE = """
-if redis.call("EXISTS", KEYS[1]) == 0 then return 0 end
-redis.call("HINCRBYFLOAT", KEYS[1], "gpu_s", ARGV[1])
-redis.call("HSET", KEYS[1], "instance_type", ARGV[2], "capacity", ARGV[3], "usage_day", ARGV[4])
-redis.call("HINCRBYFLOAT", KEYS[2], "busy_s" .. ARGV[5], ARGV[1])
-redis.call("EXPIRE", KEYS[2], ARGV[6])
-return 1
-"""
-
-
-class Capacity(str, Enum):
-    """How an instance is bought."""
-
-    SPOT = "spot"
-    ON_DEMAND = "on_demand"
-
-    def __str__(self) -> str:
-        return str(self.value)
 
 
 class InstancePrice(BaseModel):
@@ -59,22 +54,6 @@ class InstancePrice(BaseModel):
 
     def per_hour(self, capacity: Capacity) -> float:
         return self.spot if capacity is Capacity.SPOT else self.on_demand
-
-
-class JobCost(BaseModel):
-    """What one job cost, in USD: its own GPU time plus its share of the fleet's cold starts and idle time."""
-
-    model_config = ConfigDict(frozen=True)
-
-    gpu_s: float = Field(description="Seconds a worker was busy with this job (every attempt that finished).")
-    instance_type: str
-    capacity: Capacity
-    usd_per_hour: float | None = Field(description="The price table's rate; null when the type is not in it.")
-    gpu_usd: float = Field(description="Its share of the day's GPU time that ran jobs.")
-    overhead_usd: float = Field(description="Share of the day's cold starts, idle time and lost attempts.")
-    total_usd: float
-    day: date = Field(description="UTC day the job's GPU time was recorded on.")
-    final: bool = Field(description="False while that day is still running: the overhead share may still change.")
 
 
 class LineCost(BaseModel):
@@ -168,7 +147,7 @@ class UsageLedger:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._add_job = client.register_script(_ADD_JOB_USAGE)
+        self._add_job = client.register_script(lua_script("usage"))
 
     def add_uptime(self, instance_type: str, capacity: Capacity, seconds: float, *, at: float) -> None:
         """Count `seconds` of a worker being up (billed), on the day of `at`."""
@@ -180,18 +159,18 @@ class UsageLedger:
 
     def add_job(self, job_id: str, instance_type: str, capacity: Capacity, seconds: float, *, at: float) -> bool:
         """Count `seconds` of busy time for `job_id` (False when its record no longer exists)."""
-        day = day_of(at).isoformat()
+        day = day_of(at)
+        fields = jobhash.usage_fields(instance_type, capacity, day)
         args: list[str | float | int] = [
             seconds,
-            instance_type,
-            capacity.value,
-            day,
-            _SEP + instance_type + _SEP + capacity.value,
+            _field("busy_s", instance_type, capacity),
             USAGE_TTL_S,
+            JobField.GPU_S.value,
+            *(item for pair in fields.items() for item in pair),
         ]
-        added = self._add_job(keys=[keys.job(job_id), keys.usage_day(day)], args=args)
+        added = self._add_job(keys=[keys.job(job_id), keys.usage_day(day.isoformat())], args=args)
         if added:
-            self.client.hincrby(keys.usage_day(day), _field("jobs", instance_type, capacity), 1)
+            self.client.hincrby(keys.usage_day(day.isoformat()), _field("jobs", instance_type, capacity), 1)
         return bool(added)
 
     def day_figures(self, day: date) -> dict[_Line, dict[str, float]]:
@@ -268,46 +247,47 @@ class CostCalculator:
             unpriced_instance_types=sorted(unpriced),
         )
 
-    def job(
-        self, fields: Mapping[str, str], *, today: date | None = None, bills: dict[date, DayCost] | None = None
-    ) -> JobCost | None:
-        """A job's cost from its record's usage fields (`gpu_s`, `instance_type`, `capacity`, `usage_day`).
+    def pricer(self, *, today: date | None = None) -> Pricer:
+        """Prices usages with the bills it reads, so a page of jobs of the same day reads that day's ledger once."""
+        bills: dict[date, DayCost] = {}
 
-        `bills` caches day bills across calls (pricing many jobs of the same day reads the ledger once)."""
-        if not fields.get("gpu_s") or not fields.get("usage_day"):
-            return None
-        day = date.fromisoformat(fields["usage_day"])
-        capacity = Capacity(fields.get("capacity") or Capacity.ON_DEMAND.value)
-        instance_type = fields.get("instance_type") or "unknown"
-        gpu_s = float(fields["gpu_s"])
-        rate = self.prices.per_hour(instance_type, capacity)
-        weight = gpu_s * (rate or 0.0) / 3600
-        bills = {} if bills is None else bills
-        if day not in bills:
-            bills[day] = self._bill(day, today)
-        bill = bills[day]
+        def price(usage: Usage) -> JobCost:
+            if usage.day not in bills:
+                bills[usage.day] = self._bill(usage.day, today)
+            return self._price(usage, bills[usage.day])
+
+        return price
+
+    def job(self, fields: Mapping[str, str], *, today: date | None = None) -> JobCost | None:
+        """A job's cost from its record's fields (None until a worker recorded GPU time for it)."""
+        usage = jobhash.usage(fields)
+        return None if usage is None else self.pricer(today=today)(usage)
+
+    def _price(self, usage: Usage, bill: DayCost) -> JobCost:
+        rate = self.prices.per_hour(usage.instance_type, usage.capacity)
+        weight = usage.gpu_s * (rate or 0.0) / 3600
         share = weight / bill.busy_usd if bill.busy_usd > 0 else 0.0
         total, gpu_usd = share * bill.fleet_usd, share * bill.gpu_usd
         return JobCost(
-            gpu_s=gpu_s,
-            instance_type=instance_type,
-            capacity=capacity,
+            gpu_s=usage.gpu_s,
+            instance_type=usage.instance_type,
+            capacity=usage.capacity,
             usd_per_hour=rate,
             gpu_usd=gpu_usd,
             overhead_usd=total - gpu_usd,
             total_usd=total,
-            day=day,
+            day=usage.day,
             final=bill.final,
         )
 
     def job_by_id(self, job_id: str) -> JobCost | None:
         """The cost of one job (None when it recorded no GPU time, or its record is gone)."""
-        return next(iter(self._costs([job_id], {})), None)
+        return next(iter(self._costs([job_id])), None)
 
     def jobs(self, job_ids: Iterable[str]) -> CostSummary:
         """The cost of a set of jobs, e.g. a batch of 10,000 images: the sum of their job costs."""
         ids = list(job_ids)
-        costs = self._costs(ids, {})
+        costs = self._costs(ids)
         return CostSummary(
             jobs=len(ids),
             jobs_with_usage=len(costs),
@@ -318,15 +298,15 @@ class CostCalculator:
             final=all(c.final for c in costs),
         )
 
-    def _costs(self, job_ids: list[str], bills: dict[date, DayCost]) -> list[JobCost]:
+    def _costs(self, job_ids: list[str]) -> list[JobCost]:
+        price = self.pricer()
         costs = []
         for start in range(0, len(job_ids), _CHUNK):
             pipe = self.ledger.client.pipeline(transaction=False)
             for job_id in job_ids[start : start + _CHUNK]:
-                pipe.hmget(keys.job(job_id), _USAGE_FIELDS)
+                pipe.hmget(keys.job(job_id), jobhash.USAGE_FIELDS)
             for values in pipe.execute():
-                fields = {n: v.decode() for n, v in zip(_USAGE_FIELDS, values, strict=True) if v is not None}
-                cost = self.job(fields, bills=bills)
-                if cost is not None:
-                    costs.append(cost)
+                usage = jobhash.usage_of(values)
+                if usage is not None:
+                    costs.append(price(usage))
         return costs

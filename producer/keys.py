@@ -1,6 +1,14 @@
-"""Every Redis key sdqueue writes, in one place. (Dramatiq's own keys live under `dramatiq:`.)"""
+"""Every Redis key sdqueue writes, in one place. (Dramatiq's own keys live under `dramatiq:`.)
+
+Derived keys are templates (`JOB = "sdq:job:{job_id}"`). The Python functions below format them, and
+`lua_prelude()` turns the same templates into Lua functions (`K_job(job_id)`) prepended to every script, so no
+Lua source spells a key name or builds one itself (a test scans them).
+"""
 
 from __future__ import annotations
+
+import json
+import string
 
 PREFIX = "sdq:"
 #: Monotonic counter; its values order the job indexes (unique even for jobs created in the same microsecond).
@@ -10,18 +18,29 @@ INDEX_ALL = PREFIX + "jobs"
 #: Per-status sorted sets are `INDEX_BY_STATUS + status`, same scores as `INDEX_ALL`.
 INDEX_BY_STATUS = PREFIX + "jobs:"
 
+JOB = PREFIX + "job:{job_id}"
+JOBS_BY_STATUS = INDEX_BY_STATUS + "{status}"
+TENANT_JOBS = PREFIX + "tenant:{tenant}:jobs"
+TENANT_JOBS_BY_STATUS = TENANT_JOBS + ":{status}"
+API_KEY = PREFIX + "apikey:{key_id}"
+KEY_QUEUED = API_KEY + ":queued"
+BATCH = PREFIX + "batch:{batch_id}"
+BATCH_JOBS = BATCH + ":jobs"
+BATCH_DONE = BATCH + ":done"
+TENANT_BATCHES = PREFIX + "tenant:{tenant}:batches"
+
 
 def job(job_id: str) -> str:
-    """Hash holding one job record."""
-    return f"{PREFIX}job:{job_id}"
+    """Hash holding one job record (its fields: `producer.jobhash`)."""
+    return JOB.format(job_id=job_id)
 
 
 def index(status: str | None) -> str:
     """The index of all jobs, or of the jobs in one status."""
-    return INDEX_ALL if status is None else INDEX_BY_STATUS + status
+    return INDEX_ALL if status is None else JOBS_BY_STATUS.format(status=status)
 
 
-# Tenants, API keys, quotas and batches. The Lua scripts build the same names from `PREFIX` (see lua/_moved.lua).
+# Tenants, API keys, quotas and batches.
 
 #: Set of every API key id.
 API_KEYS = PREFIX + "apikeys"
@@ -29,7 +48,7 @@ API_KEYS = PREFIX + "apikeys"
 
 def api_key(key_id: str) -> str:
     """Hash holding one API key record (its token only as a SHA-256 digest)."""
-    return f"{PREFIX}apikey:{key_id}"
+    return API_KEY.format(key_id=key_id)
 
 
 def rate(key_id: str) -> str:
@@ -39,12 +58,14 @@ def rate(key_id: str) -> str:
 
 def tenant_index(tenant: str, status: str | None) -> str:
     """The index of one tenant's jobs (all, or in one status), scored like `INDEX_ALL`."""
-    return f"{PREFIX}tenant:{tenant}:jobs" + (f":{status}" if status else "")
+    if status:
+        return TENANT_JOBS_BY_STATUS.format(tenant=tenant, status=status)
+    return TENANT_JOBS.format(tenant=tenant)
 
 
 def key_queued(key_id: str) -> str:
     """Sorted set of the queued jobs submitted with one API key: its quota counts these."""
-    return f"{PREFIX}apikey:{key_id}:queued"
+    return KEY_QUEUED.format(key_id=key_id)
 
 
 def idempotency(tenant: str, scope: str, key: str) -> str:
@@ -54,22 +75,22 @@ def idempotency(tenant: str, scope: str, key: str) -> str:
 
 def batch(batch_id: str) -> str:
     """Hash holding one batch: its fields and a counter per job status."""
-    return f"{PREFIX}batch:{batch_id}"
+    return BATCH.format(batch_id=batch_id)
 
 
 def batch_jobs(batch_id: str) -> str:
     """List of a batch's job ids, in item order."""
-    return f"{PREFIX}batch:{batch_id}:jobs"
+    return BATCH_JOBS.format(batch_id=batch_id)
 
 
 def batch_done(batch_id: str) -> str:
     """List of a batch's job ids in the order they finished: a feed clients follow by offset."""
-    return f"{PREFIX}batch:{batch_id}:done"
+    return BATCH_DONE.format(batch_id=batch_id)
 
 
 def tenant_batches(tenant: str) -> str:
-    """Sorted set of one tenant's batch ids, scored by creation time."""
-    return f"{PREFIX}tenant:{tenant}:batches"
+    """Sorted set of one tenant's batch ids, scored by creation time (the dashboard's batch list)."""
+    return TENANT_BATCHES.format(tenant=tenant)
 
 
 # Cost accounting (producer/cost.py).
@@ -80,7 +101,7 @@ def usage_day(day: str) -> str:
     return f"{PREFIX}usage:{day}"
 
 
-# Webhooks (producer/webhooks). The Lua scripts build `EVENTS` from `PREFIX` too (see lua/_moved.lua, touch.lua).
+# Webhooks (producer/webhooks).
 
 #: Stream of job transitions for jobs with a webhook; the `sdq webhooks` dispatcher reads it in a consumer group.
 EVENTS = PREFIX + "events"
@@ -133,3 +154,41 @@ WORKER_HOLDINGS = PREFIX + "workers:holdings"
 def worker_holdings(worker_id: str) -> str:
     """Hash of what one worker holds: the models loaded on its device and those in its machine's model cache."""
     return f"{PREFIX}worker:{worker_id}:holdings"
+
+
+#: The keys Lua scripts reach that no caller can name in `KEYS` beforehand (they follow from the record's fields,
+#: e.g. its tenant or batch), or that every script shares: Lua name → template.
+LUA_KEYS = {
+    "K_seq": SEQUENCE,
+    "K_jobs": INDEX_ALL,
+    "K_events": EVENTS,
+    "K_job": JOB,
+    "K_index": JOBS_BY_STATUS,
+    "K_tenant_jobs": TENANT_JOBS,
+    "K_tenant_index": TENANT_JOBS_BY_STATUS,
+    "K_api_key": API_KEY,
+    "K_key_queued": KEY_QUEUED,
+    "K_batch": BATCH,
+    "K_batch_jobs": BATCH_JOBS,
+    "K_batch_done": BATCH_DONE,
+    "K_tenant_batches": TENANT_BATCHES,
+}
+
+
+def lua_prelude() -> str:
+    """Lua definitions of `LUA_KEYS`: a constant per fixed key, a function per template, e.g.
+    `local function K_tenant_index(tenant, status) return "sdq:tenant:" .. tenant .. ":jobs:" .. status end`."""
+    lines = []
+    for name, template in LUA_KEYS.items():
+        parts, params = [], []
+        for literal, field, _, _ in string.Formatter().parse(template):
+            if literal:
+                parts.append(json.dumps(literal))
+            if field:
+                params.append(field)
+                parts.append(field)
+        if params:
+            lines.append(f"local function {name}({', '.join(params)}) return {' .. '.join(parts)} end")
+        else:
+            lines.append(f"local {name} = {json.dumps(template)}")
+    return "\n".join(lines) + "\n"

@@ -1,56 +1,42 @@
-"""Job records in Redis: creation, reads, listing, and the fenced state transitions workers make."""
+"""Job records in Redis: creation, reads, listing, and the fenced state transitions workers make.
+
+What a record's hash holds, and how each field is written and read, is `producer.jobhash`; this module runs
+the commands and scripts (producer/lua) that write and read it.
+"""
 
 from __future__ import annotations
 
 import builtins
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from importlib import resources
 from typing import Any
 
 import redis
 import redis.asyncio
 from redis.commands.core import AsyncScript
 
-from . import keys
+from . import jobhash, keys
 from .broker import Encoded
 from .errors import IdempotencyConflictError, JobNotFoundError, QuotaExceededError
-from .jobs import (
-    CONTRACT_VERSION,
-    CheckpointRef,
-    JobError,
-    JobPage,
-    JobRecord,
-    JobRequest,
-    JobStatus,
-    Output,
-    Progress,
-    Timings,
-)
+from .jobhash import JobField, Pricer
+from .jobs import JobPage, JobRecord, JobRequest, JobStatus, Progress
+from .outcomes import Claim, ClaimOutcome, Reap, ReapOutcome, SettleOutcome, Touch, TouchOutcome
+from .scripts import lua_script
+
+__all__ = [
+    "QUOTA_RETRY_AFTER_S",
+    "Claim",
+    "Created",
+    "Idempotency",
+    "JobStore",
+    "Owner",
+    "Reap",
+    "Touch",
+    "lua_script",
+]
 
 _SCRIPTS = ("claim", "touch", "settle", "cancel", "reap", "create")
-
-
-@dataclass(frozen=True)
-class Claim:
-    """Outcome of a worker's attempt to take a job (see lua/claim.lua)."""
-
-    outcome: str  # "claimed" | "busy" | "skip"
-    attempt: int = 0
-    retry_after_s: float = 0.0
-    status: str = ""
-
-
-@dataclass(frozen=True)
-class Touch:
-    """Outcome of a lease renewal: whether the attempt still holds the job, and whether to stop."""
-
-    held: bool
-    cancel_requested: bool
-
 
 #: What a client is told to wait before retrying a submission refused by its queued-jobs quota.
 QUOTA_RETRY_AFTER_S = 5.0
@@ -82,14 +68,6 @@ class Created:
     created: bool
 
 
-@dataclass(frozen=True)
-class Reap:
-    """Outcome of the janitor ending an expired attempt (see lua/reap.lua)."""
-
-    outcome: str  # "requeued" | "failed" | "held" (lease still live) | "lost" (the attempt no longer holds the job)
-    detail: str = ""
-
-
 class JobStore:
     """Reads and writes job records. Every transition is one atomic Lua call, fenced by the attempt number."""
 
@@ -102,51 +80,51 @@ class JobStore:
     def create(
         self,
         job_id: str,
-        request: JobRequest,
+        request: JobRequest | Mapping[str, Any],
         *,
         warnings: Iterable[str] = (),
         owner: Owner | None = None,
         idempotency: Idempotency | None = None,
         message: Encoded | None = None,
-        extra: Mapping[str, str] | None = None,
+        batch_id: str | None = None,
     ) -> Created:
-        """Write a new `queued` record and index it, in one atomic step (lua/create.lua).
+        """Write a new `queued` record of a resolved request (or its JSON dump, `JobService.prepare`) and index it,
+        in one atomic step (lua/create.lua).
 
         With an `owner`, the job belongs to its tenant and counts against its API key's queued-jobs quota
         (`QuotaExceededError`). With `idempotency`, a key that already produced a job returns that job
         (`created=False`) when the body hash matches, and raises `IdempotencyConflictError` when it does not.
-        With `message`, the job's Dramatiq message is enqueued in the same step; `extra` adds record fields.
+        With `message`, the job's Dramatiq message is enqueued in the same step.
         """
-        call = _create_call(job_id, request, warnings, owner, idempotency, message, extra)
-        outcome, detail = (_text(x) for x in self._scripts["create"](keys=call.keys, args=call.args))
+        call = _create_call(job_id, request, warnings, owner, idempotency, message, batch_id)
+        outcome, detail = (jobhash.text(x) for x in self._scripts["create"](keys=call.keys, args=call.args))
         return self._created(call, outcome, detail, self.get)
 
     async def create_async(
         self,
         aclient: redis.asyncio.Redis,
         job_id: str,
-        request: JobRequest,
+        request: JobRequest | Mapping[str, Any],
         *,
         owner: Owner | None = None,
         idempotency: Idempotency | None = None,
         message: Encoded | None = None,
-        extra: Mapping[str, str] | None = None,
     ) -> Created:
         """`create` over an asyncio client (the API's hot path: no thread hop, no blocked event loop)."""
         script = self._async_scripts.get(id(aclient))
         if script is None:
             script = self._async_scripts[id(aclient)] = aclient.register_script(lua_script("create"))
-        call = _create_call(job_id, request, (), owner, idempotency, message, extra)
-        outcome, detail = (_text(x) for x in await script(keys=call.keys, args=call.args))
+        call = _create_call(job_id, request, (), owner, idempotency, message, None)
+        outcome, detail = (jobhash.text(x) for x in await script(keys=call.keys, args=call.args))
         if outcome == "existing":  # rare: a retried request; read the first job's record
             raw = await aclient.hgetall(keys.job(detail))
-            return Created(_record({_text(k): _text(v) for k, v in raw.items()}), created=False)
+            return Created(jobhash.record(jobhash.decode(raw)), created=False)
         return self._created(call, outcome, detail, self.get)
 
     @staticmethod
     def _created(call: _CreateCall, outcome: str, detail: str, get: Callable[[str], JobRecord]) -> Created:
         if outcome == "created":
-            return Created(_record(call.fields), created=True)
+            return Created(jobhash.record(call.fields), created=True)
         if outcome == "existing":
             return Created(get(detail), created=False)
         if outcome == "mismatch":
@@ -160,7 +138,8 @@ class JobStore:
 
     def discard(self, job_id: str, *, idempotency_key: str | None = None) -> None:
         """Remove a record that was never enqueued (enqueueing failed), so no half-created job remains."""
-        tenant, key_id = (_text(v) if v else "" for v in self.client.hmget(keys.job(job_id), ["tenant", "key_id"]))
+        owned = self.client.hmget(keys.job(job_id), [JobField.TENANT.value, JobField.KEY_ID.value])
+        tenant, key_id = (jobhash.text(v) if v else "" for v in owned)
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(keys.job(job_id))
         for key in (keys.INDEX_ALL, *(keys.index(s.value) for s in JobStatus)):
@@ -174,25 +153,30 @@ class JobStore:
             pipe.delete(keys.idempotency(tenant, "jobs", idempotency_key))
         pipe.execute()
 
-    def get(self, job_id: str) -> JobRecord:
-        """The record of `job_id`; raises `JobNotFoundError`."""
-        fields: dict[bytes, bytes] = self.client.hgetall(keys.job(job_id))  # type: ignore[assignment]
-        if not fields:
-            raise JobNotFoundError(job_id)
-        return _record(_decode(fields))
+    def get(self, job_id: str, *, price: Pricer | None = None) -> JobRecord:
+        """The record of `job_id` (priced by `price`, when given); raises `JobNotFoundError`."""
+        return jobhash.record(self.fields(job_id), price)
 
-    def get_many(self, job_ids: Iterable[str]) -> list[JobRecord]:
+    def fields(self, job_id: str) -> dict[str, str]:
+        """Every field of the job's hash, for readers that need more than the record (`jobhash.JobField`, e.g.
+        the webhook dispatcher's `key_id`); raises `JobNotFoundError`."""
+        raw: dict[bytes, bytes] = self.client.hgetall(keys.job(job_id))  # type: ignore[assignment]
+        if not raw:
+            raise JobNotFoundError(job_id)
+        return jobhash.decode(raw)
+
+    def get_many(self, job_ids: Iterable[str], *, price: Pricer | None = None) -> list[JobRecord]:
         """The records of `job_ids` that still exist, in the same order (one round trip)."""
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(keys.job(job_id))
-        return [_record(_decode(fields)) for fields in pipe.execute() if fields]
+        return [jobhash.record(jobhash.decode(fields), price) for fields in pipe.execute() if fields]
 
     def cancel_many(self, job_ids: Iterable[str]) -> None:
         """`cancel` each job (one round trip): queued ones end at once, running ones are flagged."""
         pipe = self.client.pipeline(transaction=False)
         for job_id in job_ids:
-            self._scripts["cancel"](keys=[keys.job(job_id)], args=[keys.INDEX_BY_STATUS, self.ttl_s], client=pipe)
+            self._scripts["cancel"](keys=[keys.job(job_id)], args=[self.ttl_s], client=pipe)
         pipe.execute()
 
     def list(
@@ -202,8 +186,12 @@ class JobStore:
         limit: int = 50,
         cursor: str | None = None,
         tenant: str | None = None,
+        price: Pricer | None = None,
     ) -> JobPage:
-        """Newest first (only `tenant`'s jobs when given); `cursor` is the `next_cursor` of the previous page."""
+        """Newest first (only `tenant`'s jobs when given); `cursor` is the `next_cursor` of the previous page.
+
+        Two round trips (the index, then every record of the page), each record priced by `price` from the
+        hash already read."""
         state = status.value if status else None
         index = keys.index(state) if tenant is None else keys.tenant_index(tenant, state)
         upper = f"({int(cursor)}" if cursor else "+inf"
@@ -218,7 +206,7 @@ class JobStore:
         records, expired = [], []
         for (member, _), fields in zip(rows, pipe.execute(), strict=True):
             if fields:
-                records.append(_record(_decode(fields)))
+                records.append(jobhash.record(jobhash.decode(fields), price))
             else:
                 expired.append(member)
         if expired:  # records past their TTL: drop them from the index lazily
@@ -228,7 +216,7 @@ class JobStore:
 
     def cancel(self, job_id: str) -> JobStatus:
         """Cancel a queued job or flag a running one; returns the status after the call."""
-        status = _text(self._run("cancel", job_id, keys.INDEX_BY_STATUS, self.ttl_s))
+        status = jobhash.text(self._run("cancel", job_id, self.ttl_s))
         if status == "missing":
             raise JobNotFoundError(job_id)
         return JobStatus(status)
@@ -238,14 +226,13 @@ class JobStore:
     def claim(self, job_id: str, *, worker: str, lease_s: float, max_attempts: int) -> Claim:
         """Take `job_id` for one attempt, counting attempts so a job that kills its worker cannot loop forever."""
         outcome, detail = (
-            _text(x)
-            for x in self._run("claim", job_id, worker, lease_s, max_attempts, keys.INDEX_BY_STATUS, self.ttl_s)
+            jobhash.text(x) for x in self._run("claim", job_id, worker, lease_s, max_attempts, self.ttl_s)
         )
-        if outcome == "claimed":
-            return Claim(outcome, attempt=int(detail))
-        if outcome == "busy":
-            return Claim(outcome, retry_after_s=float(detail))
-        return Claim(outcome, status=detail)
+        if outcome == ClaimOutcome.CLAIMED:
+            return Claim(ClaimOutcome.CLAIMED, attempt=int(detail))
+        if outcome == ClaimOutcome.BUSY:
+            return Claim(ClaimOutcome.BUSY, retry_after_s=float(detail))
+        return Claim(ClaimOutcome.SKIP, status=detail)
 
     def touch(self, job_id: str, attempt: int, *, lease_s: float, progress: Progress | None = None) -> Touch:
         """Renew the lease (and record progress); tells whether the attempt still holds the job."""
@@ -255,21 +242,25 @@ class JobStore:
         """`touch` for several (job id, attempt, lease_s, progress) at once: one round trip for all of them."""
         pipe = self.client.pipeline(transaction=False)
         for job_id, attempt, lease_s, progress in leases:
-            payload = progress.model_dump_json() if progress else ""
+            payload = jobhash.encode({"progress": progress}).get(JobField.PROGRESS.value, "")
             self._scripts["touch"](keys=[keys.job(job_id)], args=[attempt, lease_s, payload], client=pipe)
         touches: builtins.list[Touch] = []
         for result in pipe.execute():
-            outcome, detail = (_text(x) for x in result)
-            touches.append(Touch(held=outcome == "ok", cancel_requested=outcome == "ok" and detail == "1"))
+            outcome, detail = (jobhash.text(x) for x in result)
+            if outcome != "ok":
+                touches.append(Touch(TouchOutcome.LOST))
+            else:
+                touches.append(Touch(TouchOutcome.CANCEL_REQUESTED if detail == "1" else TouchOutcome.HELD))
         return touches
 
-    def settle(self, job_id: str, attempt: int, status: JobStatus, **fields: Any) -> bool:
-        """End the attempt with `status` (terminal, or `queued` to hand the job back); False if fenced off."""
-        flat: list[str] = []
-        for name, value in fields.items():
-            flat += [name, value if isinstance(value, str) else json.dumps(_jsonable(value))]
-        result = self._run("settle", job_id, attempt, status.value, keys.INDEX_BY_STATUS, self.ttl_s, *flat)
-        return _text(result) == "ok"
+    def settle(self, job_id: str, attempt: int, status: JobStatus, **fields: Any) -> SettleOutcome:
+        """End the attempt with `status` (terminal, or `queued` to hand the job back); `LOST` (falsy) if fenced off.
+
+        `fields` are `JobRecord` attributes the attempt sets (outputs, timings, error, warnings, worker,
+        checkpoint, handoffs), encoded by `jobhash`."""
+        flat = [item for pair in jobhash.encode(fields).items() for item in pair]
+        result = self._run("settle", job_id, attempt, status.value, self.ttl_s, *flat)
+        return SettleOutcome(jobhash.text(result))
 
     # The janitor's side (producer/controller/janitor.py).
 
@@ -277,16 +268,26 @@ class JobStore:
         """End `attempt` if its lease expired over `grace_s` ago: requeue the job, or fail it (`worker_lost`) once
         it has run `max_attempts` times. Fenced like `settle`; `note` is added to the job's warnings."""
         outcome, detail = (
-            _text(x)
-            for x in self._run("reap", job_id, attempt, grace_s, max_attempts, keys.INDEX_BY_STATUS, self.ttl_s, note)
+            jobhash.text(x) for x in self._run("reap", job_id, attempt, grace_s, max_attempts, self.ttl_s, note)
         )
-        return Reap(outcome, detail)
+        return Reap(ReapOutcome(outcome), detail)
 
-    def enable_hooks(self, job_id: str, *, progress: bool) -> None:
-        """Make the job's transitions (and progress, if asked) feed the webhook events stream (lua/_moved.lua).
-
-        Called after `create` and before the job is enqueued, so no transition can happen before it."""
-        self.client.hset(keys.job(job_id), "hooks", "2" if progress else "1")
+    def leases(self, job_ids: Sequence[str]) -> builtins.list[tuple[float, int | None, str | None]]:
+        """(lease_until, attempts, status) of each job, in one round trip: what the janitor sweeps by."""
+        pipe = self.client.pipeline(transaction=False)
+        wanted = [JobField.LEASE_UNTIL.value, JobField.ATTEMPTS.value, JobField.STATUS.value]
+        for job_id in job_ids:
+            pipe.hmget(keys.job(job_id), wanted)
+        found = []
+        for lease, attempts, status in pipe.execute():
+            found.append(
+                (
+                    float(lease or 0),
+                    int(attempts) if attempts is not None else None,
+                    jobhash.text(status) if status is not None else None,
+                )
+            )
+        return found
 
     def _run(self, script: str, job_id: str, *args: str | int | float) -> Any:
         """Run one of the Lua scripts on the job's key."""
@@ -302,29 +303,24 @@ class _CreateCall:
 
 def _create_call(
     job_id: str,
-    request: JobRequest,
+    request: JobRequest | Mapping[str, Any],
     warnings: Iterable[str],
     owner: Owner | None,
     idempotency: Idempotency | None,
     message: Encoded | None,
-    extra: Mapping[str, str] | None,
+    batch_id: str | None,
 ) -> _CreateCall:
     """The keys and arguments of lua/create.lua for one job, and the record fields it writes."""
     owner = owner or Owner()
-    fields = {
-        "id": job_id,
-        "v": str(CONTRACT_VERSION),
-        "status": JobStatus.QUEUED.value,
-        "request": request.model_dump_json(),
-        "attempts": "0",
-        "created_at": repr(time.time()),
-        "warnings": json.dumps(list(warnings)),
-    }
-    if owner.tenant:
-        fields["tenant"] = owner.tenant
-    if owner.key_id:
-        fields["key_id"] = owner.key_id
-    fields.update(extra or {})
+    fields = jobhash.new_job(
+        job_id,
+        request,
+        created_at=time.time(),
+        tenant=owner.tenant,
+        key_id=owner.key_id,
+        batch_id=batch_id,
+        warnings=warnings,
+    )
     idem_key = keys.idempotency(owner.tenant, "jobs", idempotency.key) if idempotency else ""
     call_keys = [
         keys.job(job_id),
@@ -341,58 +337,7 @@ def _create_call(
         idempotency.ttl_s if idempotency else 0,
         message.redis_id if message else "",
         message.body if message else b"",
+        message.wake_channel if message else "",
         *(item for pair in fields.items() for item in pair),
     ]
     return _CreateCall(call_keys, args, fields)
-
-
-def lua_script(name: str) -> str:
-    """A Lua script with the key prefix and the side-index helper every status change calls (lua/_moved.lua)."""
-    lua = resources.files(__package__).joinpath("lua")
-    prelude = f"local SDQ = {json.dumps(keys.PREFIX)}\n" + lua.joinpath("_moved.lua").read_text()
-    return prelude + lua.joinpath(f"{name}.lua").read_text()
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _decode(fields: Mapping[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in fields.items()}
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromtimestamp(float(value), tz=timezone.utc) if value else None
-
-
-def _record(f: Mapping[str, str]) -> JobRecord:
-    created = _time(f["created_at"])
-    assert created is not None
-    return JobRecord(
-        id=f["id"],
-        status=JobStatus(f["status"]),
-        request=JobRequest.model_validate_json(f["request"]),
-        attempts=int(f.get("attempts", "0")),
-        created_at=created,
-        started_at=_time(f.get("started_at")),
-        finished_at=_time(f.get("finished_at")),
-        progress=Progress.model_validate_json(f["progress"]) if f.get("progress") else None,
-        timings=Timings.model_validate_json(f["timings"]) if f.get("timings") else Timings(),
-        outputs=[Output.model_validate(o) for o in json.loads(f.get("outputs") or "[]")],
-        error=JobError.model_validate_json(f["error"]) if f.get("error") else None,
-        worker=f.get("worker"),
-        cancel_requested=f.get("cancel") == "1",
-        tenant=f.get("tenant") or None,
-        batch_id=f.get("batch_id") or None,
-        warnings=json.loads(f.get("warnings") or "[]"),
-        checkpoint=CheckpointRef.model_validate_json(f["checkpoint"]) if f.get("checkpoint") else None,
-        handoffs=int(f.get("handoffs") or "0"),
-    )

@@ -117,5 +117,5 @@ def items(
     raw: list[bytes] = service.client.lrange(keys.batch_jobs(batch_id), offset, offset + limit - 1)  # type: ignore[assignment]
     ids = [_text(i) for i in raw]
     deps = Deps.of(http)
-    jobs = [deps.with_urls(job) for job in service.jobs.store.get_many(ids)]
+    jobs = [deps.with_urls(job) for job in service.jobs.store.get_many(ids, price=deps.pricer())]
     return BatchItems(jobs=jobs, next_offset=offset + len(ids) if len(ids) == limit else None)

@@ -85,8 +85,10 @@ def finished_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> BatchJobPage:
     """The batch's jobs in the order they finished, with fresh output URLs; pass `next_offset` back as `offset`."""
-    page = _service(http).finished_jobs(_id(batch_id), tenant=caller.tenant, offset=offset, limit=limit)
     deps = http.app.state.deps
+    page = _service(http).finished_jobs(
+        _id(batch_id), tenant=caller.tenant, offset=offset, limit=limit, price=deps.pricer()
+    )
     return page.model_copy(update={"jobs": [deps.with_urls(job) for job in page.jobs]})
 
 

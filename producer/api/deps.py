@@ -11,6 +11,7 @@ from fastapi import Request
 from storage import ObjectStore, Presigner, StorageError
 
 from ..cost import CostCalculator
+from ..jobhash import Pricer
 from ..jobs import JobRecord
 from ..service import JobService
 
@@ -32,11 +33,15 @@ class Deps:
         deps: Deps = request.app.state.deps
         return deps
 
+    def pricer(self) -> Pricer | None:
+        """What prices the records of one response, from the hashes the store reads for it (None: no pricing).
+        Pass it to the read (`JobService.get`, `list`, ...): one pricer per response reads each day's bill once."""
+        return None if self.costs is None else self.costs.pricer()
+
     def with_urls(self, record: JobRecord) -> JobRecord:
-        """The record with a fresh presigned URL on every output (URLs are never stored: they would expire), and
-        its cost."""
-        if self.costs is not None:
-            record = record.model_copy(update={"cost": self.costs.job_by_id(record.id)})
+        """The record with a fresh presigned URL on every output (URLs are never stored: they would expire).
+
+        Its cost comes from the read that made it: pass `pricer()` to it (`JobService.get(..., price=...)`)."""
         if not record.outputs or not isinstance(self.objects, Presigner):
             return record
         outputs = []

@@ -16,9 +16,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from .. import keys
+from .. import jobhash, keys
 from ..errors import JobNotFoundError
-from ..jobs import JobRecord, JobStatus, Progress, is_job_id
+from ..jobs import JobRecord, JobStatus, is_job_id
 from .auth import CallerDep
 from .deps import Deps
 from .errors import ERROR_RESPONSES
@@ -44,7 +44,7 @@ def _watched_job(job_id: str, http: Request, caller: CallerDep) -> JobRecord:
     if not is_job_id(job_id):
         raise JobNotFoundError(job_id)
     deps = Deps.of(http)
-    return deps.with_urls(deps.service.get(job_id, tenant=caller.tenant))
+    return deps.with_urls(deps.service.get(job_id, tenant=caller.tenant, price=deps.pricer()))
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse, summary="Stream a job's progress (SSE)")
@@ -61,20 +61,19 @@ async def events(http: Request, record: Annotated[JobRecord, Depends(_watched_jo
         return ServerSentEvent(event=name, raw_data=data, id=str(serial), retry=RETRY_MS)
 
     yield event("status", record.model_dump_json())
-    status, progress = record.status.value, record.progress.model_dump_json() if record.progress else None
-    while not JobStatus(status).is_terminal:
+    status, progress = record.status, record.progress
+    while not status.is_terminal:
         if await http.is_disconnected():
             return
         await asyncio.sleep(POLL_INTERVAL_S)
-        raw = await run_in_threadpool(client.hmget, keys.job(record.id), ["status", "progress"])
-        now_status, now_progress = (value.decode() if isinstance(value, bytes) else value for value in raw)
+        raw = await run_in_threadpool(client.hmget, keys.job(record.id), jobhash.WATCHED_FIELDS)
+        now_status, now_progress = jobhash.watched(raw)
         if now_status is None:  # the record expired under us
             return
-        if now_progress and now_progress != progress and now_status == JobStatus.RUNNING.value:
-            yield event("progress", Progress.model_validate_json(now_progress).model_dump_json())
+        if now_progress and now_progress != progress and now_status is JobStatus.RUNNING:
+            yield event("progress", now_progress.model_dump_json())
         progress = now_progress
-        if now_status != status:
-            status = now_status
-            fresh = await run_in_threadpool(deps.service.get, record.id)
+        if now_status is not status:
+            fresh = await run_in_threadpool(deps.service.get, record.id, price=deps.pricer())
             yield event("status", deps.with_urls(fresh).model_dump_json())
-            status = fresh.status.value
+            status = fresh.status

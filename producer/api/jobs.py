@@ -60,7 +60,7 @@ async def submit(
 def get(job_id: str, http: Request, caller: CallerDep) -> JobRecord:
     """The job's record, with freshly presigned output URLs."""
     deps = Deps.of(http)
-    return deps.with_urls(deps.service.get(_id(job_id), tenant=caller.tenant))
+    return deps.with_urls(deps.service.get(_id(job_id), tenant=caller.tenant, price=deps.pricer()))
 
 
 @router.get("", response_model=JobPage, summary="List jobs")
@@ -73,7 +73,8 @@ def list_jobs(
 ) -> JobPage:
     """Jobs newest first, optionally of one status; follow `next_cursor` for the next page."""
     deps = Deps.of(http)
-    page = deps.service.list(status=status, limit=limit, cursor=cursor, tenant=caller.tenant)
+    # One read of the page's hashes, priced from them (no second read per record).
+    page = deps.service.list(status=status, limit=limit, cursor=cursor, tenant=caller.tenant, price=deps.pricer())
     return page.model_copy(update={"jobs": [deps.with_urls(job) for job in page.jobs]})
 
 

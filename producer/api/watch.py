@@ -21,7 +21,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from .. import keys
+from .. import jobhash, keys
 from ..errors import JobNotFoundError
 from ..jobs import JobRecord, JobStatus
 from .auth import Caller, CallerDep
@@ -61,7 +61,8 @@ class _Watch:
 
     def record(self, job_id: str) -> JobRecord | None:
         try:
-            return self.deps.with_urls(self.deps.service.get(job_id, tenant=self.tenant))
+            record = self.deps.service.get(job_id, tenant=self.tenant, price=self.deps.pricer())
+            return self.deps.with_urls(record)
         except JobNotFoundError:
             return None
 
@@ -69,7 +70,7 @@ class _Watch:
         pipe = self.client.pipeline(transaction=False)
         ids = list(self.seen)
         for job_id in ids:
-            pipe.hmget(keys.job(job_id), ["status", "progress"])
+            pipe.hmget(keys.job(job_id), jobhash.WATCHED_FIELDS)
         return [(job_id, _text(raw[0]), _text(raw[1])) for job_id, raw in zip(ids, pipe.execute(), strict=True)]
 
     def _index(self) -> str:

@@ -25,6 +25,7 @@ from .. import keys
 from ..broker import BATCH_ACTOR, send
 from ..errors import JobNotFoundError
 from ..jobs import JobMessage, JobStatus
+from ..outcomes import ReapOutcome
 from ..store import JobStore
 from .work import NAMESPACE
 
@@ -107,26 +108,23 @@ class Janitor:
         running = [m.decode() for m in client.zrange(keys.index(JobStatus.RUNNING.value), 0, -1)]  # type: ignore[union-attr]
         seconds, micros = client.time()
         now = float(seconds) + float(micros) / 1e6  # Redis's clock: the one leases are written in
-        pipe = client.pipeline(transaction=False)
-        for job_id in running:
-            pipe.hmget(keys.job(job_id), ["lease_until", "attempts", "status"])
         reaped: set[str] = set()
-        for job_id, (lease, attempts, status) in zip(running, pipe.execute(), strict=True):
-            if status != b"running" or attempts is None or float(lease or 0) + self.lease_grace_s > now:
+        for job_id, (lease, attempts, status) in zip(running, self.store.leases(running), strict=True):
+            if status != JobStatus.RUNNING or attempts is None or lease + self.lease_grace_s > now:
                 continue
             if dry_run:
                 report.expired.append(job_id)
                 continue
-            note = f"attempt {int(attempts)} lost its worker (lease expired); the janitor took the job back"
+            note = f"attempt {attempts} lost its worker (lease expired); the janitor took the job back"
             outcome = self.store.reap(
-                job_id, int(attempts), grace_s=self.lease_grace_s, max_attempts=self.max_attempts, note=note
+                job_id, attempts, grace_s=self.lease_grace_s, max_attempts=self.max_attempts, note=note
             )
-            if outcome.outcome == "requeued":
-                log.warning("job %s: attempt %s lost its worker; requeued", job_id, attempts.decode())
+            if outcome.outcome is ReapOutcome.REQUEUED:
+                log.warning("job %s: attempt %s lost its worker; requeued", job_id, attempts)
                 report.requeued.append(job_id)
                 reaped.add(job_id)
-            elif outcome.outcome == "failed":
-                log.warning("job %s: attempt %s lost its worker, no attempts left: failed", job_id, attempts.decode())
+            elif outcome.outcome is ReapOutcome.FAILED:
+                log.warning("job %s: attempt %s lost its worker, no attempts left: failed", job_id, attempts)
                 report.failed.append(job_id)
         return reaped
 

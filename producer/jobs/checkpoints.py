@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -41,3 +42,10 @@ class JobMessage(BaseModel):
         if not is_job_id(self.job_id):
             raise ValueError("job_id must be 32 lowercase hex characters")
         return self
+
+    @staticmethod
+    def wire(job_id: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        """`JobMessage(job_id=job_id, request=...).model_dump(mode="json")` of a request already dumped (and
+        resolved), without building the model: the job service makes one per job, 10 000 for a batch (a test pins
+        the two equal)."""
+        return {"v": CONTRACT_VERSION, "job_id": job_id, "request": request, "checkpoint": None}

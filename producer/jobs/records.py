@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..cost import JobCost
 from .checkpoints import CheckpointRef
+from .costs import JobCost
 from .enums import CONTRACT_VERSION, ErrorCode, JobStatus
 from .requests import JobRequest
 

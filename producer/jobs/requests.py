@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -222,15 +221,20 @@ class JobRequest(BaseModel):
         """The events this job's webhook receives."""
         return DEFAULT_WEBHOOK_EVENTS if self.webhook_events is None else frozenset(self.webhook_events)
 
+    def resolution(self, default_model: str) -> dict[str, Any]:
+        """What resolving sets: a concrete model and a recorded seed (`resolved` applies it to a copy; the job
+        service applies it to the request's JSON dump, which is what it writes)."""
+        seed = self.seed if self.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        return {"model": self.model or default_model, "seed": seed}
+
     def resolved(self, default_model: str) -> JobRequest:
         """The request with every server-side default filled in: a concrete model and a recorded seed."""
-        seed = self.seed if self.seed is not None else secrets.randbelow(MAX_SEED + 1)
-        return self.model_copy(update={"model": self.model or default_model, "seed": seed})
+        return self.model_copy(update=self.resolution(default_model))
 
 
 def new_job_id() -> str:
-    """A fresh, unguessable job id (32 lowercase hex characters)."""
-    return uuid.uuid4().hex
+    """A fresh, unguessable job id (32 lowercase hex characters: 128 random bits)."""
+    return secrets.token_hex(16)
 
 
 def is_job_id(value: str) -> bool:

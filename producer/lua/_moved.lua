@@ -1,7 +1,7 @@
 -- sdq_moved: the side indexes every status change keeps in step. Prepended to each script that moves a job,
--- after `local SDQ = "<key prefix>"` (see store.py); key names match producer/keys.py.
---   the tenant's per-status index, the API key's queued set (what its quota counts),
---   the batch's per-status counters and its feed of finished jobs.
+-- after the key functions `keys.lua_prelude()` generates from producer/keys.py (K_index, K_tenant_index, ...):
+--   the global per-status index, the tenant's per-status index, the API key's queued set (what its quota
+--   counts), the batch's per-status counters and its feed of finished jobs.
 -- sdq_event: a job with a webhook ("hooks" = "1", or "2" to include progress; or an API key with a default
 -- endpoint) appends its transition to the events stream in the same atomic step as the change, so a terminal
 -- event exists exactly once per job (producer/webhooks/dispatch.py reads it). A GPU worker never waits on a
@@ -9,12 +9,12 @@
 local function sdq_event(job, id, to, extra)
   local f = redis.call("HMGET", job, "hooks", "key_id")
   local hooks = f[1]
-  if not hooks and f[2] and redis.call("HEXISTS", SDQ .. "apikey:" .. f[2], "webhook_url") == 1 then
+  if not hooks and f[2] and redis.call("HEXISTS", K_api_key(f[2]), "webhook_url") == 1 then
     hooks = "1"  -- the API key's default endpoint: state changes only
   end
   if not hooks or (to == "progress" and hooks ~= "2") then return end
   local t = redis.call("TIME")
-  redis.call("XADD", SDQ .. "events", "MAXLEN", "~", 100000, "*", "job_id", id, "to", to,
+  redis.call("XADD", K_events, "MAXLEN", "~", 100000, "*", "job_id", id, "to", to,
     "attempt", redis.call("HGET", job, "attempts") or "0", "at", t[1] .. "." .. string.format("%06d", t[2]),
     "extra", extra or "")
 end
@@ -25,35 +25,37 @@ local function sdq_batch_completed(b, batch)
   local f = redis.call("HMGET", b, "webhook_url", "key_id")
   local hooked = f[1] and f[1] ~= ""
   if not hooked and f[2] and f[2] ~= "" then
-    hooked = redis.call("HEXISTS", SDQ .. "apikey:" .. f[2], "webhook_url") == 1
+    hooked = redis.call("HEXISTS", K_api_key(f[2]), "webhook_url") == 1
   end
   if not hooked then return end
   local t = redis.call("TIME")
-  redis.call("XADD", SDQ .. "events", "MAXLEN", "~", 100000, "*", "batch_id", batch, "to", "batch.completed",
+  redis.call("XADD", K_events, "MAXLEN", "~", 100000, "*", "batch_id", batch, "to", "batch.completed",
     "at", t[1] .. "." .. string.format("%06d", t[2]))
 end
 
 local function sdq_moved(job, id, seq, from, to, ttl_s)
+  redis.call("ZREM", K_index(from), id)
+  redis.call("ZADD", K_index(to), seq, id)
   if to ~= "queued" then sdq_event(job, id, to, nil) end
   local f = redis.call("HMGET", job, "tenant", "key_id", "batch_id")
   local tenant, key_id, batch = f[1], f[2], f[3]
   if tenant then
-    redis.call("ZREM", SDQ .. "tenant:" .. tenant .. ":jobs:" .. from, id)
-    redis.call("ZADD", SDQ .. "tenant:" .. tenant .. ":jobs:" .. to, seq, id)
+    redis.call("ZREM", K_tenant_index(tenant, from), id)
+    redis.call("ZADD", K_tenant_index(tenant, to), seq, id)
   end
   if key_id then
-    local queued = SDQ .. "apikey:" .. key_id .. ":queued"
+    local queued = K_key_queued(key_id)
     if to == "queued" then redis.call("ZADD", queued, seq, id) else redis.call("ZREM", queued, id) end
   end
   if batch then
-    local b = SDQ .. "batch:" .. batch
+    local b = K_batch(batch)
     redis.call("HINCRBY", b, from, -1)
     redis.call("HINCRBY", b, to, 1)
     if to == "succeeded" or to == "failed" or to == "canceled" then
-      local done = redis.call("RPUSH", b .. ":done", id)
+      local done = redis.call("RPUSH", K_batch_done(batch), id)
       if done == tonumber(redis.call("HGET", b, "total") or "-1") then sdq_batch_completed(b, batch) end
       -- A batch outlives its last job by the record TTL.
-      for _, k in ipairs({b, b .. ":jobs", b .. ":done"}) do redis.call("EXPIRE", k, ttl_s) end
+      for _, k in ipairs({b, K_batch_jobs(batch), K_batch_done(batch)}) do redis.call("EXPIRE", k, ttl_s) end
     end
   end
 end

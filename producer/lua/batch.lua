@@ -1,20 +1,23 @@
--- batch(ARGV=[json]) records a whole batch and enqueues its Dramatiq messages in one atomic step.
--- json = {id, tenant, key_id, max_queued, queue, fields = {f1, v1, ...}, jobs = {{id, message, f1, v1, ...}, ...}}
+-- batch(KEYS=[queue, queue_msgs], ARGV=[json]) records a whole batch and enqueues its Dramatiq messages in one
+-- atomic step.
+-- json = {id, tenant, key_id, max_queued, created_at, wake, fields = {f1, v1, ...}, jobs = {{id, message, f1, v1, ...}, ...}}
 -- Per job: the record (with its sequence number), the global, tenant and API-key indexes, the Dramatiq message
--- (written as Dramatiq's own enqueue writes it). Per batch: its hash with per-status counters, its job list.
--- Returns {"created", first_seq} or {"quota", queued} (nothing written). `SDQ` is prepended by store.py.
+-- (written as Dramatiq's own enqueue writes it). Per batch: its hash with per-status counters, its job list, its
+-- place in the tenant's batch index.
+-- Returns {"created", first_seq} or {"quota", queued} (nothing written). The key functions (K_...) are prepended
+-- by store.py.
+local list, msgs = KEYS[1], KEYS[2]
 local b = cjson.decode(ARGV[1])
 local n = #b.jobs
-local key_queued = SDQ .. "apikey:" .. b.key_id .. ":queued"
+local key_queued = K_key_queued(b.key_id)
 if b.key_id ~= "" and b.max_queued > 0 then
   local queued = redis.call("ZCARD", key_queued)
   if queued + n > b.max_queued then return {"quota", tostring(queued)} end
 end
-local first = redis.call("INCRBY", SDQ .. "seq", n) - n + 1
-local all, queued = SDQ .. "jobs", SDQ .. "jobs:queued"
-local t_all, t_queued = SDQ .. "tenant:" .. b.tenant .. ":jobs", SDQ .. "tenant:" .. b.tenant .. ":jobs:queued"
-local msgs, list = b.queue .. ".msgs", b.queue
-local batch_key = SDQ .. "batch:" .. b.id
+local first = redis.call("INCRBY", K_seq, n) - n + 1
+local all, queued = K_jobs, K_index("queued")
+local t_all, t_queued = K_tenant_jobs(b.tenant), K_tenant_index(b.tenant, "queued")
+local batch_key, batch_jobs = K_batch(b.id), K_batch_jobs(b.id)
 -- Members go out in chunks: one command per chunk, and never more arguments than Lua's unpack allows.
 local chunk = 1000
 local scored, ids, bodies = {}, {}, {}
@@ -29,12 +32,12 @@ local function flush()
   if b.key_id ~= "" then redis.call("ZADD", key_queued, unpack(scored)) end
   redis.call("HSET", msgs, unpack(bodies))
   redis.call("RPUSH", list, unpack(ids))
-  redis.call("RPUSH", batch_key .. ":jobs", unpack(ids))
+  redis.call("RPUSH", batch_jobs, unpack(ids))
   scored, ids, bodies = {}, {}, {}
 end
 for i, job in ipairs(b.jobs) do
   local id, seq = job[1], first + i - 1
-  redis.call("HSET", SDQ .. "job:" .. id, "seq", seq, unpack(job, 3))
+  redis.call("HSET", K_job(id), "seq", seq, unpack(job, 3))
   scored[#scored + 1] = seq
   scored[#scored + 1] = id
   ids[#ids + 1] = id
@@ -43,7 +46,7 @@ for i, job in ipairs(b.jobs) do
   if #ids >= chunk then flush() end
 end
 flush()
-redis.call("PUBLISH", list .. ".wake", "1")  -- idle workers fetch now, not at their next poll (doorbell.py)
+redis.call("PUBLISH", b.wake, "1")  -- idle workers fetch now, not at their next poll (doorbell.py)
 redis.call("HSET", batch_key, unpack(b.fields))
-if b.tenant ~= "" then redis.call("ZADD", SDQ .. "tenant:" .. b.tenant .. ":batches", b.created_at, b.id) end
+if b.tenant ~= "" then redis.call("ZADD", K_tenant_batches(b.tenant), b.created_at, b.id) end
 return {"created", tostring(first)}

@@ -1,8 +1,8 @@
--- cancel(KEYS=[job], ARGV=[index_prefix, ttl_s])
+-- cancel(KEYS=[job], ARGV=[ttl_s])
 -- A queued job is canceled at once (it will never run); a running one is flagged and stops at its next step.
 -- Returns the status after the call, or "missing".
 local job = KEYS[1]
-local index_prefix, ttl_s = ARGV[1], tonumber(ARGV[2])
+local ttl_s = tonumber(ARGV[1])
 local status = redis.call("HGET", job, "status")
 if not status then return "missing" end
 if status == "succeeded" or status == "failed" or status == "canceled" then return status end
@@ -10,8 +10,6 @@ redis.call("HSET", job, "cancel", "1")
 if status == "queued" then
   local id, seq = redis.call("HGET", job, "id"), redis.call("HGET", job, "seq")
   local t = redis.call("TIME")
-  redis.call("ZREM", index_prefix .. status, id)
-  redis.call("ZADD", index_prefix .. "canceled", seq, id)
   sdq_moved(job, id, seq, status, "canceled", ttl_s)
   redis.call("HSET", job, "status", "canceled", "finished_at", tostring(tonumber(t[1]) + tonumber(t[2]) / 1000000))
   redis.call("EXPIRE", job, ttl_s)

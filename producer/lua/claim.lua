@@ -1,11 +1,11 @@
--- claim(KEYS=[job], ARGV=[worker, lease_s, max_attempts, index_prefix, ttl_s])
+-- claim(KEYS=[job], ARGV=[worker, lease_s, max_attempts, ttl_s])
 -- A worker takes a job. Returns {outcome, detail}:
 --   {"claimed", attempt}  run it; `attempt` is the fencing token for every later write
 --   {"busy", seconds}     another live attempt holds the lease; try again after `seconds`
 --   {"skip", status}      nothing to run (terminal, canceled, or the record is gone)
 local job = KEYS[1]
 local worker, lease_s, max_attempts = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local index_prefix, ttl_s = ARGV[4], tonumber(ARGV[5])
+local ttl_s = tonumber(ARGV[4])
 local t = redis.call("TIME")
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 
@@ -15,8 +15,6 @@ if status == "succeeded" or status == "failed" or status == "canceled" then retu
 
 local seq = redis.call("HGET", job, "seq")
 local function move(to)
-  redis.call("ZREM", index_prefix .. status, redis.call("HGET", job, "id"))
-  redis.call("ZADD", index_prefix .. to, seq, redis.call("HGET", job, "id"))
   redis.call("HSET", job, "status", to)
   sdq_moved(job, redis.call("HGET", job, "id"), seq, status, to, ttl_s)
 end

@@ -1,11 +1,12 @@
 -- create(KEYS=[job, idempotency_or_empty, queue_or_empty, queue_msgs],
---        ARGV=[id, tenant, key_id, body_hash, max_queued, idem_ttl_s, message_id, message, f1, v1, ...])
+--        ARGV=[id, tenant, key_id, body_hash, max_queued, idem_ttl_s, message_id, message, wake_channel,
+--              f1, v1, ...])
 -- Records a new queued job with all its indexes and, given a queue, its Dramatiq message (written as Dramatiq's
 -- own enqueue writes it, then rings the queue's doorbell), in one atomic step: there is never a record without a
 -- message or the reverse. Unless
 --   the Idempotency-Key already produced a job:  {"existing", id} (same body) or {"mismatch", id} (another body)
 --   the API key's queued jobs reached its quota: {"quota", queued}
--- Otherwise {"created", seq}. `SDQ` (the key prefix) is prepended by store.py.
+-- Otherwise {"created", seq}. The key functions (K_...) are prepended by store.py.
 local job, idem, queue, queue_msgs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, tenant, key_id, body_hash = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max_queued, idem_ttl_s = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -14,30 +15,30 @@ if idem ~= "" then
   if prior then
     local prior_id, prior_hash = string.match(prior, "^(%S+) (%S+)$")
     -- A key whose job has expired is free again.
-    if prior_id and redis.call("EXISTS", SDQ .. "job:" .. prior_id) == 1 then
+    if prior_id and redis.call("EXISTS", K_job(prior_id)) == 1 then
       if prior_hash ~= body_hash then return {"mismatch", prior_id} end
       return {"existing", prior_id}
     end
   end
 end
-local queued_set = SDQ .. "apikey:" .. key_id .. ":queued"
+local queued_set = K_key_queued(key_id)
 if key_id ~= "" and max_queued > 0 then
   local queued = redis.call("ZCARD", queued_set)
   if queued >= max_queued then return {"quota", tostring(queued)} end
 end
-local seq = redis.call("INCR", SDQ .. "seq")
-redis.call("HSET", job, "seq", seq, unpack(ARGV, 9))
-redis.call("ZADD", SDQ .. "jobs", seq, id)
-redis.call("ZADD", SDQ .. "jobs:queued", seq, id)
+local seq = redis.call("INCR", K_seq)
+redis.call("HSET", job, "seq", seq, unpack(ARGV, 10))
+redis.call("ZADD", K_jobs, seq, id)
+redis.call("ZADD", K_index("queued"), seq, id)
 if tenant ~= "" then
-  redis.call("ZADD", SDQ .. "tenant:" .. tenant .. ":jobs", seq, id)
-  redis.call("ZADD", SDQ .. "tenant:" .. tenant .. ":jobs:queued", seq, id)
+  redis.call("ZADD", K_tenant_jobs(tenant), seq, id)
+  redis.call("ZADD", K_tenant_index(tenant, "queued"), seq, id)
 end
 if key_id ~= "" then redis.call("ZADD", queued_set, seq, id) end
 if idem ~= "" then redis.call("SET", idem, id .. " " .. body_hash, "EX", idem_ttl_s) end
 if queue ~= "" then
   redis.call("HSET", queue_msgs, ARGV[7], ARGV[8])
   redis.call("RPUSH", queue, ARGV[7])
-  redis.call("PUBLISH", queue .. ".wake", "1")  -- idle workers fetch now, not at their next poll (doorbell.py)
+  redis.call("PUBLISH", ARGV[9], "1")  -- idle workers fetch now, not at their next poll (doorbell.py)
 end
 return {"created", tostring(seq)}

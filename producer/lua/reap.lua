@@ -1,4 +1,4 @@
--- reap(KEYS=[job], ARGV=[attempt, grace_s, max_attempts, index_prefix, ttl_s, note])
+-- reap(KEYS=[job], ARGV=[attempt, grace_s, max_attempts, ttl_s, note])
 -- The janitor ends an attempt whose lease ran out: the job goes back to `queued` (a later claim starts a new
 -- attempt) or, once it has run `max_attempts` times, fails with `worker_lost`.
 -- Fenced: it acts only if `attempt` still holds the job and its lease expired more than `grace_s` ago, checked in
@@ -6,7 +6,7 @@
 -- Returns {outcome, detail}: {"requeued", attempts} | {"failed", attempts} | {"held", seconds_left} | {"lost", status}
 local job = KEYS[1]
 local attempt, grace_s, max_attempts = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local index_prefix, ttl_s, note = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local ttl_s, note = tonumber(ARGV[4]), ARGV[5]
 local status = redis.call("HGET", job, "status")
 if status ~= "running" or redis.call("HGET", job, "attempts") ~= attempt then
   return {"lost", status or "missing"}
@@ -22,8 +22,6 @@ local to = "queued"
 -- Spot hand-offs (checkpointed, orderly) do not use up attempts; see claim.lua.
 local handoffs = tonumber(redis.call("HGET", job, "handoffs") or "0")
 if tonumber(attempt) - handoffs >= max_attempts then to = "failed" end
-redis.call("ZREM", index_prefix .. status, id)
-redis.call("ZADD", index_prefix .. to, seq, id)
 sdq_moved(job, id, seq, status, to, ttl_s)
 redis.call("HSET", job, "status", to)
 redis.call("HDEL", job, "lease_until")

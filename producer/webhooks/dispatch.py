@@ -17,8 +17,9 @@ from typing import cast
 
 import redis
 
-from .. import keys
+from .. import jobhash, keys
 from ..errors import JobNotFoundError
+from ..jobhash import JobField
 from ..jobs import DEFAULT_WEBHOOK_EVENTS, JobRecord, JobStatus, WebhookEvent, WebhookEventType
 from ..store import JobStore
 from .log import DeliveryLog
@@ -127,9 +128,8 @@ class Dispatcher:
         if kind is None:
             return None
         job_id = fields["job_id"]
-        record = self.store.get(job_id)
-        key_id = self.client.hget(keys.job(job_id), "key_id")
-        key_id = key_id.decode() if isinstance(key_id, bytes) else key_id
+        stored = self.store.fields(job_id)  # one read: the record and the API key it was submitted with
+        record, key_id = jobhash.record(stored), stored.get(JobField.KEY_ID.value)
         url = record.request.webhook_url or self._key_url(key_id)
         if not url or kind not in _wanted(record, from_key=not record.request.webhook_url):
             return None

@@ -190,7 +190,7 @@ def test_batch_jobs_count_as_having_a_message_on_the_batch_queue_and_return_ther
 
     job_id = new_job_id()
     request = JobRequest(prompt="item 1", width=64, height=64, steps=1).resolved("tiny")
-    store.create(job_id, request, extra={"batch_id": "b" * 32})  # as a batch records its jobs
+    store.create(job_id, request, batch_id="b" * 32)  # as a batch records its jobs
     send(broker, BATCH_QUEUE, JobMessage(job_id=job_id, request=request), actor=BATCH_ACTOR)
     assert _janitor(store, broker).sweep().reenqueued == []  # its message is on the batch queue: not lost
 

@@ -121,3 +121,21 @@ def test_listing_pages_and_filters(store: JobStore) -> None:
     assert len(store.list(status=JobStatus.QUEUED).jobs) == 4
     store.client.delete(keys.job(ids[1]))  # an expired record disappears from listings
     assert ids[1] not in [j.id for j in store.list().jobs]
+
+
+def test_outcomes_are_typed_and_a_fenced_off_settle_is_falsy(store: JobStore) -> None:
+    from producer.outcomes import ClaimOutcome, ReapOutcome, SettleOutcome, TouchOutcome
+
+    job_id = _job(store)
+    claim = store.claim(job_id, worker="w1", lease_s=30, max_attempts=3)
+    assert claim.outcome is ClaimOutcome.CLAIMED
+    assert store.claim(job_id, worker="w2", lease_s=30, max_attempts=3).outcome is ClaimOutcome.BUSY
+    assert store.touch(job_id, 1, lease_s=30).outcome is TouchOutcome.HELD
+    store.cancel(job_id)  # running: flagged, it stops at its next step
+    assert store.touch(job_id, 1, lease_s=30).outcome is TouchOutcome.CANCEL_REQUESTED
+    assert store.reap(job_id, 1, grace_s=0, max_attempts=3, note="x").outcome is ReapOutcome.HELD
+    assert store.settle(job_id, 2, JobStatus.SUCCEEDED, outputs=[]) is SettleOutcome.LOST
+    assert not SettleOutcome.LOST and SettleOutcome.SETTLED
+    assert store.settle(job_id, 1, JobStatus.CANCELED) is SettleOutcome.SETTLED
+    assert store.touch(job_id, 1, lease_s=30).outcome is TouchOutcome.LOST
+    assert store.reap(job_id, 1, grace_s=0, max_attempts=3, note="x").outcome is ReapOutcome.LOST
