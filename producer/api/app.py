@@ -17,7 +17,6 @@ from ..inputs.submission import InputGate
 from ..inputs.uploads import Uploads
 from ..ratelimit import Limits
 from ..service import JobService
-from ..ui import router as ui_router
 from ..webhooks.ssrf import UrlPolicy
 from . import (
     batch_list,
@@ -42,6 +41,7 @@ from .deps import Deps
 from .hooks import HookConfig
 from .limits import BodyLimit
 from .scaling import Fleet
+from .ui import router as ui_router
 
 
 def create_app(

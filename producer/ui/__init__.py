@@ -1,5 +1,4 @@
-"""The web dashboard: static pages (HTML, CSS, ES modules) served by `sdq api` under `/ui`, over the JSON API."""
+"""The web dashboard's static pages (HTML, CSS, ES modules) under `static/`, served by `sdq api` at `/ui`.
 
-from .routes import router
-
-__all__ = ["router"]
+The route that serves them is `producer.api.ui`: this package holds data only, so it imports nothing.
+"""

@@ -19,7 +19,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from storage import Presigner, StorageError
 
-from ..api.deps import Deps
+from .deps import Deps
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def presigned_origin(http: Request) -> tuple[str, ...]:
 def _static(name: str) -> bytes | None:
     if not name or any(part in ("", ".", "..") for part in name.split("/")):
         return None
-    path = resources.files(__package__).joinpath("static", *name.split("/"))
+    path = resources.files("producer.ui").joinpath("static", *name.split("/"))
     return path.read_bytes() if path.is_file() else None
 
 
