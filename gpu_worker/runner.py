@@ -13,6 +13,7 @@ import redis
 from pydantic import ValidationError
 
 from producer.errors import JobNotFoundError
+from producer.inputs.resolve import InputSources
 from producer.jobs import (
     CheckpointRef,
     ErrorCode,
@@ -31,8 +32,10 @@ from storage import NotSupportedError, ObjectStore, StorageError
 
 from .checkpoint import CheckpointError
 from .cohorts import BATCH_SUBMISSION_PRIORITY, INTERACTIVE_PRIORITY, cohorts_per_message
+from .conditioning import PreparedInputs
 from .encode import encode_image
 from .errors import (
+    InvalidInputError,
     JobCanceledError,
     JobInterruptedError,
     JobTimeoutError,
@@ -43,6 +46,7 @@ from .errors import (
 from .executor import GpuExecutor
 from .families import rendered_by
 from .handoff import Handoff, StepClock
+from .job_inputs import prepare_inputs
 from .lease import Lease
 from .notices import Interruption
 from .progress import ProgressPump
@@ -91,6 +95,7 @@ class JobRunner:
         *,
         interruption: Interruption | None = None,
         checkpoints: ObjectStore | None = None,
+        input_sources: InputSources | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -102,6 +107,10 @@ class JobRunner:
         self.handoff = Handoff(store, checkpoints or objects, resend, interruption, margin_s=settings.spot_margin_s)
         # Progress goes to Redis from its own thread: the executor's step callbacks never wait on a round trip.
         self.progress = ProgressPump(settings.progress_interval_s)
+        # Input images are resolved from the job storage (uploads, and `inputs/<job>/` once resolved).
+        self.input_sources = input_sources or InputSources(
+            objects, limits=settings.input_limits(), url_policy=settings.input_url_policy()
+        )
 
     def run(self, payload: Any) -> None:
         """Run the job in `payload` (a `JobMessage` as JSON data); raises `TransientError` to ask for a retry."""
@@ -215,6 +224,7 @@ class JobRunner:
         run.warnings.extend(record.warnings)
         run.resume_from, run.handoffs = record.checkpoint, record.handoffs
         resume = self.handoff.load(job_id, record.checkpoint)
+        inputs = self._prepare_inputs(run)  # once: every pipeline call of this attempt takes the same object
         # The GPU runs the job, possibly in one cohort with others, and claims it as its cohort forms; this thread
         # waits, then encodes and uploads while the GPU moves on to the next cohort. The wait's limit is only a
         # backstop (the step callback enforces the time limit): the cohorts ahead of it and its own each stop then.
@@ -231,6 +241,7 @@ class JobRunner:
                 start=self._start(run),
                 created=record.created_at.timestamp(),
                 priority=_priority(record),
+                inputs=inputs,
             )
         except CheckpointError as exc:  # the checkpoint does not fit this run: start over rather than fail
             log.warning("job %s: checkpoint unusable (%s); starting from step 0", job_id, exc)
@@ -242,6 +253,7 @@ class JobRunner:
                 start=self._start(run),
                 created=record.created_at.timestamp(),
                 priority=_priority(record),
+                inputs=inputs,
             )
         run.timings["queue_wait_s"] = max(0.0, result.started_at - record.created_at.timestamp())
         run.timings["load_s"] = result.load_s
@@ -284,6 +296,27 @@ class JobRunner:
             )
         run.timings["upload_s"] = time.perf_counter() - started
         return outputs
+
+    def _prepare_inputs(self, run: _Run) -> PreparedInputs | None:
+        """The job's image inputs, resolved (from their origin on its first attempt, from `inputs/<job>/` after);
+        an unusable image claims the job, so that its failure is recorded (`invalid_input`)."""
+        job_id = run.message.job_id
+        try:
+            prepared = prepare_inputs(job_id, run.message.request, self.input_sources)
+        except InvalidInputError:
+            self._start(run)()
+            raise
+        if prepared is None:
+            return None
+        origin = f"fetched {', '.join(sorted(prepared.fetched))}" if prepared.fetched else "read back from storage"
+        log.info(
+            "job %s: inputs %s in %.3f s (+%.3f s preprocessing)",
+            job_id,
+            origin,
+            prepared.resolve_s,
+            prepared.preprocess_s,
+        )
+        return prepared.inputs
 
     def _on_step(self, run: _Run) -> Callable[[int, int], None]:
         def on_step(step: int, total: int) -> None:

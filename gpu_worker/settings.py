@@ -9,12 +9,14 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
+from producer.inputs import InputSettings
 from producer.jobs import Scheduler
 from producer.settings import CloudEndpointSettings, CommaList, CommonSettings, comma_list
 
 
-class WorkerSettings(CommonSettings, CloudEndpointSettings):
-    """A GPU worker's knobs. Each field names its environment variable."""
+class WorkerSettings(CommonSettings, CloudEndpointSettings, InputSettings):
+    """A GPU worker's knobs. Each field names its environment variable. The limits on input images
+    (`InputSettings`) are the API's: the worker checks every image again when it prepares a job."""
 
     device: str = Field(default="auto", description="SDQ_DEVICE: `auto` (CUDA when present), `cuda`, `cuda:1`, `cpu`.")
     cuda_visible_devices: str | None = Field(
