@@ -90,7 +90,7 @@ class WorkerSettings(CommonSettings, CloudEndpointSettings, InputSettings):
         default=True,
         description="SDQ_DEVICE_PROCESS: load models and denoise in a child process with an interpreter of its own,"
         " so the worker's uploads, Redis calls and Dramatiq threads never hold the GIL the denoising loop needs"
-        " (gpu_worker/device_process.py). `false`: everything in one process.",
+        " (gpu_worker/device/process.py). `false`: everything in one process.",
     )
     torch_threads: int | None = Field(
         default=None,

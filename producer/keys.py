@@ -122,6 +122,11 @@ def delivery_lock(msg_id: str) -> str:
     return f"{PREFIX}wh:lock:{msg_id}"
 
 
+def endpoint_in_flight(digest: str) -> str:
+    """Sorted set of the attempts in flight to one endpoint (scheme, host, port), scored by when each slot lapses."""
+    return f"{PREFIX}wh:inflight:{digest}"
+
+
 def disabled_endpoint(digest: str) -> str:
     """Set when an endpoint answered 410 Gone: nothing more is sent to it (until an explicit redeliver)."""
     return f"{PREFIX}wh:disabled:{digest}"
@@ -143,6 +148,11 @@ def inbound_seen(msg_id: str) -> str:
 def upload(upload_id: str) -> str:
     """Hash holding one upload: its tenant, content type and byte limit; it expires with the upload id."""
     return f"{PREFIX}upload:{upload_id}"
+
+
+#: List of the controller's recent samples (work remaining, workers, desired, capacity), newest first: the
+#: dashboard's fleet chart (producer/controller/history.py keeps it trimmed).
+FLEET_HISTORY = PREFIX + "fleet:history"
 
 
 # What each worker holds (producer/holdings.py): reported on its heartbeat clock, expiring with it.

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from ..keys import PREFIX
+from .. import keys
 from .scaler import Decision
 
 #: The list of samples, newest first. (Kept beside its only writer and reader; sdq:* like every sdqueue key.)
-HISTORY_KEY = PREFIX + "fleet:history"
+HISTORY_KEY = keys.FLEET_HISTORY
 #: Seconds between samples, and how many are kept: one hour.
 SAMPLE_S = 10.0
 MAX_SAMPLES = 360

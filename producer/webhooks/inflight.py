@@ -38,9 +38,8 @@ def endpoint_of(url: str) -> str:
 
 
 def _slots_key(url: str) -> str:
-    # TODO(keys.py): belongs beside `keys.delivery_lock`; kept here while keys.py is being redesigned.
     digest = hashlib.sha256(endpoint_of(url).encode()).hexdigest()[:32]
-    return f"{keys.PREFIX}wh:inflight:{digest}"
+    return keys.endpoint_in_flight(digest)
 
 
 class EndpointSlots:
