@@ -103,8 +103,14 @@ def usage_day(day: str) -> str:
 
 # Webhooks (producer/webhooks).
 
-#: Stream of job transitions for jobs with a webhook; the `sdq webhooks` dispatcher reads it in a consumer group.
+#: Stream of the state changes of jobs with a webhook (started, succeeded, failed, canceled, batch.completed); the
+#: `sdq webhooks` dispatcher reads it in a consumer group. Never capped: the dispatcher trims only entries its group
+#: has acknowledged, so no terminal event is lost however long the dispatcher is down.
 EVENTS = PREFIX + "events"
+#: Stream of `job.progress` events: best effort in a lane of its own, capped (about `PROGRESS_EVENTS_MAXLEN`
+#: entries), so a flood of progress never pushes a state change out.
+PROGRESS_EVENTS = PREFIX + "events:progress"
+PROGRESS_EVENTS_MAXLEN = 100_000
 
 
 def delivery(msg_id: str) -> str:
@@ -172,6 +178,7 @@ LUA_KEYS = {
     "K_seq": SEQUENCE,
     "K_jobs": INDEX_ALL,
     "K_events": EVENTS,
+    "K_progress_events": PROGRESS_EVENTS,
     "K_job": JOB,
     "K_index": JOBS_BY_STATUS,
     "K_tenant_jobs": TENANT_JOBS,

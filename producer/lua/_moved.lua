@@ -5,7 +5,9 @@
 -- sdq_event: a job with a webhook ("hooks" = "1", or "2" to include progress; or an API key with a default
 -- endpoint) appends its transition to the events stream in the same atomic step as the change, so a terminal
 -- event exists exactly once per job (producer/webhooks/dispatch.py reads it). A GPU worker never waits on a
--- webhook: this XADD is all it does.
+-- webhook: this XADD is all it does. State changes go to K_events, which is never capped (the dispatcher trims
+-- what its group acknowledged); progress to K_progress_events, capped: best effort, and it cannot push a state
+-- change out (keys.PROGRESS_EVENTS_MAXLEN is the cap below).
 local function sdq_event(job, id, to, extra)
   local f = redis.call("HMGET", job, "hooks", "key_id")
   local hooks = f[1]
@@ -14,9 +16,13 @@ local function sdq_event(job, id, to, extra)
   end
   if not hooks or (to == "progress" and hooks ~= "2") then return end
   local t = redis.call("TIME")
-  redis.call("XADD", K_events, "MAXLEN", "~", 100000, "*", "job_id", id, "to", to,
-    "attempt", redis.call("HGET", job, "attempts") or "0", "at", t[1] .. "." .. string.format("%06d", t[2]),
-    "extra", extra or "")
+  local fields = {"job_id", id, "to", to, "attempt", redis.call("HGET", job, "attempts") or "0",
+    "at", t[1] .. "." .. string.format("%06d", t[2]), "extra", extra or ""}
+  if to == "progress" then
+    redis.call("XADD", K_progress_events, "MAXLEN", "~", 100000, "*", unpack(fields))
+  else
+    redis.call("XADD", K_events, "*", unpack(fields))
+  end
 end
 
 -- The batch's last job just ended (the done list reached its total: that happens once). A batch with a webhook
@@ -29,7 +35,7 @@ local function sdq_batch_completed(b, batch)
   end
   if not hooked then return end
   local t = redis.call("TIME")
-  redis.call("XADD", K_events, "MAXLEN", "~", 100000, "*", "batch_id", batch, "to", "batch.completed",
+  redis.call("XADD", K_events, "*", "batch_id", batch, "to", "batch.completed",
     "at", t[1] .. "." .. string.format("%06d", t[2]))
 end
 

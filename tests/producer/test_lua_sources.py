@@ -76,7 +76,7 @@ def test_the_prelude_makes_the_same_names_as_keys_py(redis_client: redis.Redis) 
     probe = (
         "return {K_job('j1'), K_index('queued'), K_tenant_jobs('acme'), K_tenant_index('acme', 'running'),"
         " K_api_key('k1'), K_key_queued('k1'), K_batch('b1'), K_batch_jobs('b1'), K_batch_done('b1'),"
-        " K_tenant_batches('acme'), K_seq, K_jobs, K_events}"
+        " K_tenant_batches('acme'), K_seq, K_jobs, K_events, K_progress_events}"
     )
     got = [v.decode() for v in redis_client.eval(keys.lua_prelude() + probe, 0)]  # type: ignore[union-attr]
     assert got == [
@@ -93,5 +93,15 @@ def test_the_prelude_makes_the_same_names_as_keys_py(redis_client: redis.Redis) 
         keys.SEQUENCE,
         keys.INDEX_ALL,
         keys.EVENTS,
+        keys.PROGRESS_EVENTS,
     ]
     assert lua_script("claim").startswith(keys.lua_prelude())
+
+
+def test_the_progress_lane_is_capped_where_keys_py_says_and_state_changes_are_not_capped() -> None:
+    moved = next(lua for name, lua in SOURCES if name.endswith("_moved.lua"))
+    xadds = [line for line in _code(moved).splitlines() if '"XADD"' in line]
+    capped = [line for line in xadds if "MAXLEN" in line]
+    assert capped == [line for line in xadds if "K_progress_events" in line] and len(capped) == 1
+    assert f'"MAXLEN", "~", {keys.PROGRESS_EVENTS_MAXLEN:d},' in capped[0]
+    assert len(xadds) == 3  # progress, a job's state change, batch.completed
