@@ -5,6 +5,7 @@ from .direct import connect, enqueue
 from .errors import (
     AuthenticationError,
     BatchNotFoundError,
+    ForbiddenError,
     IdempotencyConflictError,
     JobConflictError,
     JobNotFoundError,
@@ -54,6 +55,7 @@ __all__ = [
     "Client",
     "DownloadError",
     "ErrorCode",
+    "ForbiddenError",
     "IdempotencyConflictError",
     "JobConflictError",
     "JobError",

@@ -1,9 +1,12 @@
-"""API keys: who may call the API, which tenant their jobs belong to, and their limits.
+"""API keys: who may call the API, what its role allows, which tenant its jobs belong to, and its limits.
 
 A key is shown once, at creation: `sdq_<id>_<secret>`. Redis keeps only the id and a SHA-256 digest of the whole
 token (the secret carries 256 random bits, so a plain digest is as strong as a slow hash and costs microseconds
-per request). Each key also carries what the webhook sender needs: a default webhook endpoint and a `whsec_…`
-secret, used to sign the events sent for the key's jobs and to verify jobs its systems push to `/v1/hooks/jobs`.
+per request). Its role says what it may do (`tenant`: its own jobs; `admin`: that plus the fleet-wide views;
+`scaling`: only `GET /v1/scaling`, for KEDA). Each key also carries what the webhook sender needs: a default
+webhook endpoint and two separate `whsec_…` secrets, one that verifies jobs its systems push to `/v1/hooks/jobs`
+(inbound) and one that signs the events sent for its jobs (outbound), so a webhook receiver cannot submit jobs.
+The token and both secrets rotate with an overlap (see `producer/secret_ring.py` and `KeyRotation`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from datetime import datetime, timezone
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import keys
+from . import keys, secret_ring
+from .jobs.enums import TextEnum
 
 TOKEN_PREFIX = "sdq_"
 # fullmatch, never `$`: that would accept a trailing newline.
@@ -28,21 +32,59 @@ _TOKEN = re.compile(r"sdq_([0-9a-f]{16})_([A-Za-z0-9_\-]{32,128})")
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 
+class Role(TextEnum):
+    """What a key may do."""
+
+    TENANT = "tenant"  # its tenant's jobs, batches, uploads and costs
+    ADMIN = "admin"  # what a tenant may, plus the fleet-wide views (/v1/costs, /v1/scaling, /v1/fleet)
+    SCALING = "scaling"  # read-only: GET /v1/scaling and nothing else (the credential KEDA holds)
+
+    @property
+    def submits(self) -> bool:
+        """Whether the role may submit and see jobs (every role but `scaling`)."""
+        return self is not Role.SCALING
+
+
+#: Hash fields of a key's secret rings (JSON, newest first) and of the token it replaced during an overlap.
+INBOUND, OUTBOUND = "inbound_secrets", "outbound_secrets"
+PREV_DIGEST, PREV_DIGEST_UNTIL = "prev_digest", "prev_digest_until"
+#: Before roles and separate secrets, one `webhook_secret` did both jobs; keys made then keep it for both.
+LEGACY_SECRET = "webhook_secret"
+
+
 class ApiKey(BaseModel):
-    """One API key's record (never its token). Limits left `None` fall back to the server's defaults."""
+    """One API key's record (never its token). Limits left `None` fall back to the server's defaults.
+
+    The secret tuples hold the values live when the record was read, newest first (several during a rotation)."""
 
     model_config = ConfigDict(frozen=True)
 
     id: str
     tenant: str
     name: str = ""
+    role: Role = Role.TENANT
     created_at: datetime
     revoked: bool = False
     rate_per_s: float | None = Field(default=None, description="Sustained requests per second.")
     burst: int | None = Field(default=None, description="Requests allowed at once above the sustained rate.")
     max_queued_jobs: int | None = Field(default=None, description="Jobs of this key that may wait in the queue.")
     webhook_url: str | None = Field(default=None, description="Default webhook endpoint for this key's jobs.")
-    webhook_secret: str = Field(repr=False, description="`whsec_…`: signs outbound events, verifies inbound ones.")
+    inbound_secrets: tuple[str, ...] = Field(
+        repr=False, description="`whsec_…` secrets that verify jobs pushed to /v1/hooks/jobs with this key."
+    )
+    outbound_secrets: tuple[str, ...] = Field(
+        repr=False, description="`whsec_…` secrets that sign the webhooks of this key's jobs (every one signs)."
+    )
+
+    @property
+    def inbound_secret(self) -> str:
+        """The current inbound secret (give it to the system that pushes jobs)."""
+        return self.inbound_secrets[0]
+
+    @property
+    def outbound_secret(self) -> str:
+        """The current outbound secret (give it to your webhook receivers)."""
+        return self.outbound_secrets[0]
 
 
 def valid_tenant(tenant: str) -> bool:
@@ -61,9 +103,23 @@ def token_key_id(token: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _new_webhook_secret() -> str:
-    # The Standard Webhooks secret format: whsec_ + base64 of the raw HMAC key.
+def new_webhook_secret() -> str:
+    """A fresh `whsec_…` secret: the Standard Webhooks format, whsec_ + base64 of 32 random bytes."""
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def new_token(key_id: str) -> str:
+    """A fresh token for key `key_id`."""
+    return f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+
+
+def digest_matches(fields: Mapping[str, str], token: str, *, now: float) -> bool:
+    """Whether `token` is the key's current token, or the one it replaced while their overlap lasts."""
+    digest = token_digest(token)
+    if hmac.compare_digest(fields.get("digest", ""), digest):
+        return True
+    previous, until = fields.get(PREV_DIGEST, ""), float(fields.get(PREV_DIGEST_UNTIL) or 0)
+    return bool(previous) and until > now and hmac.compare_digest(previous, digest)
 
 
 class KeyStore:
@@ -81,20 +137,23 @@ class KeyStore:
         burst: int | None = None,
         max_queued_jobs: int | None = None,
         webhook_url: str | None = None,
+        role: Role = Role.TENANT,
     ) -> tuple[ApiKey, str]:
         """A new key for `tenant`; returns its record and its token (shown this once, never stored)."""
         if not valid_tenant(tenant):
             raise ValueError("tenant must be 1–64 letters, digits, '_', '.' or '-', starting with a letter or digit")
         key_id = secrets.token_hex(8)
-        token = f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+        token = new_token(key_id)
         fields: dict[str, str] = {
             "id": key_id,
             "tenant": tenant,
             "name": name,
+            "role": Role(role).value,
             "digest": token_digest(token),
             "created_at": repr(time.time()),
             "revoked": "0",
-            "webhook_secret": _new_webhook_secret(),
+            INBOUND: secret_ring.encode([secret_ring.Held(new_webhook_secret())]),
+            OUTBOUND: secret_ring.encode([secret_ring.Held(new_webhook_secret())]),
         }
         optional = {
             "rate_per_s": rate_per_s,
@@ -122,7 +181,7 @@ class KeyStore:
         fields = self._fields(match.group(1))
         if not fields or fields.get("revoked") == "1":
             return None
-        if not hmac.compare_digest(fields.get("digest", ""), token_digest(token)):
+        if not digest_matches(fields, token, now=time.time()):
             return None
         return key_from_fields(fields)
 
@@ -154,17 +213,28 @@ def _decode(fields: Mapping[bytes, bytes]) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in fields.items()}
 
 
-def key_from_fields(f: Mapping[str, str]) -> ApiKey:
-    """An `ApiKey` from its Redis hash fields."""
+def ring(fields: Mapping[str, str], which: str) -> list[secret_ring.Held]:
+    """The key's `INBOUND` or `OUTBOUND` ring as stored (a key made before rings: its one legacy secret)."""
+    if which in fields:
+        return secret_ring.decode(fields[which])
+    legacy = fields.get(LEGACY_SECRET)
+    return [secret_ring.Held(legacy)] if legacy else []
+
+
+def key_from_fields(f: Mapping[str, str], *, now: float | None = None) -> ApiKey:
+    """An `ApiKey` from its Redis hash fields, with the secrets live at `now` (default: the clock)."""
+    at = time.time() if now is None else now
     return ApiKey(
         id=f["id"],
         tenant=f["tenant"],
         name=f.get("name", ""),
+        role=Role(f.get("role") or Role.TENANT.value),
         created_at=datetime.fromtimestamp(float(f["created_at"]), tz=timezone.utc),
         revoked=f.get("revoked") == "1",
         rate_per_s=float(f["rate_per_s"]) if f.get("rate_per_s") else None,
         burst=int(f["burst"]) if f.get("burst") else None,
         max_queued_jobs=int(f["max_queued_jobs"]) if f.get("max_queued_jobs") else None,
         webhook_url=f.get("webhook_url") or None,
-        webhook_secret=f["webhook_secret"],
+        inbound_secrets=secret_ring.live(ring(f, INBOUND), at),
+        outbound_secrets=secret_ring.live(ring(f, OUTBOUND), at),
     )

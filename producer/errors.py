@@ -145,6 +145,14 @@ class AuthenticationError(ProducerError):
         return {"WWW-Authenticate": "Bearer"}
 
 
+class ForbiddenError(ProducerError):
+    """The API key is valid but its role does not allow this (a tenant key on a fleet-wide view, a scaling key
+    anywhere but `GET /v1/scaling`)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class RateLimitedError(ProducerError):
     """The API key sent requests faster than its rate limit allows; retry after `retry_after_s`."""
 

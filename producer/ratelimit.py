@@ -48,7 +48,13 @@ local f = redis.call("HGETALL", KEYS[1])
 if #f == 0 then return {} end
 local h = {}
 for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
-if h["revoked"] == "1" or h["digest"] ~= ARGV[1] then return {} end
+if h["revoked"] == "1" then return {} end
+if h["digest"] ~= ARGV[1] then
+  -- the token it replaced, while their overlap lasts (sdq keys rotate --token --overlap)
+  local t = redis.call("TIME")
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  if h["prev_digest"] ~= ARGV[1] or tonumber(h["prev_digest_until"] or "0") <= now then return {} end
+end
 local rate = tonumber(h["rate_per_s"] or ARGV[2])
 local burst = tonumber(h["burst"] or ARGV[3])
 if rate <= 0 then return {f, 1, "0"} end

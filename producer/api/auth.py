@@ -1,12 +1,16 @@
-"""Who is calling: the `Authorization: Bearer sdq_…` key, its tenant, and its request-rate limit.
+"""Who is calling: the `Authorization: Bearer sdq_…` key, its role, its tenant, and its request-rate limit.
 
 With keys required, every /v1 route needs a live key; its tenant scopes what the caller sees (another tenant's
 job or batch is a 404, never a 403 that would confirm it exists) and every request counts against the key's rate.
-Open mode (a single user on loopback, the embedded default) has no keys and no tenant: the caller sees every job.
+Its role decides which routes it may call at all (403 otherwise): `CallerDep` routes take `tenant` and `admin`
+keys, `AdminDep` routes (fleet-wide views) only `admin`, `ScalingDep` (`GET /v1/scaling`) `admin` and `scaling`.
+Open mode (a single user on loopback, the embedded default) has no keys and no tenant: the caller sees every job
+and every view.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -16,8 +20,8 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..apikeys import ApiKey, KeyStore
-from ..errors import AuthenticationError, ProducerError
+from ..apikeys import ApiKey, KeyStore, Role
+from ..errors import AuthenticationError, ForbiddenError, ProducerError
 from ..ratelimit import Limits, RateLimiter
 from ..settings import ApiSettings
 from ..store import Owner
@@ -35,6 +39,11 @@ class Caller:
     @property
     def tenant(self) -> str | None:
         return self.key.tenant if self.key else None
+
+    @property
+    def admin(self) -> bool:
+        """Whether the caller may see fleet-wide data: an `admin` key, or open mode (no keys at all)."""
+        return self.key is None or self.key.role is Role.ADMIN
 
     @property
     def owner(self) -> Owner:
@@ -90,8 +99,24 @@ async def current_caller(
     return Caller(*admitted)
 
 
-#: Use as a route parameter type: `caller: CallerDep`.
-CallerDep = Annotated[Caller, Depends(current_caller)]
+def allowing(*roles: Role) -> Callable[..., Awaitable[Caller]]:
+    """A dependency: the caller, if its key has one of `roles` (open mode always passes), else 403."""
+    names = " or ".join(f"`{role.value}`" for role in roles)
+
+    async def allowed(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+        if caller.key is not None and caller.key.role not in roles:
+            raise ForbiddenError(f"this route needs a key with role {names}; this key's role is {caller.key.role}")
+        return caller
+
+    return allowed
+
+
+#: Use as a route parameter type: `caller: CallerDep` (a `tenant` or `admin` key: jobs, batches, their costs).
+CallerDep = Annotated[Caller, Depends(allowing(Role.TENANT, Role.ADMIN))]
+#: Fleet-wide views (every tenant's data): `admin` keys only.
+AdminDep = Annotated[Caller, Depends(allowing(Role.ADMIN))]
+#: `GET /v1/scaling`: `admin`, or the read-only `scaling` key KEDA holds.
+ScalingDep = Annotated[Caller, Depends(allowing(Role.ADMIN, Role.SCALING))]
 
 
 def authenticator(settings: ApiSettings, client: redis.Redis) -> Authenticator:

@@ -47,6 +47,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in {
         401: "Missing or invalid API key (`Authorization: Bearer sdq_…`).",
+        403: "The API key's role does not allow this route (fleet-wide views need an `admin` key; a `scaling`"
+        " key may read only `GET /v1/scaling`).",
         404: "No such job.",
         409: "The job's state does not allow this.",
         413: "Request body too large.",

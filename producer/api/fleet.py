@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..controller.history import MAX_SAMPLES, SAMPLE_S, FleetHistory
-from .auth import CallerDep
+from .auth import AdminDep
 from .deps import Deps
 from .errors import ERROR_RESPONSES
 
@@ -43,9 +43,10 @@ class FleetHistoryPage(BaseModel):
 @router.get("/history", response_model=FleetHistoryPage, summary="The fleet over the last hour")
 def history(
     http: Request,
-    caller: CallerDep,
+    caller: AdminDep,
     minutes: Annotated[int, Query(ge=1, le=int(MAX_SAMPLES * SAMPLE_S // 60))] = 60,
 ) -> FleetHistoryPage:
-    """One sample every 10 s from `sdq controller`: work remaining, workers holding, desired and capacity."""
+    """One sample every 10 s from `sdq controller`: work remaining, workers holding, desired and capacity.
+    Fleet-wide: an `admin` key."""
     samples = FleetHistory(Deps.of(http).service.store.client).read(since=time.time() - minutes * 60)
     return FleetHistoryPage(sample_s=SAMPLE_S, samples=[FleetPoint(**vars(s)) for s in samples])

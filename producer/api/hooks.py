@@ -1,9 +1,11 @@
 """`POST /v1/hooks/jobs`: jobs pushed by another system as Standard Webhooks messages, instead of API calls.
 
 The signature is the authentication. With API keys, the sender names its key (`?key_id=`) and signs with that
-key's `whsec_…` secret; the jobs then belong to the key's tenant and count against its limits. Open mode (no keys)
-verifies against `SDQ_INBOUND_WEBHOOK_SECRETS`. A message is accepted once: its `webhook-id` is remembered past
-the 5-minute timestamp tolerance, so a replay within or after the window is refused.
+key's inbound `whsec_…` secret (any live one during a rotation; never the outbound secret its webhook receivers
+hold, so a receiver cannot submit jobs); the jobs then belong to the key's tenant and count against its limits. A
+`scaling` key cannot submit (403, after its signature checked out, so the answer reveals nothing to a stranger).
+Open mode (no keys) verifies against `SDQ_INBOUND_WEBHOOK_SECRETS`. A message is accepted once: its `webhook-id`
+is remembered past the 5-minute timestamp tolerance, so a replay within or after the window is refused.
 """
 
 from __future__ import annotations
@@ -101,11 +103,13 @@ async def inbound(
 
 
 def _accept(http: Request, key_id: str | None, body: bytes) -> JSONResponse:
-    secrets, owner, limit = _secrets_and_owner(http, key_id)
+    secrets, owner, limit, refusal = _secrets_and_owner(http, key_id)
     try:
         msg_id = verify(secrets, dict(http.headers), body)
     except SignatureError as exc:
         raise _Refused(401, "invalid_signature", f"webhook signature rejected: {exc}") from exc
+    if refusal is not None:
+        raise refusal
     if limit is not None:
         limit()
     requests = _parse(body)
@@ -131,7 +135,7 @@ def _accept(http: Request, key_id: str | None, body: bytes) -> JSONResponse:
     return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
 
 
-def _secrets_and_owner(http: Request, key_id: str | None) -> tuple[list[str], Owner, Any]:
+def _secrets_and_owner(http: Request, key_id: str | None) -> tuple[list[str], Owner, Any, _Refused | None]:
     auth = getattr(http.app.state, "auth", None)
     if auth is not None and getattr(auth, "keys", None) is not None:
         key = auth.keys.get(key_id) if key_id else None
@@ -140,11 +144,12 @@ def _secrets_and_owner(http: Request, key_id: str | None) -> tuple[list[str], Ow
         limits = Limits.of(key, auth.defaults)
         owner = Owner(tenant=key.tenant, key_id=key.id, max_queued=limits.max_queued_jobs)
         limit = (lambda: auth.limiter.check(key.id, limits)) if auth.limiter is not None else None
-        return [key.webhook_secret], owner, limit
+        refusal = None if key.role.submits else _Refused(403, "forbidden", f"a {key.role} key cannot submit jobs")
+        return list(key.inbound_secrets), owner, limit, refusal
     secrets = list(HookConfig.of(http).inbound_secrets)
     if not secrets:
         raise _Refused(404, "not_found", "inbound webhooks are off: set SDQ_INBOUND_WEBHOOK_SECRETS to turn them on")
-    return secrets, Owner(), None
+    return secrets, Owner(), None, None
 
 
 def _parse(body: bytes) -> list[JobRequest]:

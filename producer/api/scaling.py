@@ -18,7 +18,7 @@ from ..controller.work import read_work
 from ..cost import CostCalculator, PriceTable, UsageLedger
 from ..service import JobService
 from ..settings import ApiSettings
-from .auth import CallerDep
+from .auth import ScalingDep
 from .deps import Deps
 from .errors import ERROR_RESPONSES
 
@@ -73,8 +73,9 @@ class Scaling(BaseModel):
 
 
 @router.get("", response_model=Scaling, summary="Work remaining and desired workers (KEDA metrics-api)")
-def scaling(http: Request, caller: CallerDep) -> Scaling:
-    """Read from Dramatiq's keys on every call: cheap (one round trip per worker holding messages)."""
+def scaling(http: Request, caller: ScalingDep) -> Scaling:
+    """Read from Dramatiq's keys on every call: cheap (one round trip per worker holding messages). Fleet-wide:
+    an `admin` key, or the read-only `scaling` key made for KEDA (`sdq keys create --role scaling`)."""
     service, fleet = Deps.of(http).service, Fleet.of(http)
     work = read_work(service.store.client, fleet.queues, heartbeat_timeout_s=fleet.heartbeat_timeout_s)
     policy = fleet.policy

@@ -1,14 +1,16 @@
-"""Which secrets sign a message: the API key's own `whsec_…` for its jobs, else the server's secrets."""
+"""Which secrets sign a message: the API key's own outbound `whsec_…` secrets for its jobs, else the server's."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import redis
 from filelock import FileLock
 
-from .. import keys
+from .. import keys, secret_ring
+from ..apikeys import LEGACY_SECRET, OUTBOUND, ring
 from ..privatefs import private_dir, write_private
 from .signing import new_secret, secret_key
 
@@ -26,11 +28,15 @@ class Keyring:
         self.server_secrets = list(server_secrets)
 
     def secrets_for(self, key_id: str | None) -> list[str]:
-        """The secrets that sign messages of jobs submitted with API key `key_id` (None: no key)."""
+        """The secrets that sign messages of jobs submitted with API key `key_id` (None: no key): every live
+        outbound secret of the key, newest first (several while a rotation overlaps), else the server's."""
         if key_id:
-            secret = self.client.hget(keys.api_key(key_id), "webhook_secret")
-            if secret:
-                return [secret.decode() if isinstance(secret, bytes) else str(secret)]
+            values = self.client.hmget(keys.api_key(key_id), [OUTBOUND, LEGACY_SECRET])
+            named = zip((OUTBOUND, LEGACY_SECRET), values, strict=True)
+            fields = {name: v.decode() if isinstance(v, bytes) else str(v) for name, v in named if v is not None}
+            found = secret_ring.live(ring(fields, OUTBOUND), time.time())
+            if found:
+                return list(found)
         return self.server_secrets
 
 

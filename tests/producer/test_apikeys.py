@@ -42,7 +42,8 @@ def test_a_key_is_stored_only_as_a_digest(keys: KeyStore, redis_client: redis.Re
                        for v in redis_client.hvals(k))  # fmt: skip
     assert token.encode() not in stored and token.split("_", 2)[2].encode() not in stored
     assert keys.authenticate(token) == key
-    assert key.webhook_secret.startswith("whsec_") and "whsec" not in repr(key)
+    assert key.outbound_secret.startswith("whsec_") and key.inbound_secret.startswith("whsec_")
+    assert key.inbound_secret != key.outbound_secret and "whsec" not in repr(key)
 
 
 def test_wrong_malformed_and_revoked_tokens_are_refused(keys: KeyStore) -> None:
@@ -129,9 +130,11 @@ def test_sdq_keys_create_list_revoke(redis_server: str, redis_client: redis.Redi
     assert key is not None and key.tenant == "acme" and key.rate_per_s == 5 and key.max_queued_jobs == 10
     listed = sdq("list", "--json")
     assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [shown["id"]]
-    assert shown["token"] not in listed.stdout and shown["webhook_secret"] not in listed.stdout
+    assert shown["token"] not in listed.stdout
+    assert shown["inbound_secret"] not in listed.stdout and shown["outbound_secret"] not in listed.stdout
     assert sdq("list").returncode == 0
     assert sdq("revoke", shown["id"]).returncode == 0
     assert KeyStore(redis_client).authenticate(shown["token"]) is None
     bad = sdq("create", "--tenant", "a b")
-    assert bad.returncode == 1 and "tenant" in bad.stderr and "Traceback" not in bad.stderr
+    # A bad option is a configuration error: exit 2 (issue 14: 2 = configuration, 1 = runtime).
+    assert bad.returncode == 2 and "tenant" in bad.stderr and "Traceback" not in bad.stderr

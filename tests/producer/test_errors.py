@@ -22,6 +22,7 @@ EXPECTED = {
     errors.InvalidInputError: (422, "validation_error"),
     errors.JobConflictError: (409, "conflict"),
     errors.AuthenticationError: (401, "unauthenticated"),
+    errors.ForbiddenError: (403, "forbidden"),
     errors.RateLimitedError: (429, "rate_limited"),
     errors.QuotaExceededError: (429, "quota_exceeded"),
     errors.IdempotencyConflictError: (422, "idempotency_key_reused"),

@@ -204,7 +204,7 @@ def keyed(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     running.stop()
 
 
-def test_with_api_keys_the_key_secret_signs_both_ways_and_jobs_belong_to_its_tenant(
+def test_with_api_keys_the_keys_inbound_secret_submits_its_outbound_one_signs_and_jobs_belong_to_its_tenant(
     keyed: Stack, redis_server: str, tmp_path: Path
 ) -> None:
     keys = KeyStore(redis.Redis.from_url(redis_server))
@@ -214,10 +214,13 @@ def test_with_api_keys_the_key_secret_signs_both_ways_and_jobs_belong_to_its_ten
         body = {"prompt": "pushed by acme", "width": 64, "height": 64}
         assert http.post("/v1/hooks/jobs", **_signed(body)).status_code == 401  # no key named
         assert (
-            http.post(f"/v1/hooks/jobs?key_id={other.id}", **_signed(body, secret=key.webhook_secret)).status_code
+            http.post(f"/v1/hooks/jobs?key_id={other.id}", **_signed(body, secret=key.inbound_secret)).status_code
             == 401
         )
-        response = http.post(f"/v1/hooks/jobs?key_id={key.id}", **_signed(body, secret=key.webhook_secret))
+        # The outbound secret (what every webhook receiver of the key holds) cannot submit jobs.
+        forged = http.post(f"/v1/hooks/jobs?key_id={key.id}", **_signed(body, secret=key.outbound_secret))
+        assert forged.status_code == 401 and forged.json()["error"]["code"] == "invalid_signature"
+        response = http.post(f"/v1/hooks/jobs?key_id={key.id}", **_signed(body, secret=key.inbound_secret))
         assert response.status_code == 202, response.text
         (job,) = response.json()["jobs"]
         mine = {"Authorization": f"Bearer {token}"}
@@ -226,7 +229,7 @@ def test_with_api_keys_the_key_secret_signs_both_ways_and_jobs_belong_to_its_ten
         # No webhook_url on the job: the key's default endpoint gets its events, signed with the key's secret.
         assert http.delete(f"/v1/jobs/{job['id']}", headers=mine).status_code == 200
         (event,) = got.wait_for(1)
-        assert Webhook(key.webhook_secret).verify(event.body, event.headers)["type"] == "job.canceled"
+        assert Webhook(key.outbound_secret).verify(event.body, event.headers)["type"] == "job.canceled"
         deliveries = http.get(f"/v1/jobs/{job['id']}/deliveries", headers=mine)
         assert deliveries.status_code == 200 and len(deliveries.json()["deliveries"]) == 1
         foreign = http.get(f"/v1/jobs/{job['id']}/deliveries", headers={"Authorization": f"Bearer {other_token}"})

@@ -228,7 +228,7 @@ def test_a_batch_sends_one_batch_completed_event_to_its_key_default_endpoint(
             _run_to(service.store, service.store.get(job_id), JobStatus.SUCCEEDED)
         got.wait_for(7)  # per job: started + succeeded; then the batch
         time.sleep(0.5)
-    kinds = [Webhook(key.webhook_secret).verify(r.body, r.headers)["type"] for r in got.requests]
+    kinds = [Webhook(key.outbound_secret).verify(r.body, r.headers)["type"] for r in got.requests]
     assert sorted(kinds) == ["batch.completed"] + ["job.started"] * 3 + ["job.succeeded"] * 3
     (batch,) = [json.loads(r.body) for r in got.requests if json.loads(r.body)["type"] == "batch.completed"]
     assert batch["data"]["id"] == created.id and batch["data"]["counts"]["succeeded"] == 3
