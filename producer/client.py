@@ -68,7 +68,7 @@ class Client(BaseClient):
         self._http = httpx.Client(
             base_url=base_url, headers=auth_headers(api_key), timeout=timeout_s, transport=transport
         )
-        self._storage: httpx.Client | None = None  # for presigned URLs only; made on the first download
+        self._storage: httpx.Client | None = None  # for presigned URLs only; made on first use
 
     def _send(self, call: Call[Model]) -> Model:
         return call.parse(self._http.send(call.request))
@@ -203,12 +203,11 @@ class Client(BaseClient):
 
         The URLs are fetched with a separate plain client, never with the API's key; raises `DownloadError`."""
         record = self.get(job if isinstance(job, str) else job.id)
-        if self._storage is None:
-            self._storage = httpx.Client(**storage_client_options(self._http.timeout))
+        storage = self._storage_client()
         paths = []
         for url, path in downloads(record, dest):
             with storage_errors(url):
-                response = self._storage.send(self._file(url))
+                response = storage.send(self._file(url))
             paths.append(fetched(response, url, path))
         return paths
 
@@ -241,7 +240,7 @@ class AsyncClient(BaseClient):
         self._http = httpx.AsyncClient(
             base_url=base_url, headers=auth_headers(api_key), timeout=timeout_s, transport=transport
         )
-        self._storage: httpx.AsyncClient | None = None  # for presigned URLs only; made on the first download
+        self._storage: httpx.AsyncClient | None = None  # for presigned URLs only; made on first use
 
     async def _send(self, call: Call[Model]) -> Model:
         return call.parse(await self._http.send(call.request))
@@ -367,12 +366,11 @@ class AsyncClient(BaseClient):
     async def download(self, job: JobRecord | str, dest: Path) -> builtins.list[Path]:
         """`Client.download`, awaited (a separate plain client, never the API's key)."""
         record = await self.get(job if isinstance(job, str) else job.id)
-        if self._storage is None:
-            self._storage = httpx.AsyncClient(**storage_client_options(self._http.timeout))
+        storage = self._storage_client()
         paths = []
         for url, path in downloads(record, dest):
             with storage_errors(url):
-                response = await self._storage.send(self._file(url))
+                response = await storage.send(self._file(url))
             paths.append(fetched(response, url, path))
         return paths
 

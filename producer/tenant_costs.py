@@ -14,9 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import keys
 from .cost import CostCalculator, JobCost
+from .jobhash import USAGE_FIELDS, JobField
 
-#: The usage fields of a job record that `CostCalculator.job` prices (its documented input).
-USAGE_FIELDS = ("gpu_s", "instance_type", "capacity", "usage_day")
 _CHUNK = 500
 
 
@@ -50,7 +49,7 @@ def tenant_day_cost(
             pipe.hmget(keys.job(job_id), list(USAGE_FIELDS))
         for values in pipe.execute():
             fields = {n: v.decode() for n, v in zip(USAGE_FIELDS, values, strict=True) if v is not None}
-            if fields.get("usage_day") != wanted:
+            if fields.get(JobField.USAGE_DAY) != wanted:
                 continue
             cost = costs.job(fields, today=today)
             if cost is not None:
