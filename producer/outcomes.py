@@ -68,6 +68,7 @@ class ReapOutcome(TextEnum):
 
     REQUEUED = "requeued"
     FAILED = "failed"
+    CANCELED = "canceled"  #: a cancel was requested while the attempt ran: it wins over a requeue
     HELD = "held"  #: the lease is still live
     LOST = "lost"  #: the attempt no longer holds the job
 

@@ -38,6 +38,7 @@ class JanitorReport:
 
     requeued: list[str] = field(default_factory=list)  #: expired leases handed back for a new attempt
     failed: list[str] = field(default_factory=list)  #: expired leases out of attempts: failed `worker_lost`
+    canceled: list[str] = field(default_factory=list)  #: expired leases or lost messages of jobs asked to cancel
     reenqueued: list[str] = field(default_factory=list)  #: queued jobs whose lost message was sent again
     expired: list[str] = field(default_factory=list)  #: dry run: expired leases seen
     suspects: int = 0  #: queued jobs without a message, within their grace period
@@ -45,8 +46,8 @@ class JanitorReport:
     def describe(self) -> str:
         """One line for logs and `--dry-run`."""
         return (
-            f"janitor requeued={len(self.requeued)} failed={len(self.failed)} reenqueued={len(self.reenqueued)}"
-            f" expired_leases={len(self.expired)} suspects={self.suspects}"
+            f"janitor requeued={len(self.requeued)} failed={len(self.failed)} canceled={len(self.canceled)}"
+            f" reenqueued={len(self.reenqueued)} expired_leases={len(self.expired)} suspects={self.suspects}"
         )
 
 
@@ -123,6 +124,9 @@ class Janitor:
                 log.warning("job %s: attempt %s lost its worker; requeued", job_id, attempts)
                 report.requeued.append(job_id)
                 reaped.add(job_id)
+            elif outcome.outcome is ReapOutcome.CANCELED:
+                log.warning("job %s: attempt %s lost its worker after a cancel: canceled", job_id, attempts)
+                report.canceled.append(job_id)
             elif outcome.outcome is ReapOutcome.FAILED:
                 log.warning("job %s: attempt %s lost its worker, no attempts left: failed", job_id, attempts)
                 report.failed.append(job_id)
@@ -149,21 +153,26 @@ class Janitor:
             if dry_run:
                 report.reenqueued.append(job_id)
                 continue
-            if self._reenqueue(job_id):
+            found = self._reenqueue(job_id)
+            if found == "reenqueued":
                 report.reenqueued.append(job_id)
+            elif found == "canceled":
+                report.canceled.append(job_id)
             del self._suspects[job_id]
 
-    def _reenqueue(self, job_id: str) -> bool:
+    def _reenqueue(self, job_id: str) -> str | None:
         try:
             record = self.store.get(job_id)
         except JobNotFoundError:
-            return False
-        if record.status is not JobStatus.QUEUED or record.cancel_requested:
-            return False
+            return None
+        if record.status is not JobStatus.QUEUED:
+            return None
+        if record.cancel_requested:  # a cancel wins: end it now rather than leave it queued with no message
+            return "canceled" if self.store.cancel(job_id) is JobStatus.CANCELED else None
         message = JobMessage(job_id=job_id, request=record.request, checkpoint=record.checkpoint)
         if record.batch_id and self.batch_queue:  # back where it came from, behind interactive jobs
             send(self.broker, self.batch_queue, message, actor=BATCH_ACTOR)
         else:
             send(self.broker, self.queue, message)
         log.warning("job %s: queued without a message; re-enqueued", job_id)
-        return True
+        return "reenqueued"

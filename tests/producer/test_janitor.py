@@ -174,6 +174,21 @@ def test_a_canceled_job_is_never_re_enqueued(
     assert message_job_ids(redis_client, QUEUE) == set()
 
 
+def test_a_cancel_wins_over_reaping_an_expired_lease_even_with_its_message_lost(
+    service: JobService, store: JobStore, broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    job_id = _submit(service)
+    _expire(store, job_id)
+    assert service.cancel(job_id).cancel_requested  # flagged: the (dead) worker would stop at its next step
+    _drop_messages(redis_client)
+    report = _janitor(store, broker).sweep()
+    assert report.canceled == [job_id] and report.requeued == [] and report.reenqueued == []
+    record = store.get(job_id)
+    assert record.status is JobStatus.CANCELED and record.finished_at is not None
+    assert not redis_client.zscore(f"sdq:jobs:{JobStatus.QUEUED.value}", job_id)
+    assert _janitor(store, broker).sweep().canceled == []  # once
+
+
 def test_a_dry_run_changes_nothing(service: JobService, store: JobStore, broker: RedisBroker) -> None:
     job_id = _submit(service)
     _expire(store, job_id)
