@@ -109,12 +109,14 @@ class CohortQueue:
 
     `take` waits for a first job, then up to `wait_s` *after that job was submitted* for compatible company, so
     under load (the oldest job has already waited while the GPU was busy) a cohort forms without any extra delay.
-    A cohort holds at most `max_images` images, except a single job asking for more, which runs alone.
+    A cohort holds at most `max_images` images (or what `limit` allows for its shape: see `gpu_worker.cohort_caps`),
+    except a single job asking for more, which runs alone.
     """
 
-    def __init__(self, *, max_images: int, wait_s: float) -> None:
+    def __init__(self, *, max_images: int, wait_s: float, limit: Callable[[JobRequest], int] | None = None) -> None:
         self.max_images = max_images
         self.wait_s = wait_s
+        self.limit = limit
         self._pending: list[CohortJob] = []
         self._changed = threading.Condition()
         self._closed = False
@@ -152,7 +154,7 @@ class CohortQueue:
                 return []
             head = self._pending[0]
             deadline = head.submitted + self.wait_s
-            while self._fill(head) < self.max_images and not self._closed:
+            while self._fill(head) < self._max_images(head) and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     if busy is None or not busy():
@@ -174,11 +176,14 @@ class CohortQueue:
     def _fill(self, head: CohortJob) -> int:
         return sum(job.request.num_images for job in self._compatible(head))
 
+    def _max_images(self, head: CohortJob) -> int:
+        return self.max_images if self.limit is None else min(self.max_images, self.limit(head.request))
+
     def _pop_cohort(self, head: CohortJob) -> list[CohortJob]:
         cohort: list[CohortJob] = []
-        images = 0
+        images, most = 0, self._max_images(head)
         for job in self._compatible(head):
-            if cohort and images + job.request.num_images > self.max_images:
+            if cohort and images + job.request.num_images > most:
                 continue  # a smaller job further back may still fit
             cohort.append(job)
             images += job.request.num_images

@@ -62,6 +62,12 @@ class TransientError(WorkerError):
     """A failure worth retrying elsewhere or later (storage or Redis blip); the job goes back to the queue."""
 
 
+class DeviceFaultError(TransientError):
+    """The accelerator hit an error that breaks its CUDA context (an illegal memory access, a device-side assert, an
+    Xid fault): every later call in that process would fail. The jobs go back to the queue; the device process is
+    replaced before the next cohort."""
+
+
 class JobInterruptedError(WorkerError):
     """The machine is being reclaimed (spot notice) and the job cannot finish in time: hand it off.
 

@@ -14,7 +14,9 @@ Inside a cohort each job keeps its own step callback (progress, cancellation, le
 callback raises is dropped from the cohort's results at once (its thread gets the exception and settles the job),
 but its images keep being computed, since a diffusers call cannot shed one sample mid-run; the call stops early
 only once every job in it has stopped. CUDA out-of-memory splits the cohort in halves and retries each; a single
-job that still does not fit fails with `out_of_memory`.
+job that still does not fit fails with `out_of_memory`; the split runs only after the handler is left and memory is
+collected (the traceback's frames would keep the failed call's tensors alive), and the shape's cap drops so later
+cohorts of it form small enough to fit (`gpu_worker.cohort_caps`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 from producer.jobs import JobRequest
 
 from .checkpoint import CheckpointError
+from .cohort_caps import CohortCaps
 from .cohorts import INTERACTIVE_PRIORITY, CohortJob, CohortQueue, JobResult
 from .conditioning import PreparedInputs
 from .device import Device, Session
@@ -36,7 +39,7 @@ from .device.local import LocalDevice
 from .errors import JobInterruptedError, JobTimeoutError, OutOfMemoryError, TransientError
 from .inference import StepCallback
 from .metrics import WorkerMetrics
-from .models import LoadedModels
+from .models import LoadedModels, release_memory
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,9 @@ class GpuExecutor:
     ) -> None:
         self.device: Device = LocalDevice(device) if isinstance(device, LoadedModels) else device
         self.metrics = metrics or WorkerMetrics()
-        self.queue = CohortQueue(max_images=max_images, wait_s=wait_ms / 1000)
+        #: Images per call that fit, per (model, size), lowered by out-of-memory errors.
+        self.caps = CohortCaps(max_images)
+        self.queue = CohortQueue(max_images=max_images, wait_s=wait_ms / 1000, limit=self.caps.limit)
         self.pipeline_calls = 0
         self._thread = threading.Thread(target=self._loop, name="gpu-executor", daemon=True)
         self._preparer = threading.Thread(target=self._prepare_loop, name="gpu-cohort-prep", daemon=True)
@@ -187,7 +192,9 @@ class GpuExecutor:
         try:
             # The cohort key includes the LoRA set, so the whole cohort shares the first job's adapters.
             with self.device.session(model, loras=live[0].request.loras) as (session, load_s):
-                self._render(session, live, load_s)
+                # A cohort formed before its shape's cap dropped runs in calls that fit the cap now.
+                for chunk in _chunks(live, self.caps.limit(live[0].request)):
+                    self._render(session, chunk, load_s)
         except Exception as exc:  # the model did not load: every job of the cohort fails with the same error
             _fail(live, exc)
 
@@ -229,24 +236,56 @@ class GpuExecutor:
         except _CohortStopped:
             return
         except OutOfMemoryError as exc:
-            remaining = [job for job in jobs if job not in stopped]
-            if len(remaining) == 1:
-                _fail(remaining, exc)
-                return
-            log.warning("out of memory with %d image(s) in one call; retrying in halves", images)
-            half = len(remaining) // 2
-            if half:
-                self._render(session, remaining[:half], load_s)
-                self._render(session, remaining[half:], load_s)
-            return
+            # Only the message leaves the handler: the traceback's frames hold the failed call's tensors.
+            failure: OutOfMemoryError | None = OutOfMemoryError(str(exc))
+        else:
+            failure = None
         finally:
             elapsed = time.perf_counter() - started
             self.metrics.record_cohort(images=images, jobs=len(jobs), seconds=elapsed)
+        if failure is not None:
+            self._split_after_out_of_memory(session, jobs, stopped, failure, load_s)
+            return
+        self.caps.fitted(jobs[0].request, images)
         for job, job_images, warning in zip(jobs, results, warnings, strict=True):
             if job not in stopped:
                 job.future.set_result(
                     JobResult(job_images, [warning] if warning else [], load_s, elapsed, images, started_at=started_at)
                 )
+
+    def _split_after_out_of_memory(
+        self,
+        session: Session,
+        jobs: Sequence[CohortJob],
+        stopped: dict[CohortJob, BaseException],
+        failure: OutOfMemoryError,
+        load_s: float,
+    ) -> None:
+        """Out of memory with `jobs`: lower their shape's cap, free what the failed call held, retry in halves."""
+        images = sum(job.request.num_images for job in jobs)
+        cap = self.caps.out_of_memory(jobs[0].request, images)
+        release_memory()  # in this process; the device process frees its own before it answers (inference._call)
+        remaining = [job for job in jobs if job not in stopped]
+        if len(remaining) <= 1:
+            _fail(remaining, failure)
+            return
+        log.warning("out of memory with %d image(s) in one call; retrying in halves (this size now %d)", images, cap)
+        half = len(remaining) // 2
+        self._render(session, remaining[:half], load_s)
+        self._render(session, remaining[half:], load_s)
+
+
+def _chunks(jobs: list[CohortJob], most_images: int) -> list[list[CohortJob]]:
+    """`jobs` in order, in runs of at most `most_images` images (a job asking for more runs alone)."""
+    chunks: list[list[CohortJob]] = []
+    images = 0
+    for job in jobs:
+        if not chunks or images + job.request.num_images > most_images:
+            chunks.append([])
+            images = 0
+        chunks[-1].append(job)
+        images += job.request.num_images
+    return chunks
 
 
 def _still_wanted(job: CohortJob) -> bool:

@@ -11,6 +11,7 @@ images on another instance type, and a spot hand-off would continue a run with n
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
@@ -19,8 +20,9 @@ import torch
 
 from gpu_worker.checkpoint import DenoiseTap
 from gpu_worker.conditioning import Mode, PreparedInputs
-from gpu_worker.errors import JobInterruptedError, OutOfMemoryError
-from gpu_worker.families import check_request, stamp, traits_of
+from gpu_worker.cuda_faults import cuda_fault
+from gpu_worker.errors import DeviceFaultError, JobInterruptedError, OutOfMemoryError
+from gpu_worker.families import Family, check_request, stamp, traits_of
 from gpu_worker.image_call import check_inputs, cohort_spec, kept_images, overlay, prepare_call, takes_size
 from gpu_worker.refiner import refiners_of
 from gpu_worker.schedulers import apply_scheduler
@@ -143,19 +145,29 @@ def _split(images: list[Image.Image], requests: Sequence[JobRequest]) -> list[li
 
 
 def _call(pipe: Any, arguments: dict[str, Any], images: int, request: JobRequest) -> Any:
-    """One pipeline call; running out of accelerator memory raises `OutOfMemoryError`, after the failed call's
-    memory is handed back (outside the `except` block, whose traceback would keep the call's tensors alive)."""
+    """One pipeline call; running out of accelerator memory (cuBLAS's and cuDNN's workspaces included) raises
+    `OutOfMemoryError`, after the failed call's memory is handed back (outside the `except` block, whose traceback
+    would keep the call's tensors alive); a sticky CUDA error raises `DeviceFaultError` (`gpu_worker.cuda_faults`)."""
+    failure: OutOfMemoryError | DeviceFaultError
     try:
         with decoding(pipe, request.width, request.height):
             return pipe(**arguments)
     except torch.cuda.OutOfMemoryError:
-        pass
+        failure = OutOfMemoryError(_oom_message(images, request))
     except RuntimeError as exc:
-        if "MPS backend out of memory" not in str(exc):
+        fault = cuda_fault(exc)
+        if fault is None:
             raise
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()  # hand the failed run's blocks back before the next batch
-    raise OutOfMemoryError(_oom_message(images, request))
+        failure = (
+            OutOfMemoryError(f"{_oom_message(images, request)} ({fault})")
+            if isinstance(fault, OutOfMemoryError)
+            else fault
+        )
+    if isinstance(failure, OutOfMemoryError):
+        gc.collect()  # the failed call's frames are gone now; their reference cycles go too
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # hand the failed run's blocks back before the next batch
+    raise failure
 
 
 def _step_callback(
@@ -218,18 +230,29 @@ def _oom_message(images: int, request: JobRequest) -> str:
 
 
 def prompt_truncation_warning(pipe: DiffusionPipeline, prompt: str) -> str | None:
-    """A message for the job record if the text encoder will not see all of `prompt`, else None.
+    """A message for the job record if the text encoders will not see all of `prompt`, else None.
 
-    CLIP-based pipelines read at most `tokenizer.model_max_length` tokens (77, start and end markers included) and
-    silently drop the rest; users should know their prompt was cut.
+    CLIP reads at most `tokenizer.model_max_length` tokens (77, start and end markers included) and silently drops
+    the rest; users should know their prompt was cut. SD 3 and Flux also hand the prompt to T5, which reads 256
+    (SD 3) or 512 (Flux) tokens: there CLIP's cut is expected, and only a prompt longer than T5 reads loses words.
     """
+    rules = traits_of(pipe).rules
+    t5 = {Family.SD3: "tokenizer_3", Family.FLUX: "tokenizer_2"}.get(rules.family)
+    t5_tokenizer = getattr(pipe, t5, None) if t5 else None
+    if t5_tokenizer is not None:
+        # A T5 (SentencePiece) piece covers at least one character; the end marker is the only token added.
+        return _cut(t5_tokenizer, prompt, rules.prompt_tokens, len(prompt) + 1)
     tokenizer = getattr(pipe, "tokenizer", None)
     if tokenizer is None:
         return None
-    limit = tokenizer.model_max_length
     # CLIP's byte-level BPE gives every token at least one byte of the text: a prompt with no more bytes than the
     # limit minus the start and end markers cannot be cut, and most prompts are that short. Skip the tokenizer.
-    if len(prompt.encode("utf-8")) + 2 <= limit:
+    return _cut(tokenizer, prompt, tokenizer.model_max_length, len(prompt.encode("utf-8")) + 2)
+
+
+def _cut(tokenizer: Any, prompt: str, limit: int, most_tokens: int) -> str | None:
+    """The warning if `prompt` is more than `limit` tokens; `most_tokens` bounds its count without tokenizing."""
+    if most_tokens <= limit:
         return None
     # verbose=False: the tokenizer would log its own, less helpful, warning about the same thing.
     count = len(tokenizer(prompt, truncation=False, verbose=False)["input_ids"])

@@ -206,7 +206,7 @@ class LoadedModels:
             self._parked.clear()
         for entry in entries:
             _drop(entry)
-        _release_memory()
+        release_memory()
         self.cache.enforce_budget()
 
     def _acquire(self, model: str) -> tuple[_Entry, float]:
@@ -296,13 +296,13 @@ class LoadedModels:
                 evicted = self._evict_idle()
             if not evicted:
                 raise
-        _release_memory()
+        release_memory()
         log.warning("out of device memory while loading; evicted %d idle pipeline(s) and retrying", evicted)
         try:
             return load()
         except (OutOfMemoryError, torch.cuda.OutOfMemoryError):
             pass
-        _release_memory()  # the second failure's frames are gone too
+        release_memory()  # the second failure's frames are gone too
         raise OutOfMemoryError("the model does not fit in device memory, even alone")
 
     def _evict_idle(self) -> int:
@@ -351,7 +351,7 @@ class LoadedModels:
         for victim in dropped:
             _drop(victim)
         if dropped:
-            _release_memory()  # a dropped pipeline's modules hold reference cycles: only a full collection frees them
+            release_memory()  # a dropped pipeline's modules hold reference cycles: only a full collection frees them
 
 
 def _drop(entry: _Entry) -> None:
@@ -365,7 +365,8 @@ def _drop(entry: _Entry) -> None:
     entry.pipe = None
 
 
-def _release_memory() -> None:
+def release_memory() -> None:
+    """Collect garbage (a dropped pipeline's modules hold reference cycles), then hand CUDA's cached blocks back."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

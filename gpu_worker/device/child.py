@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pickle
 import signal
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CheckpointError
+from ..cuda_faults import cuda_fault
+from ..errors import CheckpointError, DeviceFaultError
 from .protocol import (
     Answer,
     Capture,
@@ -41,6 +43,11 @@ if TYPE_CHECKING:
     from ..conditioning import PreparedInputs
     from ..settings import WorkerSettings
     from .local import LocalSession
+
+
+#: The exit code of a device process that left after a sticky CUDA error (see `gpu_worker.cuda_faults`).
+FAULT_EXIT_CODE = 71
+log = logging.getLogger(__name__)
 
 
 class _Stopped(Exception):
@@ -89,13 +96,13 @@ def _serve(conn: Connection, settings: WorkerSettings) -> None:
                         pipe, load_s = held.__enter__()
                     except Exception as exc:
                         held = None
-                        conn.send(Failed(sendable(exc)))
+                        _answer(conn, Failed(sendable(cuda_fault(exc) or exc)))
                     else:
                         session = LocalSession(pipe)
                         conn.send(Loaded(load_s, models.holdings()))
                 case Generate(requests, resume, inputs):
                     assert session is not None, "generate outside a session"
-                    conn.send(_generate(conn, session, requests, resume, inputs))
+                    _answer(conn, _generate(conn, session, requests, resume, inputs))
                 case Release():
                     if held is not None:
                         held.__exit__(None, None, None)
@@ -133,8 +140,20 @@ def _generate(
     try:
         images, warnings = session.generate(requests, on_step, resume=resume, inputs=inputs)
     except Exception as exc:
-        return Failed(sendable(exc))
+        return Failed(sendable(cuda_fault(exc) or exc))
     return Generated(images, warnings)
+
+
+def _answer(conn: Connection, answer: Answer) -> None:
+    """Send `answer`; after a sticky CUDA error, then leave: every later call in this process would fail."""
+    conn.send(answer)
+    if isinstance(answer, Failed) and isinstance(answer.error, DeviceFaultError):
+        # No unloading on the way out (it would call into the broken CUDA context again): the kernel drops this
+        # process's cache leases, and the parent starts a fresh device process for the next cohort.
+        log.error("%s; the device process exits", answer.error)
+        conn.close()
+        logging.shutdown()
+        os._exit(FAULT_EXIT_CODE)
 
 
 def sendable(exc: BaseException) -> BaseException:

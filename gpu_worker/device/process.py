@@ -13,7 +13,9 @@ parent without the child ever waiting; a job that wants out is answered at the c
 The child boots (imports torch and diffusers, preloads `SDQ_PRELOAD_MODELS`) while the worker process connects to
 Redis; `ready` waits for it. If the child dies (the kernel's OOM killer, a driver fault), or hangs (silent for
 `SDQ_JOB_TIMEOUT_S` in the middle of a request; it is then killed), the cohort it was running fails with
-`TransientError` (its jobs go back to the queue) and the next cohort starts a new child.
+`TransientError` (its jobs go back to the queue) and the next cohort starts a new child. So does a sticky CUDA error
+(an illegal memory access, a device-side assert, an Xid fault: `gpu_worker.cuda_faults`), after which the child would
+fail every later call: it answers `DeviceFaultError` (a `TransientError`) and exits, and is replaced.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, TypeVar
 # Only light imports here: the worker process spawns this child before it imports anything heavy (see cli.py).
 from producer.holdings import Holdings
 
-from ..errors import CheckpointError, TransientError
+from ..errors import CheckpointError, DeviceFaultError, TransientError
 from ..parent_death import child_payload, run_child, start_child
 from .child import serve
 from .protocol import (
@@ -201,11 +203,24 @@ class DeviceProcess:
         while True:
             match self._next(watched=watched):
                 case Failed(error):
-                    raise error
+                    raise self._failed(error)
                 case expected() as answer:
                     return answer
                 case Ready() | Loaded() | Generated() | Closed() as answer:
                     raise _unexpected(answer)
+
+    def _failed(self, error: BaseException) -> BaseException:
+        """A request's error; after a sticky CUDA error (`DeviceFaultError`) the child is leaving, and the next
+        cohort starts a new one."""
+        if isinstance(error, DeviceFaultError):
+            log.error("the device process hit a sticky CUDA error and is being replaced: %s", error)
+            if self._process is not None:
+                self._process.join(10)
+                if self._process.is_alive():
+                    self._process.kill()
+                    self._process.join(5)
+            self._booted = False
+        return error
 
     def _hung(self) -> DeviceProcessError:
         timeout_s = self.settings.job_timeout_s
@@ -259,7 +274,7 @@ class _RemoteSession:
                 case Generated(images, warnings):
                     return images, warnings
                 case Failed(error):
-                    raise error
+                    raise device._failed(error)
                 case answer:
                     raise _unexpected(answer)
 

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from gpu_worker.cohort_caps import CohortCaps
 from gpu_worker.cohorts import BATCH_SUBMISSION_PRIORITY, PER_JOB_FIELDS, CohortJob, CohortQueue, cohort_key
 from producer.jobs import JobRequest, Scheduler
 
@@ -122,3 +123,19 @@ def test_an_interactive_job_goes_before_older_jobs_of_a_submitted_batch(job: Mak
     queue.put(interactive)
     assert queue.take() == [interactive]
     assert queue.take() == [batch_job]
+
+
+def test_a_cap_drops_after_out_of_memory_and_rises_back_slowly(job: MakeJob) -> None:
+    caps = CohortCaps(8, raise_after=3)
+    small, large = job(width=64, height=64), job(width=128, height=128)
+    assert caps.out_of_memory(small, 8) == 4 and caps.limit(small) == 4 and caps.limit(large) == 8
+    for _ in range(2):
+        caps.fitted(small, 4)
+    caps.fitted(small, 3)  # below the cap: proves nothing about the cap
+    assert caps.limit(small) == 4
+    caps.fitted(small, 4)
+    assert caps.limit(small) == 5  # three calls in a row at the cap fitted: one more image
+    assert caps.out_of_memory(small, 5) == 4  # back to what fitted, not to half
+    for _ in range(3 * 4):
+        caps.fitted(small, caps.limit(small))
+    assert caps.limit(small) == 8  # back at the maximum: forgotten

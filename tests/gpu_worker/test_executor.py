@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -243,3 +244,35 @@ def test_shutdown_fails_jobs_still_queued(models: LoadedModels, job: MakeJob) ->
         pending.future.result(timeout=10)
     with pytest.raises(RuntimeError):
         gpu.submit(new_job_id(), job(), _ignore)
+
+
+def test_after_out_of_memory_that_size_forms_cohorts_that_fit_and_retries_run_outside_the_handler(
+    models: LoadedModels, job: MakeJob
+) -> None:
+    with models.use("tiny") as (pipe, _):
+        pass
+    calls: list[tuple[int, BaseException | None]] = []  # images per UNet call, and the exception being handled then
+
+    def hook(module: Any, args: Any) -> None:
+        images = args[0].shape[0] // 2  # classifier-free guidance: two samples per image
+        calls.append((images, sys.exc_info()[1]))
+        if images > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    handle = pipe.unet.register_forward_pre_hook(hook)
+    # A long batch wait: a cohort forms only once it is as full as its size allows.
+    gpu = GpuExecutor(models, max_images=4, wait_ms=60_000)
+    try:
+        first = _submit_all(gpu, [job(seed=seed) for seed in (1, 2, 3, 4)])
+        assert {r.cohort_size for r in _results(first)} == {2}
+        assert gpu.pipeline_calls == 3  # 4 images failed, then two halves of 2
+        second = [gpu.submit(new_job_id(), job(seed=seed), _ignore) for seed in (5, 6, 7, 8)]
+        assert {r.cohort_size for r in _results(second)} == {2}
+        assert gpu.pipeline_calls == 3 + 2  # formed two at a time: no second failed call
+    finally:
+        handle.remove()
+        gpu.shutdown()
+    assert [images for images, _ in calls if images > 2] == [4]
+    # No retry ran inside an `except` block, whose traceback would keep the failed call's tensors alive.
+    assert [handling for _, handling in calls] == [None] * len(calls)
+    assert gpu.caps.limit(job(width=128, height=128)) == 4  # another size is not capped

@@ -199,3 +199,24 @@ def test_each_family_takes_loras(
     plain, styled, zero, again = renders
     assert not np.array_equal(plain, styled)
     assert np.array_equal(plain, zero) and np.array_equal(plain, again)
+
+
+@pytest.mark.parametrize(("model", "reads"), [("tiny-sd3", 256), ("tiny-flux", 512)])
+def test_t5_families_warn_only_past_what_t5_reads(family_pipes: Pipes, model: str, reads: int) -> None:
+    from gpu_worker.inference import prompt_truncation_warning
+
+    pipe = family_pipes(model)
+    # Past CLIP's 77 tokens, which these models also use, but within T5's reach: every word is read.
+    assert prompt_truncation_warning(pipe, " ".join(["cat"] * 100)) is None
+    assert prompt_truncation_warning(pipe, " ".join(["cat"] * (reads - 1))) is None  # with T5's end marker
+    assert prompt_truncation_warning(pipe, " ".join(["cat"] * reads)) == (
+        f"prompt is {reads + 1} tokens; the model reads only the first {reads}, the rest was ignored"
+    )
+
+
+def test_sdxl_warns_at_clips_77_tokens(family_pipes: Pipes) -> None:
+    from gpu_worker.inference import prompt_truncation_warning
+
+    assert prompt_truncation_warning(family_pipes("tiny-sdxl"), " ".join(["cat"] * 76)) == (
+        "prompt is 78 tokens; the model reads only the first 77, the rest was ignored"
+    )
