@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
+from . import line
 from .jobs import (
     CONTRACT_VERSION,
     DEFAULT_WEBHOOK_EVENTS,
@@ -180,7 +181,12 @@ class Codec:
     decode: Callable[[str | None], Any]
 
 
-#: `JobRecord` attribute → its codec. Every attribute but `cost` (priced on read from the usage fields) is here.
+#: `JobRecord` attributes computed on read, never stored: `cost` (priced from the usage fields) and
+#: `queue_position` (the job's rank in the line, `producer.line`), both set by `record` from what the same read
+#: fetched. A new computed attribute goes here (the round-trip test checks every other attribute has a codec).
+COMPUTED = frozenset({"cost", "queue_position"})
+
+#: `JobRecord` attribute → its codec: every attribute but those in `COMPUTED`.
 CODECS: dict[str, Codec] = {
     "v": Codec(JobField.VERSION, _int_text, lambda v: int(v) if v else CONTRACT_VERSION),
     "id": Codec(JobField.ID, _plain, _required),
@@ -209,9 +215,11 @@ def encode(values: Mapping[str, Any]) -> dict[str, str]:
     return {str(CODECS[name].field): CODECS[name].encode(value) for name, value in values.items() if value is not None}
 
 
-def record(fields: Mapping[str, str], price: Pricer | None = None) -> JobRecord:
-    """The `JobRecord` a job's hash holds; with `price`, its cost too (from the usage fields of the same hash)."""
+def record(fields: Mapping[str, str], price: Pricer | None = None, *, rank: int | None = None) -> JobRecord:
+    """The `JobRecord` a job's hash holds; with `price`, its cost too (from the usage fields of the same hash);
+    with `rank` (its ZRANK in the line, read in the same round trip), its `queue_position` while it is queued."""
     values = {name: codec.decode(fields.get(codec.field)) for name, codec in CODECS.items()}
+    values["queue_position"] = line.position(values["status"], rank)
     if price is not None:
         used = usage(fields)
         values["cost"] = price(used) if used is not None else None

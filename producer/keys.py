@@ -18,6 +18,10 @@ INDEX_ALL = PREFIX + "jobs"
 #: Per-status sorted sets are `INDEX_BY_STATUS + status`, same scores as `INDEX_ALL`.
 INDEX_BY_STATUS = PREFIX + "jobs:"
 
+#: The line (producer/line.py): the global index of queued jobs, scored by place in line (interactive jobs before
+#: batch jobs, each in the order they entered the queue) rather than by creation, so ZRANK is a queue position.
+LINE = INDEX_BY_STATUS + "queued"
+
 JOB = PREFIX + "job:{job_id}"
 JOBS_BY_STATUS = INDEX_BY_STATUS + "{status}"
 TENANT_JOBS = PREFIX + "tenant:{tenant}:jobs"

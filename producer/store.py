@@ -16,7 +16,7 @@ import redis
 import redis.asyncio
 from redis.commands.core import AsyncScript
 
-from . import jobhash, keys
+from . import jobhash, keys, line
 from .broker import Encoded
 from .errors import IdempotencyConflictError, JobNotFoundError, QuotaExceededError
 from .jobhash import JobField, Pricer
@@ -154,8 +154,21 @@ class JobStore:
         pipe.execute()
 
     def get(self, job_id: str, *, price: Pricer | None = None) -> JobRecord:
-        """The record of `job_id` (priced by `price`, when given); raises `JobNotFoundError`."""
-        return jobhash.record(self.fields(job_id), price)
+        """The record of `job_id` (priced by `price`, when given) with its place in line; raises
+        `JobNotFoundError`. One round trip."""
+        [(raw, rank)] = self._read_many([job_id])
+        if not raw:
+            raise JobNotFoundError(job_id)
+        return jobhash.record(jobhash.decode(raw), price, rank=rank)
+
+    def _read_many(self, job_ids: Iterable[str]) -> builtins.list[tuple[dict[bytes, bytes], int | None]]:
+        """Each job's hash and its rank in the line (`producer.line`; O(log n) each), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(keys.job(job_id))
+            pipe.zrank(keys.LINE, job_id)
+        answers = pipe.execute()
+        return list(zip(answers[0::2], answers[1::2], strict=True))
 
     def fields(self, job_id: str) -> dict[str, str]:
         """Every field of the job's hash, for readers that need more than the record (`jobhash.JobField`, e.g.
@@ -167,10 +180,8 @@ class JobStore:
 
     def get_many(self, job_ids: Iterable[str], *, price: Pricer | None = None) -> list[JobRecord]:
         """The records of `job_ids` that still exist, in the same order (one round trip)."""
-        pipe = self.client.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hgetall(keys.job(job_id))
-        return [jobhash.record(jobhash.decode(fields), price) for fields in pipe.execute() if fields]
+        found = self._read_many(job_ids)
+        return [jobhash.record(jobhash.decode(fields), price, rank=rank) for fields, rank in found if fields]
 
     def cancel_many(self, job_ids: Iterable[str]) -> None:
         """`cancel` each job (one round trip): queued ones end at once, running ones are flagged."""
@@ -195,18 +206,19 @@ class JobStore:
         state = status.value if status else None
         index = keys.index(state) if tenant is None else keys.tenant_index(tenant, state)
         upper = f"({int(cursor)}" if cursor else "+inf"
-        rows: list[tuple[bytes, float]] = self.client.zrevrangebyscore(  # type: ignore[assignment]
-            index, upper, "-inf", start=0, num=limit + 1, withscores=True
-        )
+        rows: list[tuple[bytes, float]]
+        if index == keys.LINE:  # scored by place in line: both lanes, by when each job entered the queue
+            rows = line.newest(self.client, cursor, limit + 1)
+        else:
+            rows = self.client.zrevrangebyscore(  # type: ignore[assignment]
+                index, upper, "-inf", start=0, num=limit + 1, withscores=True
+            )
         more = len(rows) > limit
         rows = rows[:limit]
-        pipe = self.client.pipeline(transaction=False)
-        for member, _ in rows:
-            pipe.hgetall(keys.job(member.decode()))
         records, expired = [], []
-        for (member, _), fields in zip(rows, pipe.execute(), strict=True):
+        for (member, _), (fields, rank) in zip(rows, self._read_many(m.decode() for m, _ in rows), strict=True):
             if fields:
-                records.append(jobhash.record(jobhash.decode(fields), price))
+                records.append(jobhash.record(jobhash.decode(fields), price, rank=rank))
             else:
                 expired.append(member)
         if expired:  # records past their TTL: drop them from the index lazily

@@ -89,6 +89,11 @@ class JobRecord(BaseModel):
         default=None, description="Where the job resumes: set when a worker handed it off mid-run (spot notice)."
     )
     handoffs: int = Field(default=0, description="Orderly hand-offs (spot notices); these do not use up attempts.")
+    queue_position: int | None = Field(
+        default=None,
+        description="While queued: how many jobs run before this one (interactive jobs before batch jobs, each in"
+        " the order they were queued). Null once it has started.",
+    )
     cost: JobCost | None = Field(
         default=None,
         description="What the job cost in USD: its GPU time plus its share of cold starts and idle time (filled in"

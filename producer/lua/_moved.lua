@@ -40,11 +40,17 @@ local function sdq_batch_completed(b, batch)
 end
 
 local function sdq_moved(job, id, seq, from, to, ttl_s)
-  redis.call("ZREM", K_index(from), id)
-  redis.call("ZADD", K_index(to), seq, id)
-  if to ~= "queued" then sdq_event(job, id, to, nil) end
   local f = redis.call("HMGET", job, "tenant", "key_id", "batch_id")
   local tenant, key_id, batch = f[1], f[2], f[3]
+  -- The global index of queued jobs is the line (producer/line.py): leaving `queued` leaves it in this step, and a
+  -- job handed back to `queued` goes to the back of its lane (where its re-sent message goes), with a fresh number.
+  redis.call("ZREM", K_index(from), id)
+  if to == "queued" then
+    redis.call("ZADD", K_index(to), sdq_line_score(batch, redis.call("INCR", K_seq)), id)
+  else
+    redis.call("ZADD", K_index(to), seq, id)
+  end
+  if to ~= "queued" then sdq_event(job, id, to, nil) end
   if tenant then
     redis.call("ZREM", K_tenant_index(tenant, from), id)
     redis.call("ZADD", K_tenant_index(tenant, to), seq, id)

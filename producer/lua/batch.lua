@@ -20,11 +20,11 @@ local t_all, t_queued = K_tenant_jobs(b.tenant), K_tenant_index(b.tenant, "queue
 local batch_key, batch_jobs = K_batch(b.id), K_batch_jobs(b.id)
 -- Members go out in chunks: one command per chunk, and never more arguments than Lua's unpack allows.
 local chunk = 1000
-local scored, ids, bodies = {}, {}, {}
+local scored, lined, ids, bodies = {}, {}, {}, {}
 local function flush()
   if #ids == 0 then return end
   redis.call("ZADD", all, unpack(scored))
-  redis.call("ZADD", queued, unpack(scored))
+  redis.call("ZADD", queued, unpack(lined))  -- the line (producer/line.py): the batch lane
   if b.tenant ~= "" then
     redis.call("ZADD", t_all, unpack(scored))
     redis.call("ZADD", t_queued, unpack(scored))
@@ -33,13 +33,15 @@ local function flush()
   redis.call("HSET", msgs, unpack(bodies))
   redis.call("RPUSH", list, unpack(ids))
   redis.call("RPUSH", batch_jobs, unpack(ids))
-  scored, ids, bodies = {}, {}, {}
+  scored, lined, ids, bodies = {}, {}, {}, {}
 end
 for i, job in ipairs(b.jobs) do
   local id, seq = job[1], first + i - 1
   redis.call("HSET", K_job(id), "seq", seq, unpack(job, 3))
   scored[#scored + 1] = seq
   scored[#scored + 1] = id
+  lined[#lined + 1] = SDQ_BATCH_LANE + seq
+  lined[#lined + 1] = id
   ids[#ids + 1] = id
   bodies[#bodies + 1] = id
   bodies[#bodies + 1] = job[2]

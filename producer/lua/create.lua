@@ -29,7 +29,8 @@ end
 local seq = redis.call("INCR", K_seq)
 redis.call("HSET", job, "seq", seq, unpack(ARGV, 10))
 redis.call("ZADD", K_jobs, seq, id)
-redis.call("ZADD", K_index("queued"), seq, id)
+-- In line (producer/line.py): a job of a batch behind every interactive one.
+redis.call("ZADD", K_index("queued"), sdq_line_score(redis.call("HGET", job, "batch_id"), seq), id)
 if tenant ~= "" then
   redis.call("ZADD", K_tenant_jobs(tenant), seq, id)
   redis.call("ZADD", K_tenant_index(tenant, "queued"), seq, id)
