@@ -102,11 +102,13 @@ class ModelCache:
         download_concurrency: int = 8,
         install_timeout_s: float = 3600.0,
         storage_credentials: StorageCredentials | None = None,
+        max_download_bytes: int | None = None,
     ) -> None:
         """`local_files_only` forbids downloads: a model that is not installed is then `ModelNotFoundError`.
 
         `storage_credentials` (a `storage.StorageCredentials`) open model buckets with the worker's explicit
-        secrets; without them each SDK's standard credential chain applies."""
+        secrets; without them each SDK's standard credential chain applies. `max_download_bytes` caps one install,
+        checked from the source's listing before anything is copied."""
         self.root = Path(root)
         self.budget_bytes = budget_bytes
         self.local_files_only = local_files_only
@@ -114,6 +116,7 @@ class ModelCache:
         self.download_concurrency = download_concurrency
         self.storage_credentials = storage_credentials
         self.install_timeout_s = install_timeout_s
+        self.max_download_bytes = max_download_bytes
 
     def acquire(self, model: str, *, fp16: bool = False) -> CacheLease:
         """The local folder of pipeline `model`, installing it first if needed, with a lease on it.
@@ -275,17 +278,21 @@ class ModelCache:
         log.info("installed %s into %s (%.1f MB in %.2f s)", ref, path, size / 1e6, time.perf_counter() - started)
 
     def _fetch(self, kind: str, ref: ModelRef, staging: Path, *, fp16: bool) -> None:
-        concurrency = self.download_concurrency
+        concurrency, cap = self.download_concurrency, self.max_download_bytes
+        what = {LORAS_DIR: "lora", ADAPTERS_DIR: "adapter"}.get(kind, "model")
         if ref.source is ModelSource.HUB:
             # ControlNets and IP-Adapters are not pipelines: fetched like LoRAs (their safetensors and configs).
             adapter = kind in (LORAS_DIR, ADAPTERS_DIR)
-            sources.download_hub(ref, staging, fp16=fp16, lora=adapter, concurrency=concurrency)
+            sources.download_hub(ref, staging, fp16=fp16, lora=adapter, concurrency=concurrency, max_bytes=cap)
         elif ref.source is ModelSource.STORAGE:
-            sources.download_storage(ref, staging, concurrency=concurrency, credentials=self.storage_credentials)
+            credentials = self.storage_credentials
+            sources.download_storage(
+                ref, staging, concurrency=concurrency, credentials=credentials, kind=what, max_bytes=cap
+            )
         elif ref.source is ModelSource.NAMED:
             assert self.lora_storage_url is not None  # checked by _install
-            url = _join_url(self.lora_storage_url, ref.location)
-            sources.download_storage(ModelRef(ModelSource.STORAGE, url), staging, concurrency=concurrency)
+            url = ModelRef(ModelSource.STORAGE, _join_url(self.lora_storage_url, ref.location))
+            sources.download_storage(url, staging, concurrency=concurrency, kind=what, max_bytes=cap)
         else:  # pragma: no cover - tiny and local paths are never installed
             raise AssertionError(ref)
 

@@ -118,6 +118,7 @@ class LoadedModels:
             lora_storage_url=settings.lora_storage_url,
             download_concurrency=settings.download_concurrency,
             storage_credentials=settings.storage_credentials(),
+            max_download_bytes=settings.max_download_bytes,
         )
         return cls(
             device=device,

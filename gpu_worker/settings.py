@@ -184,6 +184,12 @@ class WorkerSettings(CommonSettings, CloudEndpointSettings, InputSettings):
     download_concurrency: int = Field(
         default=8, ge=1, le=64, description="SDQ_DOWNLOAD_CONCURRENCY: parallel file downloads per model install."
     )
+    max_download_gb: float | None = Field(
+        default=200.0,
+        gt=0,
+        description="SDQ_MAX_DOWNLOAD_GB: the most one model, LoRA or adapter install copies, checked from the"
+        " source's file listing before anything is copied; unset = no cap.",
+    )
     lora_storage_url: str | None = Field(
         default=None,
         description="SDQ_LORA_STORAGE_URL: storage prefix holding LoRAs by name (`<url>/<name>/*.safetensors`);"
@@ -257,6 +263,11 @@ class WorkerSettings(CommonSettings, CloudEndpointSettings, InputSettings):
             else:
                 sizes.append(item)
         return sizes
+
+    @property
+    def max_download_bytes(self) -> int | None:
+        """`max_download_gb` in bytes (None: no cap)."""
+        return None if self.max_download_gb is None else int(self.max_download_gb * 1e9)
 
     @property
     def model_cache_budget_bytes(self) -> int | None:

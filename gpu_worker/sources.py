@@ -23,6 +23,7 @@ from typing import Any
 
 from gpu_worker.errors import ModelLoadError, ModelNotFoundError, TransientError
 from gpu_worker.refs import ModelRef
+from storage.base import ObjectInfo
 from storage.credentials import StorageCredentials
 
 log = logging.getLogger(__name__)
@@ -124,16 +125,20 @@ def weights_bytes(path: Path, *, fp16: bool) -> int:
     return sum((path / name).stat().st_size for name in chosen if name.endswith(".safetensors"))
 
 
-def download_hub(ref: ModelRef, staging: Path, *, fp16: bool, lora: bool, concurrency: int) -> None:
+def download_hub(
+    ref: ModelRef, staging: Path, *, fp16: bool, lora: bool, concurrency: int, max_bytes: int | None = None
+) -> None:
     """Download a Hub repository's loadable files into `staging` (huggingface_hub reads HF_TOKEN itself).
 
     For a pipeline: the repository's file list and `model_index.json` first (pinned to one commit, so that a branch
-    moving meanwhile cannot mix two versions), then what `select_hub_files` picks from them."""
+    moving meanwhile cannot mix two versions), then what `select_hub_files` picks from them, once their listed
+    sizes add up to at most `max_bytes` (`SDQ_MAX_DOWNLOAD_GB`)."""
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
     try:
-        info = HfApi().repo_info(ref.location, revision=ref.revision)
+        info = HfApi().repo_info(ref.location, revision=ref.revision, files_metadata=max_bytes is not None)
         files = [sibling.rfilename for sibling in info.siblings or ()]
+        sizes = {sibling.rfilename: sibling.size or 0 for sibling in info.siblings or ()}
         commit = info.sha or ref.revision
         if lora:
             wanted = [name for name in files if name.endswith((".safetensors", ".json"))]
@@ -142,6 +147,10 @@ def download_hub(ref: ModelRef, staging: Path, *, fp16: bool, lora: bool, concur
         else:
             hf_hub_download(ref.location, MODEL_INDEX, revision=commit, local_dir=staging)
             wanted = select_hub_files(files, index=read_index(staging, str(ref)), fp16=fp16)
+        if max_bytes is not None and sum(sizes.get(name, 0) for name in wanted) > max_bytes:
+            raise ModelLoadError(
+                f"{ref}: larger than this worker downloads (SDQ_MAX_DOWNLOAD_GB={max_bytes / 1e9:g}); nothing copied"
+            )
         snapshot_download(
             ref.location, revision=commit, local_dir=staging, allow_patterns=wanted, max_workers=concurrency
         )
@@ -184,11 +193,19 @@ def translate_hub_error(ref: ModelRef, exc: BaseException) -> Exception:
 
 
 def download_storage(
-    ref: ModelRef, staging: Path, *, concurrency: int, credentials: StorageCredentials | None = None
+    ref: ModelRef,
+    staging: Path,
+    *,
+    concurrency: int,
+    credentials: StorageCredentials | None = None,
+    kind: str = "model",
+    max_bytes: int | None = None,
 ) -> None:
-    """Copy every object under the storage URL `ref` names into `staging`, keeping their relative paths.
+    """Copy the objects under the storage URL `ref` names that a load of a `kind` (`model`, `lora`, `adapter`)
+    reads into `staging`, keeping their relative paths; see `storage_plan` for what is chosen and capped.
 
-    `credentials` (a `storage.StorageCredentials`) are the worker's explicit storage secrets, if any."""
+    `credentials` (a `storage.StorageCredentials`) are the worker's explicit storage secrets, if any. Errors name
+    `ref` and what is wrong, never what the prefix holds: a job may name any prefix the worker can read."""
     from storage import (
         InvalidKeyError,
         NotSupportedError,
@@ -202,15 +219,48 @@ def download_storage(
 
     try:
         store = open_store(ref.location, credentials=credentials)
-        download_prefix(store, "", staging, concurrency=concurrency)
+        download_prefix(
+            store,
+            "",
+            staging,
+            concurrency=concurrency,
+            plan=lambda listing: storage_plan(listing, ref, kind=kind, max_bytes=max_bytes),
+        )
     except ObjectNotFoundError as exc:
         raise ModelNotFoundError(f"{ref}: no objects under this storage prefix") from exc
     except (StorageConfigError, NotSupportedError) as exc:
-        raise ModelNotFoundError(f"{ref}: this worker cannot read that storage URL ({first_line(exc)})") from exc
+        raise ModelNotFoundError(f"{ref}: this worker cannot read that storage URL ({type(exc).__name__})") from exc
     except (StoragePermissionError, InvalidKeyError) as exc:
-        raise ModelLoadError(f"{ref}: download failed ({type(exc).__name__}: {first_line(exc)})") from exc
+        raise ModelLoadError(f"{ref}: download failed ({type(exc).__name__})") from exc
     except StorageError as exc:  # an outage or a dropped connection: worth another try later, maybe elsewhere
-        raise TransientError(f"{ref}: download failed ({type(exc).__name__}: {first_line(exc)})") from exc
+        raise TransientError(f"{ref}: download failed ({type(exc).__name__})") from exc
+
+
+def storage_plan(listing: list[ObjectInfo], ref: ModelRef, *, kind: str, max_bytes: int | None) -> list[ObjectInfo]:
+    """Of a prefix's listing (keys relative to it), what a `kind` load reads, checked before anything is copied:
+
+    - a LoRA: its top-level `.safetensors` and `.json` files (diffusers reads nothing else), at least one weights;
+    - a pipeline: a `model_index.json` at the top, then its configs, tokenizer files and safetensors weights;
+    - an adapter (ControlNet, IP-Adapter): its safetensors weights and configs, at any depth;
+
+    and all of it at most `max_bytes` (`SDQ_MAX_DOWNLOAD_GB`), from the sizes listed."""
+    label = "LoRA " if kind == "lora" else ""
+    if kind == "lora":
+        chosen = [i for i in listing if "/" not in i.key and i.key.endswith((".safetensors", ".json"))]
+        if not any(i.key.endswith(".safetensors") for i in chosen):
+            raise ModelNotFoundError(f"LoRA {ref}: no .safetensors weights at the top of this storage prefix")
+    else:
+        if kind == "model" and not any(i.key == MODEL_INDEX for i in listing):
+            raise ModelNotFoundError(f"{ref}: not a diffusers pipeline (it has no {MODEL_INDEX})")
+        chosen = [i for i in listing if i.key.endswith((".safetensors", *_CONFIG_SUFFIXES))]
+        if not any(i.key.endswith(".safetensors") for i in chosen):
+            raise ModelNotFoundError(f"{label}{ref}: no .safetensors weights under this storage prefix")
+    total = sum(i.size for i in chosen)
+    if max_bytes is not None and total > max_bytes:
+        raise ModelLoadError(
+            f"{label}{ref}: larger than this worker downloads (SDQ_MAX_DOWNLOAD_GB={max_bytes / 1e9:g}); nothing copied"
+        )
+    return chosen
 
 
 def verify_pipeline_dir(path: Path, name: str) -> None:
@@ -230,8 +280,8 @@ def lora_weights_file(path: Path, name: str) -> str:
     preferred = [f for f in files if f.endswith("pytorch_lora_weights.safetensors")]
     if preferred:
         return preferred[0]
-    if len(files) > 1:
-        raise ModelLoadError(f"LoRA {name}: {len(files)} safetensors files ({', '.join(files[:4])}); keep one")
+    if len(files) > 1:  # their names stay out of the message: a job may name any folder the worker can read
+        raise ModelLoadError(f"LoRA {name}: {len(files)} safetensors files, none pytorch_lora_weights; keep one")
     return files[0]
 
 

@@ -76,6 +76,18 @@ class ModelNotAllowedError(ProducerError, ValueError):
         return [{"field": "model", "message": str(self)}]
 
 
+class SourceNotAllowedError(ModelNotAllowedError):
+    """The job names a model, LoRA or adapter source this deployment does not allow (`producer.source_policy`):
+    422 naming the field (`loras.0.name`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def client_fields(self) -> list[dict[str, str]]:
+        return [{"field": self.field, "message": str(self)}]
+
+
 class ModelLimitError(ProducerError, ValueError):
     """The job asks for something its catalog model cannot do (a scheduler, a size, a negative prompt): 422 naming
     each field and what the model accepts."""

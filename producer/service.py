@@ -12,10 +12,11 @@ from dramatiq.brokers.redis import RedisBroker
 
 from .broker import GENERATE_ACTOR, Encoded, encode, send
 from .catalog import Catalog, load_catalog
-from .errors import JobConflictError, JobNotFoundError, ModelNotAllowedError, QueueUnavailableError
+from .errors import JobConflictError, JobNotFoundError, QueueUnavailableError
 from .idempotency import body_hash
 from .jobhash import Pricer
 from .jobs import JobMessage, JobPage, JobRecord, JobRequest, JobStatus, new_job_id
+from .source_policy import SourcePolicy, policy_from
 from .store import Created, Idempotency, JobStore, Owner
 from .webhooks.ssrf import UrlPolicy, check_url_shape
 
@@ -48,6 +49,7 @@ class JobService:
         allowed_models: frozenset[str] = frozenset(),
         url_policy: UrlPolicy | None = None,
         catalog: Catalog | None = None,
+        sources: SourcePolicy | None = None,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -55,7 +57,11 @@ class JobService:
         self.default_model = default_model
         #: The model catalog: its models' defaults fill what a request omits, and their limits are checked here.
         self.catalog = catalog or load_catalog(None)
-        self.allowed_models = self.catalog.allowed(sorted(allowed_models))
+        #: What a job may name as its model, LoRAs and adapters (`producer.source_policy`); without `sources`,
+        #: `allowed_models` alone, open to paths and storage URLs (direct callers, tests).
+        self.sources = sources or policy_from(
+            allowed_models=allowed_models, allowed_loras=(), strict=False, catalog=self.catalog
+        )
         #: What webhook URLs may look like (`SDQ_WEBHOOK_HTTPS_ONLY`, `SDQ_WEBHOOK_ALLOW`); checked again, with DNS,
         #: before every delivery.
         self.url_policy = url_policy or UrlPolicy()
@@ -168,12 +174,9 @@ class JobService:
         return self.catalog.apply(request)
 
     def check_model(self, request: JobRequest) -> None:
-        """Raise `ModelNotAllowedError` when the request asks for a model this deployment does not serve."""
-        model = request.model or self.default_model
-        if self.allowed_models and model not in self.allowed_models:
-            raise ModelNotAllowedError(
-                f"model {model!r} is not served here; choose one of {sorted(self.allowed_models)}"
-            )
+        """Raise `ModelNotAllowedError` (a `SourceNotAllowedError` naming the field) when the request names a model,
+        LoRA or adapter source this deployment does not allow."""
+        self.sources.check(request, default_model=self.default_model)
 
     def get(self, job_id: str, *, tenant: str | None = None, price: Pricer | None = None) -> JobRecord:
         """The job's record (priced by `price`, when given); raises `JobNotFoundError` (also for a job of another

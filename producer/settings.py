@@ -217,6 +217,18 @@ class ApiSettings(CommonSettings, FleetSettings, InputSettings):
         description="SDQ_ALLOWED_MODELS: comma-separated models clients may ask for, `@catalog` standing for every"
         " name in the model catalog (`@catalog` alone: the catalog's models only); empty = any.",
     )
+    allowed_loras: CommaList[str] = Field(
+        default_factory=list,
+        description="SDQ_ALLOWED_LORAS: comma-separated LoRAs clients may ask for: names, hub ids, glob patterns"
+        " (`myorg/*`) and prefixes ending in `/` (`s3://bucket/loras/`); empty = any hub id or cache name, and paths"
+        " or storage URLs only where SDQ_JOB_SOURCES is `open`.",
+    )
+    job_sources: Literal["auto", "open", "strict"] = Field(
+        default="auto",
+        description="SDQ_JOB_SOURCES: `strict` = a job's model, LoRA or adapter may be a path or storage URL only"
+        " when SDQ_ALLOWED_MODELS / SDQ_ALLOWED_LORAS allow-list it; `open` = any; `auto` = strict wherever API keys"
+        " are required.",
+    )
     auth: Literal["auto", "open", "required"] = Field(
         default="auto",
         description="SDQ_AUTH: `required` = every /v1 call needs an API key (`sdq keys create`); `open` = no keys,"
@@ -268,6 +280,11 @@ class ApiSettings(CommonSettings, FleetSettings, InputSettings):
         if self.auth == "open" and not loopback:
             raise ValueError(f"SDQ_AUTH=open is allowed only on a loopback address, not {self.host!r}")
         return self.auth == "required" or (self.auth == "auto" and not loopback)
+
+    @property
+    def strict_sources(self) -> bool:
+        """Whether job-supplied paths and storage URLs need an allow-list entry (`job_sources`)."""
+        return self.job_sources == "strict" or (self.job_sources == "auto" and self.auth_required)
 
     @property
     def resolved_public_url(self) -> str:

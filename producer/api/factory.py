@@ -29,6 +29,7 @@ def build_app(settings: ApiSettings) -> FastAPI:
     from ..catalog import load_catalog
     from ..runtime import open_backends, signing_secret
     from ..service import JobService
+    from ..source_policy import policy_from
     from ..webhooks.ssrf import UrlPolicy
     from .app import create_app
     from .auth import authenticator
@@ -49,6 +50,12 @@ def build_app(settings: ApiSettings) -> FastAPI:
             allowed_models=frozenset(settings.allowed_models),
             url_policy=UrlPolicy.from_entries(settings.webhook_allow, https_only=settings.webhook_https_only),
             catalog=catalog,
+            sources=policy_from(
+                allowed_models=settings.allowed_models,
+                allowed_loras=settings.allowed_loras,
+                strict=settings.strict_sources,
+                catalog=catalog,
+            ),
         )
         return create_app(
             service,

@@ -16,6 +16,7 @@ EXPECTED = {
     errors.BatchNotFoundError: (404, "not_found"),
     errors.QueueUnavailableError: (503, "unavailable"),
     errors.ModelNotAllowedError: (422, "validation_error"),
+    errors.SourceNotAllowedError: (422, "validation_error"),
     errors.ModelLimitError: (422, "validation_error"),
     errors.CatalogError: (503, "unavailable"),
     errors.WebhookUrlError: (422, "validation_error"),
