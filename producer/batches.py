@@ -9,6 +9,7 @@ waits. Counts by status are kept by the same Lua step that moves a job (lua/_mov
 
 from __future__ import annotations
 
+import io
 import json
 import time
 import uuid
@@ -77,9 +78,14 @@ def parse_body(body: bytes, content_type: str) -> BatchRequest:
     if "ndjson" in content_type or "jsonl" in content_type:
         items: list[Any] = []
         defaults: Any = {}
-        for number, line in enumerate(body.splitlines(), start=1):
+        # Line by line from the buffer (no list of every line first), and the item cap checked as each item is
+        # read: a 40 MB body of `{}` lines stops at item 10 001, not after 13 million dicts (~22x its size).
+        for number, line in enumerate(io.BytesIO(body), start=1):
             if not line.strip():
                 continue
+            if len(items) >= MAX_BATCH_ITEMS:
+                message = f"at most {MAX_BATCH_ITEMS} items per batch (more at line {number}); split it"
+                raise BatchValidationError([{"field": "items", "message": message}])
             try:
                 value = from_json(line)
             except ValueError:

@@ -55,9 +55,10 @@ async def create(
     """Up to 10 000 jobs with shared `defaults`, as a JSON object, a JSON array of items or JSON Lines.
 
     Every item is validated before anything is enqueued: one bad item gives 422 naming `items.<index>.<field>`."""
-    body = await http.body()
+    body = await http.body()  # after `caller`: a request without a valid key is refused before its body is read
     try:
-        batch = parse_body(body, http.headers.get("content-type", ""))
+        # Parsing up to SDQ_MAX_BATCH_BYTES takes a while: in a thread, so other requests on this loop go on.
+        batch = await run_in_threadpool(parse_body, body, http.headers.get("content-type", ""))
         batch = await run_in_threadpool(http.app.state.inputs.prepare_batch, batch, caller.tenant)
         created, new = await run_in_threadpool(
             _service(http).create, batch, owner=caller.owner, idempotency_key=idempotency_key

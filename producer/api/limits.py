@@ -5,10 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: A job request is a few KB; even a list of them (batches come later) stays well under this.
 MAX_BODY_BYTES = 1024 * 1024
+
+
+class _TooLarge(HTTPException):
+    """The body streamed past its limit: raised out of `receive`, so the route's error handlers answer it (413
+    `payload_too_large`), and FastAPI's body parsing lets it through instead of making it a 400."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over {limit} bytes")
 
 
 class BodyLimit:
@@ -38,25 +47,30 @@ class BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await self._too_large(send, limit)
             return
-        # Read (at most the limit of) the body here and replay it: the app then sees an ordinary request.
-        messages: list[Message] = []
-        received, more = 0, True
-        while more:
+        # Counted as the app reads it, never buffered here: the route authenticates first (its dependencies run
+        # before it reads the body), so a caller without a key is answered 401 with the body left unread.
+        received, started = 0, False
+
+        async def counted() -> Message:
+            nonlocal received
             message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            received += len(message.get("body", b""))
-            if received > limit:
-                await self._too_large(send, limit)
-                return
-            more = message.get("more_body", False)
-        pending = iter(messages)
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge(limit)
+            return message
 
-        async def replay() -> Message:
-            return next(pending, None) or await receive()
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
 
-        await self.app(scope, replay, send)
+        try:
+            await self.app(scope, counted, watched)
+        except _TooLarge:
+            if started:  # pragma: no cover - a route that answers before reading its whole body
+                raise
+            await self._too_large(send, limit)
 
     def _limit(self, path: str) -> int:
         if path in self.per_path:
