@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from producer.families import FAMILY_RULES, Family, FamilyRules, family_problems
-from producer.jobs import JobRequest
+from producer.families import FAMILY_RULES, FamilyRules, family_problems
+from producer.jobs import Family, JobRequest
 
 from .errors import InvalidInputError
 

@@ -76,6 +76,8 @@ class _Run:
     lease: Lease | None = None
     started: float = 0.0
     batch_size: int | None = None
+    #: (family, dtype) of the pipeline that rendered the job's images, for its record.
+    rendered: tuple[str, str] | None = None
     # Spot hand-offs: the checkpoint this attempt resumed from, earlier hand-offs, and the measured step time.
     resume_from: CheckpointRef | None = None
     handoffs: int = 0
@@ -206,7 +208,17 @@ class JobRunner:
     def _succeed(self, run: _Run, outputs: list[Output]) -> None:
         job_id, attempt = run.message.job_id, run.attempt
         timings = self._timings(run)
-        self.store.settle(job_id, attempt, JobStatus.SUCCEEDED, outputs=outputs, timings=timings, warnings=run.warnings)
+        family, dtype = run.rendered or (None, None)
+        self.store.settle(
+            job_id,
+            attempt,
+            JobStatus.SUCCEEDED,
+            outputs=outputs,
+            timings=timings,
+            warnings=run.warnings,
+            family=family,
+            dtype=dtype,
+        )
         self.metrics.record_job(JobStatus.SUCCEEDED, timings, images=len(outputs))
         self.handoff.discard(run.resume_from)
         log.info(
@@ -274,9 +286,10 @@ class JobRunner:
             key = output_key(job_id, index, request.output_format)
             seed = request.seed + index
             metadata = {"job_id": job_id, "seed": str(seed)}
-            ran = rendered_by(image)  # which family and dtype rendered it, until the job record carries them
+            ran = rendered_by(image)  # which family and dtype rendered it: on the object and on the record
             if ran is not None:
                 metadata["family"], metadata["dtype"] = ran
+                run.rendered = ran
             self.objects.put(
                 key,
                 data,

@@ -21,9 +21,9 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from .errors import CatalogError, ModelLimitError
-from .families import FAMILY_RULES, Family, FamilyRules, Problem, family_problems
+from .families import FAMILY_RULES, FamilyRules, Problem, family_problems
 from .field_errors import field_error
-from .jobs import MAX_AREA_PX, MAX_GUIDANCE, MAX_SIDE_PX, MAX_STEPS, MIN_SIDE_PX, JobRequest, Scheduler, Side
+from .jobs import MAX_AREA_PX, MAX_GUIDANCE, MAX_SIDE_PX, MAX_STEPS, MIN_SIDE_PX, Family, JobRequest, Scheduler, Side
 from .jobs.requests import _model_ref
 
 #: In `SDQ_ALLOWED_MODELS`: every name of the catalog (no model reference starts with `@`).

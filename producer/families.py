@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .jobs import JobRequest, Scheduler, TextEnum
+from .jobs import Family, JobRequest, Scheduler
 
 _UNET_SCHEDULERS = frozenset(Scheduler)
 # Flow matching: Euler on the flow (the models' own), and DPM-Solver++/UniPC on flow sigmas. DDIM and PNDM are
@@ -21,16 +21,6 @@ _UNET_SCHEDULERS = frozenset(Scheduler)
 _FLOW_SCHEDULERS = frozenset({Scheduler.DEFAULT, Scheduler.EULER, Scheduler.DPMPP_2M, Scheduler.UNIPC})
 #: What CLIP reads of a prompt: 77 tokens, start and end markers included.
 CLIP_TOKENS = 77
-
-
-class Family(TextEnum):
-    """A model family, by architecture."""
-
-    SD = "sd"  # SD 1.x / 2.x
-    SDXL = "sdxl"
-    SD3 = "sd3"
-    FLUX = "flux"
-    OTHER = "other"  # any other text-to-image pipeline diffusers loads: run with its own scheduler only
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import keys
 from .catalog import Catalog, ModelDefaults, ModelLimits
-from .families import Family
+from .jobs import Family
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from .jobs import (
     CONTRACT_VERSION,
     DEFAULT_WEBHOOK_EVENTS,
     CheckpointRef,
+    Family,
     JobError,
     JobRecord,
     JobRequest,
@@ -71,6 +72,9 @@ class JobField(TextEnum):
     INSTANCE_TYPE = "instance_type"
     CAPACITY = "capacity"
     USAGE_DAY = "usage_day"
+    #: The model family and dtype that rendered the job (the worker's settle).
+    FAMILY = "family"
+    DTYPE = "dtype"
 
 
 #: What `producer.cost` reads to price a job.
@@ -207,6 +211,8 @@ CODECS: dict[str, Codec] = {
     "batch_id": Codec(JobField.BATCH_ID, _plain, lambda v: v or None),
     "checkpoint": Codec(JobField.CHECKPOINT, _json, _optional_model(CheckpointRef)),
     "handoffs": Codec(JobField.HANDOFFS, _int_text, lambda v: int(v or "0")),
+    "family": Codec(JobField.FAMILY, _plain, lambda v: Family(v) if v else None),
+    "dtype": Codec(JobField.DTYPE, _plain, lambda v: v or None),
 }
 
 

@@ -1,4 +1,5 @@
-"""The contract's version and vocabularies: job status, error codes, schedulers, formats, webhook event types."""
+"""The contract's version and vocabularies: job status, error codes, schedulers, model families, formats, webhook
+event types."""
 
 from __future__ import annotations
 
@@ -57,6 +58,16 @@ class Scheduler(TextEnum):
     DPMPP_2M = "dpmpp_2m"
     UNIPC = "unipc"
     PNDM = "pndm"
+
+
+class Family(TextEnum):
+    """A model family, by architecture (what each accepts: `producer.families`)."""
+
+    SD = "sd"  # SD 1.x / 2.x
+    SDXL = "sdxl"
+    SD3 = "sd3"
+    FLUX = "flux"
+    OTHER = "other"  # any other text-to-image pipeline diffusers loads: run with its own scheduler only
 
 
 class WebhookEventType(TextEnum):

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .checkpoints import CheckpointRef
 from .costs import JobCost
-from .enums import CONTRACT_VERSION, ErrorCode, JobStatus
+from .enums import CONTRACT_VERSION, ErrorCode, Family, JobStatus
 from .requests import JobRequest
 
 
@@ -93,6 +93,12 @@ class JobRecord(BaseModel):
         default=None,
         description="While queued: how many jobs run before this one (interactive jobs before batch jobs, each in"
         " the order they were queued). Null once it has started.",
+    )
+    family: Family | None = Field(
+        default=None, description="The model family that rendered the job (read from the pipeline the worker loaded)."
+    )
+    dtype: str | None = Field(
+        default=None, description="The dtype it ran in: float16 or bfloat16 on CUDA (by family), float32 elsewhere."
     )
     cost: JobCost | None = Field(
         default=None,

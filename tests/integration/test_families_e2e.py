@@ -75,6 +75,8 @@ def test_a_job_of_each_family_runs_end_to_end(client: Client, storage_dir: Path,
     assert record.status is JobStatus.SUCCEEDED, record.error
     assert record.progress is not None and record.progress.step == record.progress.total >= 3
     assert [output.seed for output in record.outputs] == [3, 4]
+    # The record says which family and dtype ran it (float32: this is a CPU worker).
+    assert (record.family, record.dtype) == (family, "float32")
     for output in record.outputs:
         assert output.url
         image = Image.open(io.BytesIO(httpx.get(output.url).content))

@@ -16,6 +16,7 @@ from producer.jobs import (
     MAX_SEED,
     CheckpointRef,
     ErrorCode,
+    Family,
     JobError,
     JobMessage,
     JobRecord,
@@ -105,6 +106,8 @@ records = st.builds(
     batch_id=st.none() | st.builds(new_job_id),
     checkpoint=st.none() | st.builds(CheckpointRef, key=_text, step=_count, attempt=st.integers(1, 100)),
     handoffs=_count,
+    family=st.none() | st.sampled_from(Family),
+    dtype=st.none() | st.sampled_from(["float16", "bfloat16", "float32"]),
 )
 
 
