@@ -11,7 +11,8 @@ from pydantic_settings import NoDecode
 
 from producer.inputs import InputSettings
 from producer.jobs import Scheduler
-from producer.settings import CloudEndpointSettings, CommaList, CommonSettings, comma_list
+from producer.setting_types import CloudEndpointSettings, CommaList, comma_list
+from producer.settings import CommonSettings
 
 
 class WorkerSettings(CommonSettings, CloudEndpointSettings, InputSettings):

@@ -15,11 +15,12 @@ from rich.console import Console
 from .apikeys_cli import app as keys_app
 from .cli_errors import CONFIG_EXIT, click_exceptions, explain
 from .client import Client
+from .client_settings import ClientSettings
 from .errors import ConfigurationError
 from .jobs import JobRecord, OutputFormat, Scheduler
 from .logs import configure_logging
 from .models_cli import models
-from .settings import ApiSettings, ClientSettings
+from .settings import ApiSettings
 
 #: Entry-point group through which other packages add `sdq` commands.
 PLUGIN_GROUP = "sdqueue.commands"

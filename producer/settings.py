@@ -4,50 +4,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .cost import InstancePrice
 from .inputs.limits import InputSettings
 from .loopback import is_loopback_host
+from .setting_types import CloudEndpointSettings, CommaList
 
 if TYPE_CHECKING:
     from storage import StorageCredentials
 
 _DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "sdqueue"
-
-
-def comma_list(value: object) -> object:
-    """A settings validator's input, with a comma-separated string (as the environment gives it) split into a list."""
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
-
-
-_Item = TypeVar("_Item")
-#: A list setting the environment gives as `a, b, c` (not as JSON): `hosts: CommaList[str]`.
-CommaList = Annotated[list[_Item], NoDecode, BeforeValidator(comma_list)]
-
-
-class CloudEndpointSettings(BaseSettings):
-    """The cloud APIs both the controller (to scale a group) and the worker (to retire its own VM) call: each
-    deployable reads the same variables, so one override points both at a test server or a private endpoint."""
-
-    model_config = SettingsConfigDict(env_prefix="SDQ_", extra="ignore")
-
-    aws_endpoint_url: str | None = Field(
-        default=None, description="SDQ_AWS_ENDPOINT_URL: another Auto Scaling API endpoint (tests, VPC endpoints)."
-    )
-    azure_management_url: str = Field(
-        default="https://management.azure.com",
-        description="SDQ_AZURE_MANAGEMENT_URL: Azure Resource Manager (other clouds, tests).",
-    )
-    gcp_compute_url: str = Field(
-        default="https://compute.googleapis.com", description="SDQ_GCP_COMPUTE_URL: the Compute Engine API (tests)."
-    )
 
 
 class CommonSettings(BaseSettings):
@@ -337,15 +308,6 @@ class WebhookSettings(CommonSettings):
     webhook_progress_interval_s: float = Field(
         default=2.0, ge=0, description="SDQ_WEBHOOK_PROGRESS_INTERVAL_S: least time between two job.progress events."
     )
-
-
-class ClientSettings(BaseSettings):
-    """Settings of the SDK and the CLI's client commands."""
-
-    model_config = SettingsConfigDict(env_prefix="SDQ_", extra="ignore")
-
-    api_url: str = Field(default="http://127.0.0.1:8000", description="SDQ_API_URL: where the API is.")
-    api_key: SecretStr | None = Field(default=None, description="SDQ_API_KEY: bearer token for the API.")
 
 
 class ControllerSettings(CommonSettings, FleetSettings, CloudEndpointSettings):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gpu_worker.settings import WorkerSettings
-from producer.settings import ApiSettings, CloudEndpointSettings, ControllerSettings, WebhookSettings
+from producer.setting_types import CloudEndpointSettings
+from producer.settings import ApiSettings, ControllerSettings, WebhookSettings
 
 
 def test_the_controller_and_the_worker_read_the_same_cloud_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:

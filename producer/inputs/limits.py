@@ -88,7 +88,7 @@ class InputSettings(BaseSettings):
     @field_validator("input_url_allow", mode="before")
     @classmethod
     def _comma_hosts(cls, value: object) -> object:
-        from ..settings import comma_list  # here: producer.settings mixes this class in
+        from ..setting_types import comma_list
 
         return comma_list(value)
 

@@ -86,7 +86,9 @@ def test_a_job_succeeds_with_outputs_timings_and_stored_objects(
     for output in record.outputs:
         info = harness.objects.head(output.key)
         assert info.size == output.bytes and info.content_type == "image/png"
-        assert info.metadata == {"job_id": message.job_id, "seed": str(output.seed)}
+        # What ran it travels with each object too (the tiny SD model on this CPU: fp32).
+        expected = {"job_id": message.job_id, "seed": str(output.seed), "family": "sd", "dtype": "float32"}
+        assert info.metadata == expected
     t = record.timings
     assert t.inference_s and t.load_s is not None and t.batch_size == 2
     assert t.queue_wait_s is not None and t.encode_s is not None and t.upload_s is not None
