@@ -28,7 +28,9 @@ TILE_ABOVE_NATIVE_AREA = 4
 def make_vae_fp16_safe(pipe: Any) -> bool:
     """Run a float16 VAE that would be upcast for every decode (SDXL's) in bfloat16 instead; True if it did.
 
-    Latents reach the VAE in the pipeline's float16; a pre-hook casts them on entry to the decoder.
+    Latents reach the VAE in the pipeline's float16; a pre-hook casts them on entry to the decoder. Input images
+    (image-to-image, inpainting) reach the encoder in float16 too, and get the same hook; the latents it returns are
+    cast to the pipeline's dtype by the pipelines themselves.
     """
     # Only SDXL's pipelines upcast (SD 1.x's VAE config says `force_upcast` too, but its pipeline ignores it: that
     # VAE decodes fine in float16).
@@ -39,7 +41,7 @@ def make_vae_fp16_safe(pipe: Any) -> bool:
         return False
     vae.to(torch.bfloat16)
     vae.register_to_config(force_upcast=False)
-    for module in (getattr(vae, "post_quant_conv", None), vae.decoder):
+    for module in (getattr(vae, "post_quant_conv", None), vae.decoder, vae.encoder, getattr(vae, "quant_conv", None)):
         if module is not None:
             module.register_forward_pre_hook(_cast_to_module_dtype)
     return True

@@ -136,3 +136,17 @@ def test_text_to_image_is_unchanged_after_image_jobs(tiny_pipe: Any, job: MakeJo
     generate(tiny_pipe, job(seed=5, scheduler="euler"), inputs=inpaint(0.7))
     [after] = generate(tiny_pipe, job(seed=5))
     assert np.array_equal(pixels(before), pixels(after))
+
+
+@pytest.mark.parametrize("mode", ["img2img", "inpaint"])
+def test_the_fp16_safe_sdxl_vae_encodes_image_inputs_too(model_cache: Any, job: MakeJob, mode: str) -> None:
+    import torch
+
+    from gpu_worker.pipelines import load_pipeline
+    from gpu_worker.vae import make_vae_fp16_safe
+
+    pipe = load_pipeline("tiny-sdxl", cache_dir=model_cache, device="cpu")
+    pipe.vae.to(torch.float16)
+    assert make_vae_fp16_safe(pipe)  # as on a bfloat16 GPU: the VAE in bfloat16, everything else not
+    [image] = generate(pipe, job(model="tiny-sdxl"), inputs=img2img(0.5) if mode == "img2img" else inpaint(0.8))
+    assert image.size == (64, 64) and mean_difference(image, photo()) > 1
