@@ -1,7 +1,7 @@
 """The whole system (API → Redis → worker → S3-compatible server) against plain loops, measured in the same run.
 
     python -m bench.worker [--jobs 192] [--rounds 3] [--size 64] [--steps 20] [--batch-sizes 1,4,8] [--batch 4]
-                           [--torch-threads 1]
+                           [--torch-threads 1] [--mode text|img2img|inpaint|controlnet]
 
 On the CPU with the `tiny` model: an `sdq api` and `sdq worker` processes on an embedded Redis, uploading to a
 moto S3 server (a real HTTP S3 endpoint; pass --seaweedfs to use SeaweedFS instead). At each batch size one worker
@@ -22,7 +22,12 @@ after it. Prints one JSON line:
   and when only one fits (miss: loaded again from the warm NVMe cache);
 * `cold_start_s`: `sdq worker` process start → first image uploaded, cache warm; `cold_start_import_floor_s` is a
   bare interpreter importing the worker and diffusers' pipeline class, the part of it no worker can avoid;
-* the mean per-job timings and the worker's busy fraction (scraped from its Prometheus endpoint).
+* the mean per-job timings and the worker's busy fraction (scraped from its Prometheus endpoint);
+* with `--mode img2img|inpaint|controlnet` (`bench.image_modes`), every job carries that mode's inputs (a photo as a
+  data URL; a mask; a ControlNet unit with Canny on the worker), the loop runs the same mode on the same prepared
+  inputs, and `input_*_ms` give the cost of resolving one job's inputs (fetch the upload, decode and normalize,
+  store under inputs/<job>/; and a later attempt's read-back) against the same storage, with
+  `input_share_of_job`: the first attempt's cost over itself plus the job's mean inference time.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from typing import Any
 
 import httpx
 
+from bench import image_modes
 from producer import Client, JobRecord, JobRequest, JobStatus
 from producer.embedded import EmbeddedRedis
 from producer.localstack import LocalStack, free_port
@@ -56,8 +62,9 @@ BUCKET = "sdq-bench"
 
 def _request(args: argparse.Namespace, seed: int, model: str | None = None) -> JobRequest:
     model = model or args.model_ref
+    fields = image_modes.request_fields(args.mode, args.size, model) if model == args.model_ref else {}
     return JobRequest(
-        prompt="a benchmark", model=model, width=args.size, height=args.size, steps=args.steps, seed=seed
+        prompt="a benchmark", model=model, width=args.size, height=args.size, steps=args.steps, seed=seed, **fields
     ).resolved(model)
 
 
@@ -75,12 +82,14 @@ def loop_images_per_s(cache: Path, args: argparse.Namespace, batch: int, images:
     warm-up call)."""
     from gpu_worker.inference import generate_batch
 
+    inputs = image_modes.loop_inputs(args.mode, args.size, args.model_ref)
+    rows = [inputs] * batch if inputs is not None else None
     with _models(cache, 1, args.device).use(args.model_ref) as (pipe, _):
         calls = max(1, images // batch)
-        generate_batch(pipe, [_request(args, seed) for seed in range(batch)])
+        generate_batch(pipe, [_request(args, seed) for seed in range(batch)], inputs=rows)
         started = time.perf_counter()
         for call in range(calls):
-            generate_batch(pipe, [_request(args, call * batch + n) for n in range(batch)])
+            generate_batch(pipe, [_request(args, call * batch + n) for n in range(batch)], inputs=rows)
         return float(calls * batch / (time.perf_counter() - started))
 
 
@@ -284,6 +293,7 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, help="where --model sd15 is built (kept for later runs)")
     parser.add_argument("--device", default="cpu", help="SDQ_DEVICE of the worker and the loops")
     parser.add_argument("--skip-switch", action="store_true", help="do not measure model switches")
+    parser.add_argument("--mode", choices=image_modes.MODES, default="text", help="what every job starts from")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     for chatty in ("httpx", "werkzeug", "botocore", "urllib3"):
@@ -328,8 +338,9 @@ def main() -> None:
             for b in sizes:
                 log.info("system at batch %d", b)
                 system[b] = system_run(stack, client, cache, args, b)
-                if b == args.batch:
+                if b == args.batch and args.mode == "text":  # the hand-written loop is text-to-image only
                     naive = naive_images_per_s(cache, args, s3, max(1, args.jobs // args.rounds))
+            inputs = _resolution_cost(args, s3, root, head_inference_s=system[args.batch]["inference_s_mean"])
 
     head = system[args.batch]
     floor = import_floor_s()
@@ -344,13 +355,15 @@ def main() -> None:
         "s3": args.storage,
         "model": args.model,
         "device": args.device,
+        "mode": args.mode,
         "images_per_s": round(head["images_per_s"], 3),
         "loop_images_per_s": round(head["loop_images_per_s"], 3),
         "efficiency": round(head["efficiency"], 3),
         "efficiency_total": round(head["efficiency_total"], 3),
         "efficiency_rounds": head["efficiency_rounds"],
-        "naive_images_per_s": round(naive, 3),
-        "speedup_vs_naive": round(head["images_per_s"] / naive, 3),
+        "naive_images_per_s": round(naive, 3) if naive else None,
+        "speedup_vs_naive": round(head["images_per_s"] / naive, 3) if naive else None,
+        **{k: round(v, 3) for k, v in inputs.items()},
         "cold_start_s": round(head["cold_start_s"], 3),
         # The part of a cold start no worker can avoid: a bare interpreter importing the worker and the pipeline.
         "cold_start_import_floor_s": round(floor, 3),
@@ -370,6 +383,20 @@ def main() -> None:
         **{k: round(v, 4) for k, v in head.items() if isinstance(v, float) and k not in _HEADLINE},
     }
     print(json.dumps(result))
+
+
+def _resolution_cost(args: argparse.Namespace, s3: Any, root: Path, *, head_inference_s: float) -> dict[str, float]:
+    """`bench.image_modes.resolution_cost` against the benchmark's storage, and its share of a job."""
+    from storage import open_store
+
+    if args.mode == "text":
+        return {}
+    if s3 is not None:
+        os.environ.update(s3.env)  # this process reads the same S3 server as the worker, with its credentials
+    store = open_store(s3.url(BUCKET, "bench-inputs") if s3 is not None else (root / "bench-inputs").as_uri())
+    cost = image_modes.resolution_cost(args.mode, _request(args, 1), store)
+    first_s = cost["input_first_attempt_ms"] / 1000
+    return {**cost, "input_share_of_job": first_s / (first_s + head_inference_s)}
 
 
 #: Figures of the headline batch size already printed under their own names.
