@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # Test-only tools outside the virtualenv: Azurite (npm) and checkov (its own venv: it pins many libraries).
 TOOLS ?= .tools
 
-.PHONY: install install-test demo test lint typecheck bench services browser clean gpu-wheels gpu-check
+.PHONY: install install-test demo test soak lint typecheck bench services browser clean gpu-wheels gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,10 @@ demo: install
 test: install-test
 	@HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
+
+## Minutes-long runs kept out of `make test` (marked `soak`): the real compiled-boot cache reuse.
+soak: install-test
+	@HF_HUB_OFFLINE=1 $(PY) -m pytest -m soak $(PYTEST_ARGS)
 
 lint: install-test
 	$(VENV)/bin/ruff check producer gpu_worker storage tests bench infra_templates/docker

@@ -114,6 +114,7 @@ def _boot(cache: Path, inductor: Path) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.soak  # two real compiled boots: 4–6 minutes of a 2-core CPU, so `make soak`, not `make test`
 @pytest.mark.timeout(5000)
 def test_a_second_worker_process_reuses_the_compile_cache_the_first_left(model_cache: Path, tmp_path: Path) -> None:
     # Two real boots of the worker's model set with SDQ_COMPILE=1 (minutes each on a small CPU: C++ compiles).
