@@ -38,6 +38,8 @@ from .jobs import MAX_BATCH_ITEMS, ImageRef, JobRecord, JobStatus
 MANIFEST = "manifest.jsonl"
 STATE_DIR = ".sdq-batch"
 _DOWNLOAD_THREADS = 8
+#: How often the progress bar asks the server when the batches should finish (`GET /v1/batches/{id}`: eta_s).
+_ETA_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -156,11 +158,16 @@ class BatchRun:
             TextColumn("{task.fields[failed]} failed"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[eta]}"),
         )
         with Progress(*columns, console=self.console) as bar, ThreadPoolExecutor(_DOWNLOAD_THREADS) as pool:
-            task = bar.add_task("batch", total=len(lines), completed=len(lines) - len(pending), failed=0)
+            task = bar.add_task("batch", total=len(lines), completed=len(lines) - len(pending), failed=0, eta="")
             offsets = dict.fromkeys(self.state.batches, 0)
+            looked = -float("inf")
             while by_job and offsets:
+                if time.monotonic() - looked >= _ETA_INTERVAL_S:  # the server's estimate, from the fleet's pace
+                    looked = time.monotonic()
+                    bar.update(task, eta=self._server_eta(offsets))
                 finished = list(self._finished(offsets, by_job))
                 for record in finished:
                     by_job.pop(record.id)
@@ -206,6 +213,22 @@ class BatchRun:
             refs[path] = ImageRef(upload=self.state.uploads[key])
         return with_references(line.item, refs) if found else line.item
 
+    def _server_eta(self, offsets: Mapping[str, int]) -> str:
+        """When the server expects the last of these batches to finish (or why it cannot say yet)."""
+        finish, reason = 0.0, ""
+        for batch_id in offsets:
+            try:
+                eta = self.client.get_batch(batch_id).eta_s
+            except BatchNotFoundError:
+                continue
+            if eta is not None and eta.finish is not None:
+                finish = max(finish, eta.finish)
+            elif eta is not None and eta.reason:
+                reason = eta.reason
+        if reason:
+            return f"[dim]{reason}"
+        return f"server ETA {_duration(finish)}" if finish else ""
+
     def _finished(self, offsets: dict[str, int], by_job: Mapping[str, Line]) -> Iterator[JobRecord]:
         for batch_id in list(offsets):
             try:
@@ -248,3 +271,11 @@ class BatchRun:
             handle.flush()
             os.fsync(handle.fileno())
         return line
+
+
+def _duration(seconds: float) -> str:
+    """`1h02m`, `3m05s`, `42s`."""
+    whole = round(seconds)
+    if whole >= 3600:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 60}m{whole % 60:02d}s" if whole >= 60 else f"{whole}s"

@@ -239,14 +239,29 @@ def submit(
 
 def _describe(record: JobRecord) -> str:
     progress = f" step {record.progress.step}/{record.progress.total}" if record.progress else ""
-    return f"job {record.id}: {record.status.value}{progress}"
+    return f"job {record.id}: {record.status.value}{progress}{_outlook(record)}"
+
+
+def _outlook(record: JobRecord) -> str:
+    """`, 12 ahead, starts in ~30 s, done in ~34 s` (or the reason there is no estimate)."""
+    parts = [] if record.queue_position is None else [f"{record.queue_position} ahead"]
+    eta = record.eta_s
+    if eta is not None and eta.finish is not None:
+        if eta.start:
+            parts.append(f"starts in ~{eta.start:.0f} s")
+        parts.append(f"done in ~{eta.finish:.0f} s")
+    elif eta is not None and eta.reason:
+        parts.append(eta.reason)
+    return "".join(f", {part}" for part in parts)
 
 
 @app.command()
 def status(job_id: str) -> None:
-    """Print a job's record."""
+    """Print a job's record (while queued its place in line and ETA: `queue_position`, `eta_s`), then one line."""
     with _client() as client:
-        _print(client.get(job_id))
+        record = client.get(job_id)
+    _print(record)
+    sys.stderr.write(_describe(record) + "\n")
 
 
 @app.command()

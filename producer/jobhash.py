@@ -187,8 +187,9 @@ class Codec:
 
 #: `JobRecord` attributes computed on read, never stored: `cost` (priced from the usage fields) and
 #: `queue_position` (the job's rank in the line, `producer.line`), both set by `record` from what the same read
-#: fetched. A new computed attribute goes here (the round-trip test checks every other attribute has a codec).
-COMPUTED = frozenset({"cost", "queue_position"})
+#: fetched; `eta_s` (`producer.eta`), set by the reader from the fleet's throughput. A new computed attribute goes
+#: here (the round-trip test checks every other attribute has a codec).
+COMPUTED = frozenset({"cost", "queue_position", "eta_s"})
 
 #: `JobRecord` attribute → its codec: every attribute but those in `COMPUTED`.
 CODECS: dict[str, Codec] = {

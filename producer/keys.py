@@ -213,3 +213,12 @@ def lua_prelude() -> str:
         else:
             lines.append(f"local {name} = {json.dumps(template)}")
     return "\n".join(lines) + "\n"
+
+
+# Throughput (producer/eta.py): the rolling window ETAs come from.
+
+
+def throughput(bucket: int) -> str:
+    """Hash of what the fleet finished in one bucket of the throughput window (`eta.BUCKET_S` seconds each),
+    expiring once the bucket leaves the window."""
+    return f"{PREFIX}throughput:{bucket}"

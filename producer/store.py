@@ -97,8 +97,8 @@ class JobStore:
         With `message`, the job's Dramatiq message is enqueued in the same step.
         """
         call = _create_call(job_id, request, warnings, owner, idempotency, message, batch_id)
-        outcome, detail = (jobhash.text(x) for x in self._scripts["create"](keys=call.keys, args=call.args))
-        return self._created(call, outcome, detail, self.get)
+        outcome, detail, *rank = (jobhash.text(x) for x in self._scripts["create"](keys=call.keys, args=call.args))
+        return self._created(call, outcome, detail, self.get, rank)
 
     async def create_async(
         self,
@@ -115,16 +115,18 @@ class JobStore:
         if script is None:
             script = self._async_scripts[id(aclient)] = aclient.register_script(lua_script("create"))
         call = _create_call(job_id, request, (), owner, idempotency, message, None)
-        outcome, detail = (jobhash.text(x) for x in await script(keys=call.keys, args=call.args))
+        outcome, detail, *rank = (jobhash.text(x) for x in await script(keys=call.keys, args=call.args))
         if outcome == "existing":  # rare: a retried request; read the first job's record
             raw = await aclient.hgetall(keys.job(detail))
             return Created(jobhash.record(jobhash.decode(raw)), created=False)
-        return self._created(call, outcome, detail, self.get)
+        return self._created(call, outcome, detail, self.get, rank)
 
     @staticmethod
-    def _created(call: _CreateCall, outcome: str, detail: str, get: Callable[[str], JobRecord]) -> Created:
-        if outcome == "created":
-            return Created(jobhash.record(call.fields), created=True)
+    def _created(
+        call: _CreateCall, outcome: str, detail: str, get: Callable[[str], JobRecord], rank: Sequence[str] = ()
+    ) -> Created:
+        if outcome == "created":  # with its place in line, which the same step read
+            return Created(jobhash.record(call.fields, rank=int(rank[0]) if rank else None), created=True)
         if outcome == "existing":
             return Created(get(detail), created=False)
         if outcome == "mismatch":
@@ -162,8 +164,9 @@ class JobStore:
         return jobhash.record(jobhash.decode(raw), price, rank=rank)
 
     def _read_many(self, job_ids: Iterable[str]) -> builtins.list[tuple[dict[bytes, bytes], int | None]]:
-        """Each job's hash and its rank in the line (`producer.line`; O(log n) each), in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
+        """Each job's hash and its rank in the line (`producer.line`; O(log n) each), in one round trip and one
+        atomic read (MULTI), so the places on a page agree with each other and with the statuses."""
+        pipe = self.client.pipeline(transaction=True)
         for job_id in job_ids:
             pipe.hgetall(keys.job(job_id))
             pipe.zrank(keys.LINE, job_id)

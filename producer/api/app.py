@@ -12,6 +12,7 @@ from storage import ObjectStore
 from storage.signing import FILES_PATH
 
 from ..batches import BatchService
+from ..eta import Forecaster
 from ..inputs.limits import InputLimits
 from ..inputs.submission import InputGate
 from ..inputs.uploads import Uploads
@@ -87,7 +88,13 @@ def create_app(
     )
     app.state.aredis = None
     app.state.fleet = fleet = fleet or Fleet.default(service, batch_queue=batch_queue)
-    app.state.deps = Deps(service=service, objects=objects, url_expiry=url_expiry, costs=fleet.costs)
+    app.state.deps = Deps(
+        service=service,
+        objects=objects,
+        url_expiry=url_expiry,
+        costs=fleet.costs,
+        forecaster=Forecaster(service.store.client),
+    )
     app.state.auth = auth or Authenticator(None, None, Limits(0, 1, 0))
     app.state.hooks = hooks or HookConfig()
     app.state.batches = BatchService(service, queue=batch_queue, cost=fleet.costs)

@@ -73,8 +73,13 @@ async def create(
 
 @router.get("/{batch_id}", response_model=BatchRecord, summary="Get a batch")
 def get(batch_id: str, http: Request, caller: CallerDep) -> BatchRecord:
-    """Counts by status, progress and the cost of the batch's jobs so far."""
-    return _service(http).get(_id(batch_id), tenant=caller.tenant)
+    """Counts by status, progress, the cost of the batch's jobs so far and when it should finish."""
+    record = _service(http).get(_id(batch_id), tenant=caller.tenant)
+    forecaster = http.app.state.deps.forecaster
+    if forecaster is None:
+        return record
+    eta = forecaster.batch(record.id, queued=record.counts.queued, running=record.counts.running)
+    return record.model_copy(update={"eta_s": eta})
 
 
 @router.get("/{batch_id}/jobs", response_model=BatchJobPage, summary="Finished jobs of a batch")

@@ -11,6 +11,7 @@ from fastapi import Request
 from storage import ObjectStore, Presigner, StorageError
 
 from ..cost import CostCalculator
+from ..eta import Forecaster
 from ..jobhash import Pricer
 from ..jobs import JobRecord
 from ..service import JobService
@@ -27,6 +28,8 @@ class Deps:
     url_expiry: timedelta
     #: Prices each job's GPU time on read (its share of the day's bill changes until the day is over).
     costs: CostCalculator | None = None
+    #: ETAs of queued and running jobs, from the fleet's throughput (None: records go out without one).
+    forecaster: Forecaster | None = None
 
     @staticmethod
     def of(request: Request) -> Deps:
@@ -37,6 +40,10 @@ class Deps:
         """What prices the records of one response, from the hashes the store reads for it (None: no pricing).
         Pass it to the read (`JobService.get`, `list`, ...): one pricer per response reads each day's bill once."""
         return None if self.costs is None else self.costs.pricer()
+
+    def with_eta(self, record: JobRecord) -> JobRecord:
+        """The record with its `eta_s` (queued and running jobs), from a fleet snapshot at most a second old."""
+        return record if self.forecaster is None else self.forecaster.apply(record)
 
     def with_urls(self, record: JobRecord) -> JobRecord:
         """The record with a fresh presigned URL on every output (URLs are never stored: they would expire).

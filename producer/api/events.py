@@ -1,7 +1,8 @@
 """Live progress: `GET /v1/jobs/{id}/events` streams a job's status and denoising steps as Server-Sent Events.
 
 Events: `status` (data: the job record, with output URLs once it has them) first and on every status change;
-`progress` (data: `{"step", "total"}`) on every step a worker reports. The stream ends after the terminal
+`progress` (data: `{"step", "total"}`) on every step a worker reports; `queue` (data: `{"queue_position", "eta_s"}`)
+when the job's place in line or its ETA changed, at most once a second. The stream ends after the terminal
 `status` event. It watches two fields of the record (a cheap HMGET) and reads the whole record only when the
 status changes, so many watchers cost Redis little; FastAPI adds keep-alive comments while nothing happens.
 """
@@ -9,6 +10,8 @@ status changes, so many watchers cost Redis little; FastAPI adds keep-alive comm
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -35,6 +38,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=_ERRORS)
 
 #: How often the stream looks at the job. Steps of a fast model may be coalesced; the status never is.
 POLL_INTERVAL_S = 0.1
+#: At most this often a `queue` event (the place in line and ETA), and only when one of them changed.
+OUTLOOK_INTERVAL_S = 1.0
 #: Browsers reconnect after this long when the connection drops.
 RETRY_MS = 1000
 
@@ -44,7 +49,7 @@ def _watched_job(job_id: str, http: Request, caller: CallerDep) -> JobRecord:
     if not is_job_id(job_id):
         raise JobNotFoundError(job_id)
     deps = Deps.of(http)
-    return deps.with_urls(deps.service.get(job_id, tenant=caller.tenant, price=deps.pricer()))
+    return deps.with_eta(deps.with_urls(deps.service.get(job_id, tenant=caller.tenant, price=deps.pricer())))
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse, summary="Stream a job's progress (SSE)")
@@ -62,10 +67,17 @@ async def events(http: Request, record: Annotated[JobRecord, Depends(_watched_jo
 
     yield event("status", record.model_dump_json())
     status, progress = record.status, record.progress
+    current, outlook_at = record, time.monotonic()  # the place in line and ETA last sent, and when
     while not status.is_terminal:
         if await http.is_disconnected():
             return
         await asyncio.sleep(POLL_INTERVAL_S)
+        if deps.forecaster is not None and time.monotonic() - outlook_at >= OUTLOOK_INTERVAL_S:
+            outlook_at = time.monotonic()
+            fresh_outlook = await run_in_threadpool(deps.forecaster.outlook, current)
+            if _outlook(fresh_outlook) != _outlook(current):
+                current = fresh_outlook
+                yield event("queue", json.dumps(_outlook(current)))
         raw = await run_in_threadpool(client.hmget, keys.job(record.id), jobhash.WATCHED_FIELDS)
         now_status, now_progress = jobhash.watched(raw)
         if now_status is None:  # the record expired under us
@@ -75,5 +87,12 @@ async def events(http: Request, record: Annotated[JobRecord, Depends(_watched_jo
         progress = now_progress
         if now_status is not status:
             fresh = await run_in_threadpool(deps.service.get, record.id, price=deps.pricer())
-            yield event("status", deps.with_urls(fresh).model_dump_json())
+            current = deps.with_eta(deps.with_urls(fresh))
+            yield event("status", current.model_dump_json())
             status = fresh.status
+
+
+def _outlook(record: JobRecord) -> dict[str, Any]:
+    """What a `queue` event carries."""
+    eta = record.eta_s.model_dump(mode="json") if record.eta_s is not None else None
+    return {"queue_position": record.queue_position, "eta_s": eta}

@@ -58,9 +58,9 @@ async def submit(
 
 @router.get("/{job_id}", response_model=JobRecord, summary="Get a job")
 def get(job_id: str, http: Request, caller: CallerDep) -> JobRecord:
-    """The job's record, with freshly presigned output URLs."""
+    """The job's record, with freshly presigned output URLs; while queued its place in line and ETA."""
     deps = Deps.of(http)
-    return deps.with_urls(deps.service.get(_id(job_id), tenant=caller.tenant, price=deps.pricer()))
+    return deps.with_eta(deps.with_urls(deps.service.get(_id(job_id), tenant=caller.tenant, price=deps.pricer())))
 
 
 @router.get("", response_model=JobPage, summary="List jobs")
@@ -75,7 +75,7 @@ def list_jobs(
     deps = Deps.of(http)
     # One read of the page's hashes, priced from them (no second read per record).
     page = deps.service.list(status=status, limit=limit, cursor=cursor, tenant=caller.tenant, price=deps.pricer())
-    return page.model_copy(update={"jobs": [deps.with_urls(job) for job in page.jobs]})
+    return page.model_copy(update={"jobs": [deps.with_eta(deps.with_urls(job)) for job in page.jobs]})
 
 
 @router.delete("/{job_id}", response_model=JobRecord, summary="Cancel a job")

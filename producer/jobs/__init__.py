@@ -50,6 +50,7 @@ from .inputs import (
     upload_object_key,
 )
 from .records import (
+    Eta,
     JobError,
     JobPage,
     JobRecord,
@@ -120,6 +121,7 @@ __all__ = [
     "ControlNetRequest",
     "ControlPreprocess",
     "ErrorCode",
+    "Eta",
     "Family",
     "ImageContentType",
     "ImageRef",

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from .enums import CONTRACT_VERSION, TextEnum
-from .records import JobRecord
+from .records import Eta, JobRecord
 from .requests import validated_metadata
 
 #: Most jobs one `POST /v1/batches` may carry.
@@ -68,6 +68,11 @@ class BatchRecord(BaseModel):
     cancel_requested: bool = False
     tenant: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    eta_s: Eta | None = Field(
+        default=None,
+        description="Until the batch is done: `finish`, seconds until its last job should finish, from the fleet's"
+        " recent throughput (null with a reason when there is no estimate, e.g. no workers yet).",
+    )
 
 
 class BatchCreated(BatchRecord):

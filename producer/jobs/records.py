@@ -63,6 +63,17 @@ class JobError(BaseModel):
     message: str
 
 
+class Eta(BaseModel):
+    """When a job is expected to start and to finish, in seconds from now, from the fleet's throughput over the
+    last minutes (`producer.eta`). Without an estimate both are null and `reason` says why (e.g. no workers yet)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    start: float | None = Field(default=None, description="Seconds until the job starts (0 once it runs).")
+    finish: float | None = Field(default=None, description="Seconds until the job finishes.")
+    reason: str | None = Field(default=None, description="Why there is no estimate.")
+
+
 class JobRecord(BaseModel):
     """A job as the API reports it."""
 
@@ -99,6 +110,11 @@ class JobRecord(BaseModel):
     )
     dtype: str | None = Field(
         default=None, description="The dtype it ran in: float16 or bfloat16 on CUDA (by family), float32 elsewhere."
+    )
+    eta_s: Eta | None = Field(
+        default=None,
+        description="While queued or running: seconds until it starts and until it finishes, from the fleet's"
+        " recent throughput (null with a reason when there is no estimate, e.g. no workers yet).",
     )
     cost: JobCost | None = Field(
         default=None,

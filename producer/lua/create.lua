@@ -6,7 +6,7 @@
 -- message or the reverse. Unless
 --   the Idempotency-Key already produced a job:  {"existing", id} (same body) or {"mismatch", id} (another body)
 --   the API key's queued jobs reached its quota: {"quota", queued}
--- Otherwise {"created", seq}. The key functions (K_...) are prepended by store.py.
+-- Otherwise {"created", seq, its place in line}. The key functions (K_...) are prepended by store.py.
 local job, idem, queue, queue_msgs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, tenant, key_id, body_hash = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max_queued, idem_ttl_s = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -42,4 +42,4 @@ if queue ~= "" then
   redis.call("RPUSH", queue, ARGV[7])
   redis.call("PUBLISH", ARGV[9], "1")  -- idle workers fetch now, not at their next poll (doorbell.py)
 end
-return {"created", tostring(seq)}
+return {"created", tostring(seq), tostring(redis.call("ZRANK", K_index("queued"), id))}
