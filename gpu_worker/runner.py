@@ -13,12 +13,14 @@ import redis
 from pydantic import ValidationError
 
 from producer.errors import JobNotFoundError
+from producer.eta import record_finish
 from producer.inputs.resolve import InputSources
 from producer.jobs import (
     CheckpointRef,
     ErrorCode,
     JobMessage,
     JobRecord,
+    JobRequest,
     JobStatus,
     Output,
     Progress,
@@ -82,6 +84,12 @@ class _Run:
     resume_from: CheckpointRef | None = None
     handoffs: int = 0
     clock: StepClock = field(default_factory=StepClock)
+
+    @property
+    def request(self) -> JobRequest:
+        """The job's resolved request: the message's, or the record's (filled in as the attempt begins)."""
+        assert self.message.request is not None
+        return self.message.request
 
 
 class JobRunner:
@@ -221,6 +229,10 @@ class JobRunner:
         )
         self.metrics.record_job(JobStatus.SUCCEEDED, timings, images=len(outputs))
         self.handoff.discard(run.resume_from)
+        try:  # the fleet's throughput, which ETAs come from (a lost figure never fails a job)
+            record_finish(self.store.client, run.request, time.monotonic() - run.started, images=len(outputs))
+        except redis.RedisError as exc:
+            log.warning("job %s: cannot record its run time for ETAs: %s", job_id, exc)
         log.info(
             "job %s succeeded: %d image(s), attempt %d, %s",
             job_id,
@@ -230,9 +242,12 @@ class JobRunner:
         )
 
     def _execute(self, run: _Run) -> list[Output]:
-        request, job_id = run.message.request, run.message.job_id
-        assert request.seed is not None  # JobMessage guarantees a resolved request
+        job_id = run.message.job_id
         record = self.store.get(job_id)
+        if run.message.request is None:  # the usual message carries only the id: the record holds the request
+            run.message = run.message.model_copy(update={"request": record.request})
+        request = run.request
+        assert request.seed is not None  # the service records and sends only resolved requests
         run.warnings.extend(record.warnings)
         run.resume_from, run.handoffs = record.checkpoint, record.handoffs
         resume = self.handoff.load(job_id, record.checkpoint)
@@ -315,7 +330,7 @@ class JobRunner:
         an unusable image claims the job, so that its failure is recorded (`invalid_input`)."""
         job_id = run.message.job_id
         try:
-            prepared = prepare_inputs(job_id, run.message.request, self.input_sources)
+            prepared = prepare_inputs(job_id, run.request, self.input_sources)
         except InvalidInputError:
             self._start(run)()
             raise

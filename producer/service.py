@@ -157,7 +157,7 @@ class JobService:
         message = encode(
             self.broker,
             queue or self.queue,
-            JobMessage.wire(job_id, resolved),
+            JobMessage.wire(job_id),  # the worker reads the request from the record (see JobMessage)
             actor=actor,
             redis_id=job_id if message_id_is_job_id else None,
             timestamp_ms=timestamp_ms,
