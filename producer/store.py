@@ -149,8 +149,8 @@ class JobStore:
         if tenant:
             for status in (None, *(s.value for s in JobStatus)):
                 pipe.zrem(keys.tenant_index(tenant, status), job_id)
-        if key_id:
-            pipe.zrem(keys.key_queued(key_id), job_id)
+        if key_id:  # it was queued (never enqueued, never claimed): it leaves the key's queued count
+            pipe.decr(keys.key_queued(key_id))
         if idempotency_key:
             pipe.delete(keys.idempotency(tenant, "jobs", idempotency_key))
         pipe.execute()

@@ -19,6 +19,11 @@ resource "aws_elasticache_parameter_group" "redis" {
     name  = "maxmemory-policy"
     value = "noeviction"
   }
+  # Job records stay compact listpacks, about half the memory per queued job (producer/embedded.py).
+  parameter {
+    name  = "hash-max-listpack-value"
+    value = "2048"
+  }
 }
 
 resource "aws_elasticache_replication_group" "redis" {

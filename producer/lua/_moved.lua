@@ -55,9 +55,13 @@ local function sdq_moved(job, id, seq, from, to, ttl_s)
     redis.call("ZREM", K_tenant_index(tenant, from), id)
     redis.call("ZADD", K_tenant_index(tenant, to), seq, id)
   end
-  if key_id then
-    local queued = K_key_queued(key_id)
-    if to == "queued" then redis.call("ZADD", queued, seq, id) else redis.call("ZREM", queued, id) end
+  if key_id and (to == "queued") ~= (from == "queued") then  -- the API key's queued count (its quota)
+    local count = K_key_queued(key_id)
+    if to == "queued" then
+      redis.call("INCR", count)
+    elseif redis.call("DECR", count) < 0 then
+      redis.call("SET", count, 0)  -- never below zero (e.g. jobs queued before the count existed)
+    end
   end
   if batch then
     local b = K_batch(batch)

@@ -11,7 +11,7 @@ local b = cjson.decode(ARGV[1])
 local n = #b.jobs
 local key_queued = K_key_queued(b.key_id)
 if b.key_id ~= "" and b.max_queued > 0 then
-  local queued = redis.call("ZCARD", key_queued)
+  local queued = tonumber(redis.call("GET", key_queued) or "0")
   if queued + n > b.max_queued then return {"quota", tostring(queued)} end
 end
 local first = redis.call("INCRBY", K_seq, n) - n + 1
@@ -29,7 +29,6 @@ local function flush()
     redis.call("ZADD", t_all, unpack(scored))
     redis.call("ZADD", t_queued, unpack(scored))
   end
-  if b.key_id ~= "" then redis.call("ZADD", key_queued, unpack(scored)) end
   redis.call("HSET", msgs, unpack(bodies))
   redis.call("RPUSH", list, unpack(ids))
   redis.call("RPUSH", batch_jobs, unpack(ids))
@@ -48,6 +47,7 @@ for i, job in ipairs(b.jobs) do
   if #ids >= chunk then flush() end
 end
 flush()
+if b.key_id ~= "" then redis.call("INCRBY", key_queued, n) end
 redis.call("PUBLISH", b.wake, "1")  -- idle workers fetch now, not at their next poll (doorbell.py)
 redis.call("HSET", batch_key, unpack(b.fields))
 if b.tenant ~= "" then redis.call("ZADD", K_tenant_batches(b.tenant), b.created_at, b.id) end

@@ -21,9 +21,9 @@ if idem ~= "" then
     end
   end
 end
-local queued_set = K_key_queued(key_id)
+local queued_count = K_key_queued(key_id)
 if key_id ~= "" and max_queued > 0 then
-  local queued = redis.call("ZCARD", queued_set)
+  local queued = tonumber(redis.call("GET", queued_count) or "0")
   if queued >= max_queued then return {"quota", tostring(queued)} end
 end
 local seq = redis.call("INCR", K_seq)
@@ -35,7 +35,7 @@ if tenant ~= "" then
   redis.call("ZADD", K_tenant_jobs(tenant), seq, id)
   redis.call("ZADD", K_tenant_index(tenant, "queued"), seq, id)
 end
-if key_id ~= "" then redis.call("ZADD", queued_set, seq, id) end
+if key_id ~= "" then redis.call("INCR", queued_count) end
 if idem ~= "" then redis.call("SET", idem, id .. " " .. body_hash, "EX", idem_ttl_s) end
 if queue ~= "" then
   redis.call("HSET", queue_msgs, ARGV[7], ARGV[8])

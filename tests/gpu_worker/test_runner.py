@@ -94,6 +94,16 @@ def test_a_job_succeeds_with_outputs_timings_and_stored_objects(
     assert t.queue_wait_s is not None and t.encode_s is not None and t.upload_s is not None
 
 
+def test_a_message_with_only_the_job_id_runs_the_request_its_record_holds(
+    harness: Harness, job: Callable[..., JobRequest]
+) -> None:
+    # What the job service sends for every new job (JobMessage.wire(job_id)): the request lives in the record only.
+    message = harness.submit(job(seed=77))
+    harness.runner.run(JobMessage.wire(message.job_id))
+    record = harness.store.get(message.job_id)
+    assert record.status is JobStatus.SUCCEEDED and [o.seed for o in record.outputs] == [77]
+
+
 def test_out_of_memory_fails_the_job_with_its_code_and_is_not_retried(
     harness: Harness, job: Callable[..., JobRequest], oom_on_denoising: None
 ) -> None:

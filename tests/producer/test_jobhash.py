@@ -189,6 +189,8 @@ def test_a_job_message_made_without_the_model_is_the_models_dump(request: JobReq
     wire = JobMessage.wire(job_id, resolved.model_dump(mode="json"))
     assert wire == JobMessage(job_id=job_id, request=resolved).model_dump(mode="json")
     assert JobMessage.model_validate(wire).request == resolved
+    # The short form a new job is sent with: only the id (the worker reads the request from the record).
+    assert JobMessage.model_validate(JobMessage.wire(job_id)) == JobMessage(job_id=job_id)
 
 
 @given(request=requests)

@@ -120,6 +120,8 @@ def test_position_is_exact_across_lanes_cancellations_claims_and_hand_backs(
             _check(store, model, every)
     _check(store, model, every)
     assert store.client.zcard(keys.LINE) == len(model.queued)
+    # The API key's queued count (its quota) moved in the same steps.
+    assert int(store.client.get(keys.key_queued("k1")) or 0) == len(model.queued)
     lanes = {lane for lane, _ in model.queued.values()}
     assert lanes == {0, 1}, "the run should leave jobs of both lanes queued"
 
