@@ -287,7 +287,7 @@ class BaseClient:
         return Call(self._build("GET", "/v1/models"), ModelList)
 
     def _cancel(self, job_id: str) -> Call[JobRecord]:
-        return Call(self._build("DELETE", f"/v1/jobs/{job_id}"), JobRecord)
+        return Call(self._build("POST", f"/v1/jobs/{job_id}/cancel"), JobRecord)
 
     def _deliveries(self, job_id: str) -> Call[DeliveryList]:
         return Call(self._build("GET", f"/v1/jobs/{job_id}/deliveries"), DeliveryList)

@@ -20,6 +20,7 @@ from ..jobs import MAX_BATCH_ITEMS, BatchRecord, JobRecord, is_job_id
 from .auth import CallerDep
 from .deps import Deps
 from .errors import ERROR_RESPONSES
+from .params import QueryInt
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=ERROR_RESPONSES)
 
@@ -91,7 +92,7 @@ def _page(service: BatchService, tenant: str | None, cursor: str | None, limit: 
 async def list_batches(
     http: Request,
     caller: CallerDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    limit: Annotated[QueryInt, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(pattern=r"^\d{1,12}(\.\d{1,9})?$")] = None,
 ) -> BatchPage:
     """The caller's batches newest first, with counts, progress and cost so far; follow `next_cursor`."""
@@ -103,8 +104,8 @@ def items(
     batch_id: str,
     http: Request,
     caller: CallerDep,
-    offset: Annotated[int, Query(ge=0, le=MAX_BATCH_ITEMS)] = 0,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[QueryInt, Query(ge=0, le=MAX_BATCH_ITEMS)] = 0,
+    limit: Annotated[QueryInt, Query(ge=1, le=200)] = 50,
 ) -> BatchItems:
     """The batch's jobs from `offset` on, whatever their status (the finished ones: `GET …/jobs`)."""
     service = _service(http)

@@ -14,6 +14,7 @@ from ..jobs import MAX_BATCH_ITEMS, BatchCreated, BatchJobPage, BatchRecord, Bat
 from .auth import CallerDep
 from .errors import ERROR_RESPONSES, error_response
 from .jobs import IdempotencyKey
+from .params import QueryInt
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=ERROR_RESPONSES)
 
@@ -87,8 +88,8 @@ def finished_jobs(
     batch_id: str,
     http: Request,
     caller: CallerDep,
-    offset: Annotated[int, Query(ge=0, le=MAX_BATCH_ITEMS)] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[QueryInt, Query(ge=0, le=MAX_BATCH_ITEMS)] = 0,
+    limit: Annotated[QueryInt, Query(ge=1, le=500)] = 100,
 ) -> BatchJobPage:
     """The batch's jobs in the order they finished, with fresh output URLs; pass `next_offset` back as `offset`."""
     deps = http.app.state.deps
@@ -101,10 +102,4 @@ def finished_jobs(
 @router.post("/{batch_id}/cancel", response_model=BatchRecord, summary="Cancel a batch")
 def cancel(batch_id: str, http: Request, caller: CallerDep) -> BatchRecord:
     """Cancel every unfinished job: queued ones never run, running ones stop at their next step."""
-    return _service(http).cancel(_id(batch_id), tenant=caller.tenant)
-
-
-@router.delete("/{batch_id}", response_model=BatchRecord, summary="Cancel a batch (same as POST …/cancel)")
-def delete(batch_id: str, http: Request, caller: CallerDep) -> BatchRecord:
-    """The same as `POST /v1/batches/{id}/cancel`."""
     return _service(http).cancel(_id(batch_id), tenant=caller.tenant)

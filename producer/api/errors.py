@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from ..errors import ProducerError, QueueUnavailableError
 from ..field_errors import field_error
@@ -19,6 +20,7 @@ from ..field_errors import field_error
 log = logging.getLogger(__name__)
 #: Where FastAPI says a request value came from; `fields` names the field itself.
 _REQUEST_PARTS = ("body", "query", "path")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 class FieldError(BaseModel):
@@ -52,7 +54,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         404: "No such job.",
         409: "The job's state does not allow this.",
         413: "Request body too large.",
-        422: "Invalid request: see `error.fields`.",
+        422: "Invalid request: see `error.fields` (also a body that is not UTF-8 JSON, or nests too deeply).",
         429: "Over the API key's request rate or queued-jobs quota; retry after `Retry-After` seconds.",
         500: "An internal error: `error.message` holds an incident number for the server's log; nothing was enqueued.",
         503: "Redis is unreachable; nothing was enqueued. Retry after `Retry-After` seconds.",
@@ -77,10 +79,39 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+    if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI could not decode the body at all
+        return _unreadable_body(exc.__cause__)
     code = {404: "not_found", 405: "method_not_allowed", 403: "forbidden", 413: "payload_too_large"}.get(
         exc.status_code, "http_error"
     )
-    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:  # Starlette names the methods of one route; the path may have several
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+    return error_response(exc.status_code, code, str(exc.detail), headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (RFC 9110: what a 405's `Allow` lists).
+
+    Asked of the routes themselves (`matches`, once per method): routers included in the app are not flat
+    lists of routes to read methods from."""
+    found = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            found.append(method)
+    return found
+
+
+def _unreadable_body(cause: BaseException) -> JSONResponse:
+    if isinstance(cause, UnicodeDecodeError):
+        message = "the body is not valid UTF-8 (JSON must be UTF-8 encoded)"
+    elif isinstance(cause, RecursionError):
+        message = "the body nests deeper than the server parses"
+    else:
+        message = "the body could not be parsed"
+    fields = [{"field": "body", "message": message}]
+    return error_response(422, "validation_error", f"invalid request: body: {message}", fields=fields)
 
 
 async def _producer(request: Request, exc: ProducerError) -> JSONResponse:

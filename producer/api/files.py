@@ -12,12 +12,13 @@ from fastapi.responses import FileResponse, JSONResponse
 from storage import InvalidSignatureError, LocalStore, ObjectNotFoundError, StorageError
 
 from .deps import Deps
-from .errors import ErrorBody, error_response
+from .errors import ERROR_RESPONSES, ErrorBody, error_response
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "The link was tampered with or has expired."},
     404: {"model": ErrorBody, "description": "No such object, or this server does not serve files."},
     413: {"model": ErrorBody, "description": "An upload over the link's byte limit."},
+    500: ERROR_RESPONSES[500],
 }
 #: The only keys a signed PUT may write.
 _WRITABLE_PREFIX = "uploads/"

@@ -12,6 +12,7 @@ from ..controller.history import MAX_SAMPLES, SAMPLE_S, FleetHistory
 from .auth import AdminDep
 from .deps import Deps
 from .errors import ERROR_RESPONSES
+from .params import QueryInt
 
 router = APIRouter(prefix="/v1/fleet", tags=["scaling"], responses=ERROR_RESPONSES)
 
@@ -44,7 +45,7 @@ class FleetHistoryPage(BaseModel):
 def history(
     http: Request,
     caller: AdminDep,
-    minutes: Annotated[int, Query(ge=1, le=int(MAX_SAMPLES * SAMPLE_S // 60))] = 60,
+    minutes: Annotated[QueryInt, Query(ge=1, le=int(MAX_SAMPLES * SAMPLE_S // 60))] = 60,
 ) -> FleetHistoryPage:
     """One sample every 10 s from `sdq controller`: work remaining, workers holding, desired and capacity.
     Fleet-wide: an `admin` key."""

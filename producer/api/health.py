@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from .deps import Deps
 
@@ -13,7 +15,19 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="Health check")
+class Health(BaseModel):
+    """`ok`, or `unavailable` with what is (never why: that is in the server's log)."""
+
+    status: str
+    redis: str | None = None
+
+
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": Health, "description": "Redis does not answer: not ready."}
+}
+
+
+@router.get("/healthz", summary="Health check", response_model=Health, responses=_UNAVAILABLE)
 def healthz(http: Request) -> JSONResponse:
     """200 when Redis answers, 503 otherwise."""
     try:

@@ -155,8 +155,11 @@ def _secrets_and_owner(http: Request, key_id: str | None) -> tuple[list[str], Ow
 def _parse(body: bytes) -> list[JobRequest]:
     try:
         data = json.loads(body)
-    except ValueError:
+    except ValueError:  # not JSON, or not UTF-8
         raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "invalid JSON"}]) from None
+    except RecursionError:  # nesting past the parser's limit: the sender's problem, never a 500
+        message = "JSON nested too deeply"
+        raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": message}]) from None
     if isinstance(data, list) and not 1 <= len(data) <= MAX_JOBS_PER_HOOK:
         message = f"a hook carries 1–{MAX_JOBS_PER_HOOK} jobs (got {len(data)})"
         raise RequestValidationError([{"type": "value_error", "loc": ("body",), "msg": message}])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -12,6 +12,7 @@ from ..jobs import JobPage, JobRecord, JobRequest, JobStatus, is_job_id
 from .auth import CallerDep
 from .deps import Deps
 from .errors import ERROR_RESPONSES
+from .params import QueryInt
 
 #: The optional `Idempotency-Key` request header (1–255 visible ASCII characters).
 IdempotencyKey = Annotated[
@@ -68,7 +69,7 @@ def list_jobs(
     http: Request,
     caller: CallerDep,
     status: JobStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    limit: Annotated[QueryInt, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
 ) -> JobPage:
     """Jobs newest first, optionally of one status; follow `next_cursor` for the next page."""
@@ -78,7 +79,14 @@ def list_jobs(
     return page.model_copy(update={"jobs": [deps.with_eta(deps.with_urls(job)) for job in page.jobs]})
 
 
-@router.delete("/{job_id}", response_model=JobRecord, summary="Cancel a job")
+# POST …/cancel, not DELETE: the job and its record stay (canceled), and a DELETE that leaves the resource readable
+# would not be one (RFC 9110 §9.3.5).
+_STOPPING: dict[int | str, dict[str, Any]] = {
+    202: {"model": JobRecord, "description": "A running job was asked to stop; it stops at its next step."}
+}
+
+
+@router.post("/{job_id}/cancel", response_model=JobRecord, summary="Cancel a job", responses=_STOPPING)
 def cancel(job_id: str, http: Request, response: Response, caller: CallerDep) -> JobRecord:
     """A queued job never runs (200); a running one stops at its next denoising step (202 until it has)."""
     record = Deps.of(http).service.cancel(_id(job_id), tenant=caller.tenant)

@@ -23,3 +23,25 @@ def _iso_day_text(value: object) -> object:
 
 #: A UTC day, accepted only as `YYYY-MM-DD` (then checked as a real date: 2024-02-30 is refused too).
 IsoDay = Annotated[date, BeforeValidator(_iso_day_text)]
+
+_WHOLE = re.compile(r"[0-9]{1,18}")
+
+
+def _whole_text(value: object) -> object:
+    if isinstance(value, str) and not _WHOLE.fullmatch(value):
+        raise ValueError("must be a whole number written in digits")
+    return value
+
+
+def _bool_text(value: object) -> object:
+    if isinstance(value, str):
+        if value not in ("true", "false"):
+            raise ValueError("must be true or false")
+        return value == "true"
+    return value
+
+
+#: A count or offset in a query: digits only (lax parsing would take `1.0`, ` 5`, `+5` and `1_000`).
+QueryInt = Annotated[int, BeforeValidator(_whole_text)]
+#: A flag in a query: `true` or `false` (lax parsing would take `yes`, `on`, `1`, `t`, `y` and their opposites).
+QueryBool = Annotated[bool, BeforeValidator(_bool_text)]

@@ -27,6 +27,7 @@ from ..jobs import JobRecord, JobStatus
 from .auth import Caller, CallerDep
 from .deps import Deps
 from .events import _ERRORS
+from .params import QueryBool
 
 router = APIRouter(prefix="/v1/events", tags=["jobs"], responses=_ERRORS)
 
@@ -96,7 +97,7 @@ def _text(value: Any) -> str | None:
 
 @router.get("", response_class=EventSourceResponse, summary="Stream many jobs' progress (SSE)")
 async def watch(
-    http: Request, caller: CallerDep, jobs: JobIds = "", recent: bool = False
+    http: Request, caller: CallerDep, jobs: JobIds = "", recent: QueryBool = False
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events for up to 200 jobs: `job` (the record) on connect and on each change, `progress` on each
     step, `gone` for an unknown id; with `recent=true` also every job the caller submits after connecting."""

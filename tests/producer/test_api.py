@@ -98,15 +98,15 @@ def test_submit_returns_202_with_location_and_a_resolved_request(http: httpx.Cli
 
 def test_unknown_and_malformed_ids_are_404(http: httpx.Client) -> None:
     for job_id in ("0" * 32, "not-a-job", "..%2F..%2Fetc"):
-        for method in ("GET", "DELETE"):
-            response = http.request(method, f"/v1/jobs/{job_id}")
+        for method, suffix in (("GET", ""), ("POST", "/cancel")):
+            response = http.request(method, f"/v1/jobs/{job_id}{suffix}")
             assert response.status_code == 404, (method, job_id)
             assert response.json()["error"]["code"] == "not_found"
 
 
 def test_listing_filters_and_pages(http: httpx.Client) -> None:
     ids = [http.post("/v1/jobs", json={"prompt": f"p{i}"}).json()["id"] for i in range(3)]
-    http.delete(f"/v1/jobs/{ids[1]}")
+    http.post(f"/v1/jobs/{ids[1]}/cancel")
     page = http.get("/v1/jobs", params={"limit": 2}).json()
     assert [j["id"] for j in page["jobs"]] == ids[::-1][:2] and page["next_cursor"]
     rest = http.get("/v1/jobs", params={"limit": 2, "cursor": page["next_cursor"]}).json()
@@ -119,9 +119,9 @@ def test_listing_filters_and_pages(http: httpx.Client) -> None:
 
 def test_cancel_of_a_queued_job(http: httpx.Client) -> None:
     job_id = http.post("/v1/jobs", json={"prompt": "a cat"}).json()["id"]
-    response = http.delete(f"/v1/jobs/{job_id}")
+    response = http.post(f"/v1/jobs/{job_id}/cancel")
     assert response.status_code == 200 and response.json()["status"] == "canceled"
-    assert http.delete(f"/v1/jobs/{job_id}").status_code == 200  # idempotent
+    assert http.post(f"/v1/jobs/{job_id}/cancel").status_code == 200  # idempotent
 
 
 def test_health_and_openapi(http: httpx.Client) -> None:

@@ -81,8 +81,8 @@ def test_another_tenants_job_is_not_found(api: TestClient, keys: KeyStore) -> No
     job = api.post("/v1/jobs", json={"prompt": "a cat"}, headers=_auth(mine)).json()
     assert job["tenant"] == "acme"
     assert api.get(f"/v1/jobs/{job['id']}", headers=_auth(same_tenant)).status_code == 200
-    for call in (api.get, api.delete):
-        response = call(f"/v1/jobs/{job['id']}", headers=_auth(theirs))
+    for method, suffix in (("GET", ""), ("POST", "/cancel")):
+        response = api.request(method, f"/v1/jobs/{job['id']}{suffix}", headers=_auth(theirs))
         assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
     response = api.get(f"/v1/jobs/{job['id']}/events", headers=_auth(theirs))
     assert response.status_code == 404
@@ -97,7 +97,7 @@ def test_another_tenants_job_is_not_found(api: TestClient, keys: KeyStore) -> No
 def test_tenant_status_indexes_follow_the_job(api: TestClient, keys: KeyStore) -> None:
     _, token = keys.create("acme")
     job = api.post("/v1/jobs", json={"prompt": "a cat"}, headers=_auth(token)).json()
-    api.delete(f"/v1/jobs/{job['id']}", headers=_auth(token))
+    api.post(f"/v1/jobs/{job['id']}/cancel", headers=_auth(token))
     canceled = api.get("/v1/jobs", params={"status": "canceled"}, headers=_auth(token)).json()["jobs"]
     queued = api.get("/v1/jobs", params={"status": "queued"}, headers=_auth(token)).json()["jobs"]
     assert [j["id"] for j in canceled] == [job["id"]] and queued == []

@@ -97,7 +97,7 @@ def test_queued_jobs_quota_refuses_with_429_and_enqueues_nothing(
         assert (_queued_messages(redis_client), redis_client.zcard("sdq:jobs")) == before
         # The quota is the key's, not the tenant's; and a job that leaves the queue frees a slot.
         assert api.post("/v1/jobs", json=JOB, headers=_auth(other)).status_code == 202
-        api.delete(f"/v1/jobs/{first['id']}", headers=_auth(token))
+        api.post(f"/v1/jobs/{first['id']}/cancel", headers=_auth(token))
         assert api.post("/v1/jobs", json=JOB, headers=_auth(token)).status_code == 202
 
 

@@ -143,7 +143,7 @@ def test_a_webhook_url_to_the_metadata_service_is_refused_at_submission(http: ht
 def test_deliveries_are_listed_and_can_be_redelivered(http: httpx.Client) -> None:
     with receiver() as got:
         job = http.post("/v1/jobs", json={"prompt": "x", "width": 64, "height": 64, "webhook_url": got.url}).json()
-        assert http.delete(f"/v1/jobs/{job['id']}").status_code == 200  # queued → canceled: job.canceled
+        assert http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200  # queued → canceled: job.canceled
         (first,) = got.wait_for(1)
         Webhook(OUTBOUND).verify(first.body, first.headers)
         assert json.loads(first.body)["type"] == "job.canceled"
@@ -227,7 +227,7 @@ def test_with_api_keys_the_keys_inbound_secret_submits_its_outbound_one_signs_an
         assert http.get(f"/v1/jobs/{job['id']}", headers=mine).status_code == 200
         assert http.get(f"/v1/jobs/{job['id']}", headers={"Authorization": f"Bearer {other_token}"}).status_code == 404
         # No webhook_url on the job: the key's default endpoint gets its events, signed with the key's secret.
-        assert http.delete(f"/v1/jobs/{job['id']}", headers=mine).status_code == 200
+        assert http.post(f"/v1/jobs/{job['id']}/cancel", headers=mine).status_code == 200
         (event,) = got.wait_for(1)
         assert Webhook(key.outbound_secret).verify(event.body, event.headers)["type"] == "job.canceled"
         deliveries = http.get(f"/v1/jobs/{job['id']}/deliveries", headers=mine)

@@ -141,7 +141,7 @@ export async function render(main, { arg, signal, go, notify }) {
   cancel.addEventListener("click", async () => {
     cancel.disabled = true;
     try {
-      job = await api(`/v1/jobs/${job.id}`, { method: "DELETE" });
+      job = await api(`/v1/jobs/${job.id}/cancel`, { method: "POST" });
       notify(TERMINAL.has(job.status) ? "Job canceled." : "Cancel requested: the job stops at its next step.");
       draw();
     } catch (error) { notify(error.message, "error"); cancel.disabled = false; }
