@@ -105,10 +105,10 @@ def test_the_live_stream_sends_the_place_in_line_when_it_changes(stack: Stack) -
                 seen.append((time.monotonic(), name, data))
                 if name == "status" and data["status"] == "queued":
                     assert data["queue_position"] == 1 and data["eta_s"]["reason"].startswith("no workers")
-                    http.delete(f"/v1/jobs/{ahead}")
+                    http.post(f"/v1/jobs/{ahead}/cancel")
                 elif name == "queue":
                     assert data == {"queue_position": 0, "eta_s": data["eta_s"]}
-                    http.delete(f"/v1/jobs/{mine}")
+                    http.post(f"/v1/jobs/{mine}/cancel")
     names = [name for _, name, _ in seen]
     assert names == ["status", "queue", "status"] and seen[-1][2]["status"] == "canceled"
     assert seen[1][0] - seen[0][0] <= 3.0  # within a second or so of the change

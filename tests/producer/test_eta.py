@@ -88,5 +88,5 @@ def test_a_job_and_a_batch_say_why_they_have_no_eta_while_no_worker_runs(
         http.app.state.deps.forecaster.ttl_s = 0  # no cached snapshot: the next read sees the worker
         got = http.get(f"/v1/jobs/{job['id']}").json()
         assert got["eta_s"]["start"] is None and "no job finished" in got["eta_s"]["reason"]
-        http.delete(f"/v1/jobs/{job['id']}")
+        http.post(f"/v1/jobs/{job['id']}/cancel")
         assert http.get(f"/v1/jobs/{job['id']}").json()["eta_s"] is None

@@ -170,6 +170,6 @@ def test_the_api_shows_each_queued_jobs_position_and_none_once_it_left_the_line(
             j["id"]: j["queue_position"] for j in http.get("/v1/jobs", params={"status": "queued"}).json()["jobs"]
         }
         assert listed == dict(zip(order, range(5), strict=True))
-        canceled = http.delete(f"/v1/jobs/{first}").json()
+        canceled = http.post(f"/v1/jobs/{first}/cancel").json()
         assert canceled["status"] == "canceled" and canceled["queue_position"] is None
         assert [http.get(f"/v1/jobs/{j}").json()["queue_position"] for j in order[1:]] == [0, 1, 2, 3]
