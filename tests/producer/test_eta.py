@@ -23,18 +23,18 @@ LARGE = JobRequest(prompt="a", width=512, height=512, steps=30)
 
 def test_the_window_measures_the_rate_and_each_size_classs_run_time(redis_client: redis.Redis) -> None:
     now = 1_000_000.0
-    # One worker running 64² jobs back to back, 2 s each, for a minute; three 512² jobs of 9 s in between.
-    for i in range(30):
-        eta.record_finish(redis_client, SMALL, 2.0, images=1, at=now - 60 + 2 * i)
+    # One worker running 64² jobs back to back, 2 s each, for the last 50 s; three 512² jobs of 9 s in between.
+    for i in range(24):
+        eta.record_finish(redis_client, SMALL, 2.0, images=1, at=now - 50 + 2 * i)
     for i in range(3):
         eta.record_finish(redis_client, LARGE, 9.0, images=1, at=now - 30 + i)
     report_holdings(redis_client, "w1", Holdings(), ttl_s=30)
     pace = eta.read_pace(redis_client, now=now)
-    assert pace.finished == 33 and pace.workers == 1
-    # 33 jobs over 58 s plus one mean run time (2.6 s)
-    assert pace.rate == pytest.approx(33 / (58 + (30 * 2 + 3 * 9) / 33))
+    assert pace.finished == 27 and pace.workers == 1
+    # 27 jobs over the 46 s between the first and last finish, plus one mean run time
+    assert pace.rate == pytest.approx(27 / (46 + (24 * 2 + 3 * 9) / 27))
     assert pace.run_time(SMALL) == pytest.approx(2.0) and pace.run_time(LARGE) == pytest.approx(9.0)
-    assert pace.run_time(JobRequest(prompt="a", width=128, height=128)) == pytest.approx((30 * 2 + 3 * 9) / 33)
+    assert pace.run_time(JobRequest(prompt="a", width=128, height=128)) == pytest.approx((24 * 2 + 3 * 9) / 27)
     queued = pace.estimate(10, SMALL)
     assert queued.reason is None and queued.start == pytest.approx(10 / pace.rate, abs=0.05)  # nothing running
     assert queued.finish == pytest.approx(queued.start + 2.0, abs=0.05)
@@ -43,6 +43,25 @@ def test_the_window_measures_the_rate_and_each_size_classs_run_time(redis_client
     assert later.finished == 0 and later.rate is None
     bucket = keys.throughput(int((now - 1) // eta.BUCKET_S))
     assert 0 < redis_client.ttl(bucket) <= eta.BUCKET_S * (eta.WINDOW_BUCKETS + 1)
+
+
+def test_a_change_of_pace_shows_within_a_minute(redis_client: redis.Redis) -> None:
+    now = 1_500_000.0
+    # A slow first minute (a cold worker: 10 s a job), then 1 s a job for the last 50 s.
+    for i in range(6):
+        eta.record_finish(redis_client, SMALL, 10.0, images=1, at=now - 105 + 10 * i)
+    for i in range(50):
+        eta.record_finish(redis_client, SMALL, 1.0, images=1, at=now - 50 + i)
+    report_holdings(redis_client, "w1", Holdings(), ttl_s=30)
+    pace = eta.read_pace(redis_client, now=now)
+    assert pace.finished == 50 and pace.rate == pytest.approx(50 / 50) and pace.run_time(SMALL) == 1.0
+    # With too few jobs in the last minute, the whole window counts.
+    redis_client.flushdb()
+    for i in range(6):
+        eta.record_finish(redis_client, SMALL, 10.0, images=1, at=now - 105 + 10 * i)
+    eta.record_finish(redis_client, SMALL, 1.0, images=1, at=now - 5)
+    report_holdings(redis_client, "w1", Holdings(), ttl_s=30)
+    assert eta.read_pace(redis_client, now=now).finished == 7
 
 
 def test_one_serial_worker_gives_exact_start_times(redis_client: redis.Redis) -> None:
