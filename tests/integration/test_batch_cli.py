@@ -115,5 +115,6 @@ def test_a_failed_line_is_retried_by_the_next_run(stack: Stack, tmp_path: Path) 
         text=True,
         timeout=300,
     )
-    assert run.returncode == 1 and "items.1.num_images" in run.stderr and "Traceback" not in run.stderr
+    # A request the API refuses (422) is the caller's input to fix: exit 2, like every configuration error (issue 14).
+    assert run.returncode == 2 and "items.1.num_images" in run.stderr and "Traceback" not in run.stderr
     assert _manifest(out) == []
