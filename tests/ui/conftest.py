@@ -44,8 +44,11 @@ def chromium_path() -> str:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium_path: str) -> Iterator[Any]:
+    # Package scope, not session: Playwright's sync API keeps an asyncio loop running in this thread while it is
+    # open, and the tests after tests/ui that call asyncio.run() would fail with "cannot be called from a running
+    # event loop".
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as driver:

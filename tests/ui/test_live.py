@@ -32,7 +32,7 @@ def test_a_job_submitted_from_the_form_shows_its_progress_moving_then_its_image(
     page.get_by_label("Prompt", exact=True).fill("a lighthouse on a cliff at dusk")
     page.get_by_label("Width").fill("128")
     page.get_by_label("Height").fill("128")
-    page.get_by_label("Steps").fill("12")
+    page.get_by_label("Steps").fill("40")  # long enough on 2 loaded cores for several progress events
     page.get_by_label("Seed").fill("42")
     page.get_by_role("button", name="Submit job").click()
     page.wait_for_function("() => location.hash.startsWith('#/job/')")

@@ -109,6 +109,11 @@ def test_with_keys_the_page_asks_once_and_keeps_the_key_out_of_urls_and_local_st
     for route in ("#/fleet", "#/costs", f"#/job/{job['id']}"):
         page.evaluate("(r) => { location.hash = r; }", route)
         page.wait_for_function("(p) => document.getElementById('main').dataset.page === p", arg=route[2:].split("/")[0])
+        shown = page.locator("#main").inner_text()
+        if route == "#/fleet":  # an operator's view: said so, not "Something went wrong"
+            assert "needs an admin key" in shown and "Something went wrong" not in shown
+        elif route == "#/costs":  # a tenant key sees its own jobs' share of the bill
+            assert "What your jobs cost" in shown and "Your jobs" in shown
     assert page.evaluate("JSON.stringify(localStorage)") == "{}"
     assert page.evaluate("sessionStorage.getItem('sdq-api-key')") == token
     assert urls and not [u for u in urls if token in u or token.split("_", 2)[2] in u]

@@ -84,9 +84,9 @@ def test_a_trickling_receiver_hits_the_deadline_and_the_attempt_is_logged_failed
     first, second = delivery.attempts
     assert delivery.state is DeliveryState.DELIVERED
     assert first.status_code is None and first.error is not None and "deadline" in first.error
-    assert 900 <= first.duration_ms < 2500, first  # ended by the 1 s deadline, not by the 200 s trickle
+    assert 900 <= first.duration_ms < 6000, first  # ended by the 1 s deadline, not by the 200 s trickle
     assert second.status_code == 200
-    assert 1.2 <= got.requests[1].at - got.requests[0].at < 5  # deadline, then the schedule's 0.3 s
+    assert 1.2 <= got.requests[1].at - got.requests[0].at < 10  # deadline, then the schedule's 0.3 s (2 loaded cores)
 
 
 def test_an_attempt_the_time_limit_kills_is_logged_failed_and_retried(
@@ -102,7 +102,7 @@ def test_an_attempt_the_time_limit_kills_is_logged_failed_and_retried(
     first, second = delivery.attempts
     assert delivery.state is DeliveryState.DELIVERED
     assert first.status_code is None and first.error == "killed by the 1 s time limit"
-    assert 900 <= first.duration_ms < 3500, first  # TimeLimit looks once a second
+    assert 900 <= first.duration_ms < 6000, first  # TimeLimit looks once a second (slack for 2 loaded cores)
     assert second.status_code == 200
 
 

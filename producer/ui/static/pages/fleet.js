@@ -1,5 +1,5 @@
 // Fleet: work remaining, workers holding, desired and capacity over the last hour, and what workers report.
-import { api, every, probe } from "../api.js";
+import { ApiError, api, every, probe } from "../api.js";
 import { lineChart } from "../chart.js";
 import { duration, h } from "../dom.js";
 
@@ -27,6 +27,14 @@ function workersView(workers) {
 }
 
 export async function render(main, { signal }) {
+  try {
+    await api("/v1/scaling", { signal });
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 403)) throw error;
+    main.append(h("h1", {}, "Fleet"), h("p", { className: "empty" },
+      "The fleet is an operator's view: it needs an admin key. Your jobs' own figures are on the Jobs and Costs pages."));
+    return;
+  }
   const figures = h("dl", { className: "figures", "aria-live": "polite" });
   const chart = h("div");
   const workers = h("section", { "aria-labelledby": "w-h" });
