@@ -10,6 +10,7 @@ out-of-memory, or a restart from step 0 after an unusable checkpoint.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from producer.jobs import JobRequest
 from .canny import canny
 from .conditioning import PreparedInputs, Preprocess, spec_of
 from .errors import InvalidInputError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,4 +64,6 @@ def prepare_inputs(job_id: str, request: JobRequest, sources: InputSources) -> P
         control_images=tuple(control),
         ip_adapter_image=resolved.images.get("ip-adapter"),
     )
+    origin = f"fetched {', '.join(sorted(resolved.fetched))}" if resolved.fetched else "read back from storage"
+    log.info("job %s: inputs %s in %.3f s (+%.3f s preprocessing)", job_id, origin, resolve_s, preprocess_s)
     return Prepared(prepared, resolve_s, preprocess_s, resolved.fetched)

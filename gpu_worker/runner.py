@@ -26,7 +26,6 @@ from producer.jobs import (
     Progress,
     Timings,
     is_job_id,
-    output_key,
 )
 from producer.outcomes import ClaimOutcome
 from producer.store import Claim, JobStore
@@ -46,11 +45,11 @@ from .errors import (
     WorkerError,
 )
 from .executor import GpuExecutor
-from .families import rendered_by
 from .handoff import Handoff, StepClock
 from .job_inputs import prepare_inputs
 from .lease import Lease
 from .notices import Interruption
+from .outputs import AttemptOutputs
 from .progress import ProgressPump
 from .settings import WorkerSettings
 
@@ -84,6 +83,8 @@ class _Run:
     resume_from: CheckpointRef | None = None
     handoffs: int = 0
     clock: StepClock = field(default_factory=StepClock)
+    #: The images this attempt wrote: deleted again when it does not settle them onto the record.
+    outputs: AttemptOutputs | None = None
 
     @property
     def request(self) -> JobRequest:
@@ -181,9 +182,14 @@ class JobRunner:
             if run.lease is None:
                 self._not_started(run, exc)
             else:
+                self._discard_outputs(run)  # a part-uploaded attempt that failed: its objects are on no record
                 self._settle_failure(run, exc)
         else:
             self._succeed(run, outputs)
+
+    def _discard_outputs(self, run: _Run) -> None:
+        if run.outputs is not None:
+            run.outputs.discard()
 
     def _settle_failure(self, run: _Run, failure: Exception) -> None:
         job_id, attempt = run.message.job_id, run.attempt
@@ -194,8 +200,10 @@ class JobRunner:
         except JobInterruptedError as exc:
             self.handoff.hand_off(run.message, attempt, exc.snapshot, previous=run.resume_from, handoffs=run.handoffs)
         except JobCanceledError:
+            if not self.store.settle(job_id, attempt, JobStatus.CANCELED, timings=self._timings(run)):
+                self._lost(run, "cancel")
+                return
             self.handoff.discard(run.resume_from)
-            self.store.settle(job_id, attempt, JobStatus.CANCELED, timings=self._timings(run))
             self.metrics.record_job(JobStatus.CANCELED, self._timings(run))
         except (StorageError, redis.RedisError, TransientError) as exc:
             if _is_permanent(exc):
@@ -205,7 +213,9 @@ class JobRunner:
                 self._fail(run, ErrorCode.STORAGE, f"gave up after {attempt} attempts: {exc}")
                 return
             log.warning("job %s attempt %d hit a transient error, handing it back: %s", job_id, attempt, exc)
-            self.store.settle(job_id, attempt, JobStatus.QUEUED, worker="")
+            if not self.store.settle(job_id, attempt, JobStatus.QUEUED, worker=""):
+                self._lost(run, "retry")  # another attempt owns the job: no second message for it
+                return
             raise TransientError(str(exc)) from exc
         except WorkerError as exc:
             self._fail(run, exc.error_code, str(exc))
@@ -217,7 +227,7 @@ class JobRunner:
         job_id, attempt = run.message.job_id, run.attempt
         timings = self._timings(run)
         family, dtype = run.rendered or (None, None)
-        self.store.settle(
+        settled = self.store.settle(
             job_id,
             attempt,
             JobStatus.SUCCEEDED,
@@ -227,6 +237,12 @@ class JobRunner:
             family=family,
             dtype=dtype,
         )
+        if not settled:  # fenced off: the winner's images are the job's; this attempt's go
+            self._discard_outputs(run)
+            self._lost(run, "success")
+            return
+        if run.outputs is not None:
+            run.outputs.keep()  # on the record now
         self.metrics.record_job(JobStatus.SUCCEEDED, timings, images=len(outputs))
         self.handoff.discard(run.resume_from)
         try:  # the fleet's throughput, which ETAs come from (a lost figure never fails a job)
@@ -296,32 +312,9 @@ class JobRunner:
         run.timings["encode_s"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        outputs = []
-        for index, (image, data) in enumerate(zip(images, encoded, strict=True)):
-            key = output_key(job_id, index, request.output_format)
-            seed = request.seed + index
-            metadata = {"job_id": job_id, "seed": str(seed)}
-            ran = rendered_by(image)  # which family and dtype rendered it: on the object and on the record
-            if ran is not None:
-                metadata["family"], metadata["dtype"] = ran
-                run.rendered = ran
-            self.objects.put(
-                key,
-                data,
-                content_type=request.output_format.content_type,
-                content_disposition=f'inline; filename="{job_id}-{index}.{request.output_format.extension}"',
-                metadata=metadata,
-            )
-            outputs.append(
-                Output(
-                    key=key,
-                    content_type=request.output_format.content_type,
-                    bytes=len(data),
-                    width=image.width,
-                    height=image.height,
-                    seed=seed,
-                )
-            )
+        run.outputs = AttemptOutputs(self.objects, job_id, run.attempt)
+        outputs = run.outputs.upload(request, images, encoded, run.lease.lost)
+        run.rendered = run.outputs.rendered
         run.timings["upload_s"] = time.perf_counter() - started
         return outputs
 
@@ -336,14 +329,6 @@ class JobRunner:
             raise
         if prepared is None:
             return None
-        origin = f"fetched {', '.join(sorted(prepared.fetched))}" if prepared.fetched else "read back from storage"
-        log.info(
-            "job %s: inputs %s in %.3f s (+%.3f s preprocessing)",
-            job_id,
-            origin,
-            prepared.resolve_s,
-            prepared.preprocess_s,
-        )
         return prepared.inputs
 
     def _on_step(self, run: _Run) -> Callable[[int, int], None]:
@@ -363,16 +348,29 @@ class JobRunner:
         return on_step
 
     def _fail(self, run: _Run, code: ErrorCode, message: str) -> None:
-        self.handoff.discard(run.resume_from)
         log.warning("job %s failed (%s): %s", run.message.job_id, code.value, message)
-        self.store.settle(
+        settled = self.store.settle(
             run.message.job_id,
             run.attempt,
             JobStatus.FAILED,
             error={"code": code.value, "message": message},
             timings=self._timings(run),
         )
+        if not settled:
+            self._lost(run, "failure")
+            return
+        self.handoff.discard(run.resume_from)
         self.metrics.record_job(JobStatus.FAILED, self._timings(run))
+
+    def _lost(self, run: _Run, what: str) -> None:
+        """This attempt's end was fenced off (another attempt took the job, or it ended): it changes nothing, and
+        the checkpoint it resumed from stays for the attempt that owns the job now."""
+        log.warning(
+            "job %s attempt %d lost the job before recording its %s; the attempt that holds it decides",
+            run.message.job_id,
+            run.attempt,
+            what,
+        )
 
     @staticmethod
     def _timings(run: _Run) -> Timings:

@@ -242,6 +242,10 @@ def is_job_id(value: str) -> bool:
     return bool(_JOB_ID.fullmatch(value))
 
 
-def output_key(job_id: str, index: int, fmt: OutputFormat) -> str:
-    """Deterministic object key of image `index` of a job: a retry overwrites instead of duplicating."""
-    return f"jobs/{job_id}/{index}.{fmt.extension}"
+def output_key(job_id: str, index: int, fmt: OutputFormat, attempt: int = 1) -> str:
+    """Object key of image `index` of a job, scoped by the attempt that rendered it: an attempt that lost its lease
+    (a stalled worker the janitor gave up on) writes beside the winner's images, never over them, and deletes what
+    it wrote once its settle is fenced off. The first attempt, the usual one, keeps the short key."""
+    if attempt <= 1:
+        return f"jobs/{job_id}/{index}.{fmt.extension}"
+    return f"jobs/{job_id}/attempt-{attempt}/{index}.{fmt.extension}"
