@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json, to_json
 
 from . import jobhash, keys
-from .broker import BATCH_ACTOR
+from .broker import BATCH_ACTOR, GENERATE_ACTOR
 from .cost import CostCalculator
 from .doorbell import wake_channel
 from .errors import (
@@ -34,7 +34,9 @@ from .errors import (
     QueueUnavailableError,
     QuotaExceededError,
 )
-from .idempotency import IdempotencyStore, body_hash
+from .idempotency import HEADER as IDEMPOTENCY_HEADER
+from .idempotency import TTL_S as IDEMPOTENCY_TTL_S
+from .idempotency import body_hash
 from .jobhash import Pricer
 from .jobs import (
     CONTRACT_VERSION,
@@ -66,6 +68,14 @@ class BatchValidationError(ValueError):
         more = f" ({bad_items} items invalid)" if bad_items else ""
         super().__init__(f"invalid batch{more}: {shown}; nothing was enqueued")
         self.fields = fields
+
+
+class ReplayedError(Exception):
+    """An inbound webhook-id was accepted before; `job_ids` are what it made (comma-separated)."""
+
+    def __init__(self, job_ids: str) -> None:
+        super().__init__(job_ids)
+        self.job_ids = job_ids
 
 
 def new_batch_id() -> str:
@@ -150,7 +160,6 @@ class BatchService:
         self.client: redis.Redis = jobs.store.client
         self.queue = queue
         self.cost = cost
-        self.idempotency = IdempotencyStore(self.client)
         self._script = self.client.register_script(lua_script("batch"))
 
     def create(
@@ -169,32 +178,11 @@ class BatchService:
         batch_id = new_batch_id()
         now = time.time()
         jobs = self._prepare(batch_id, requests, owner, now)
-        if idempotency_key:
+        idem = None
+        if idempotency_key:  # checked and set by the same atomic step that writes the batch: no claim can dangle
             digest = body_hash(batch.model_dump_json().encode())
-            claim = self.idempotency.claim(owner.tenant, "batches", idempotency_key, batch_id, digest)
-            if claim.existing_id is not None:
-                return self._existing(claim.existing_id, owner.tenant), False
-        try:
-            created = self._write(batch_id, batch, jobs, owner, now)
-        except BaseException:
-            if idempotency_key:
-                self.idempotency.release(owner.tenant, "batches", idempotency_key)
-            raise
-        return created, True
-
-    def _existing(self, batch_id: str, tenant: str) -> BatchCreated:
-        try:
-            record = self.get(batch_id, tenant=tenant or None)
-        except BatchNotFoundError:
-            raise IdempotencyConflictError(
-                "a request with this Idempotency-Key is still creating its batch; retry shortly", in_progress=True
-            ) from None
-        job_ids = [_text(i) for i in self.client.lrange(keys.batch_jobs(batch_id), 0, -1)]
-        return BatchCreated(**record.model_dump(), job_ids=job_ids)
-
-    def _write(
-        self, batch_id: str, batch: BatchRequest, jobs: list[list[str]], owner: Owner, now: float
-    ) -> BatchCreated:
+            name = keys.idempotency(owner.tenant, "batches", idempotency_key)
+            idem = {"key": name, "value": f"{batch_id} {digest}", "digest": digest, "ttl_s": IDEMPOTENCY_TTL_S}
         fields = {
             "id": batch_id,
             "v": str(CONTRACT_VERSION),
@@ -209,20 +197,53 @@ class BatchService:
         fields[JobStatus.QUEUED.value] = str(len(jobs))
         if batch.webhook_url:  # read by lua/_moved.lua when the last job ends (batch.completed)
             fields["webhook_url"] = batch.webhook_url
+        document = {"id": batch_id, "batch": True, "fields": [i for pair in fields.items() for i in pair]}
+        if idem is not None:
+            document["idem"] = idem
+        outcome, detail = self._write(self.queue, document, jobs, owner, now)
+        if outcome == "existing":
+            return self._existing(detail, owner.tenant), False
+        if outcome == "mismatch":
+            raise IdempotencyConflictError(
+                f"{IDEMPOTENCY_HEADER} was already used for batch {detail} with a different request body"
+            )
+        return BatchCreated(**_batch_record(fields, cost=None).model_dump(), job_ids=[job[0] for job in jobs]), True
+
+    def create_jobs(self, requests: Sequence[JobRequest], *, owner: Owner, seen_key: str, seen_ttl_s: int) -> list[str]:
+        """Jobs that are not a batch (an inbound webhook's list), all or nothing in one atomic step, in the
+        interactive lane of the jobs queue; `seen_key` (the webhook-id) is set in the same step, so a delivery
+        refused half-way (quota, Redis) creates nothing and its retry goes through. Returns the job ids; raises
+        `QuotaExceededError`, `QueueUnavailableError`, `ModelNotAllowedError`, `ModelLimitError`, and
+        `ReplayedError` (with the ids the webhook-id made) when it was accepted before."""
+        now = time.time()
+        jobs = self._prepare(None, requests, owner, now, queue=self.jobs.queue)
+        document = {"id": "", "batch": False, "fields": [], "seen": {"key": seen_key, "ttl_s": seen_ttl_s}}
+        outcome, detail = self._write(self.jobs.queue, document, jobs, owner, now)
+        if outcome == "replayed":
+            raise ReplayedError(detail)
+        return [job[0] for job in jobs]
+
+    def _existing(self, batch_id: str, tenant: str) -> BatchCreated:
+        record = self.get(batch_id, tenant=tenant or None)
+        job_ids = [_text(i) for i in self.client.lrange(keys.batch_jobs(batch_id), 0, -1)]
+        return BatchCreated(**record.model_dump(), job_ids=job_ids)
+
+    def _write(
+        self, queue: str, document: dict[str, Any], jobs: list[list[str]], owner: Owner, now: float
+    ) -> tuple[str, str]:
         # One Lua call writes everything (records, indexes, messages, the batch): all or nothing. Packing
         # 10 000 HSETs through redis-py costs ~30 µs of Python each; one JSON document costs ~1.
-        queue_key = f"{self.jobs.broker.namespace}:{self.queue}"
+        queue_key = f"{self.jobs.broker.namespace}:{queue}"
         document = {
-            "id": batch_id,
+            **document,
             "tenant": owner.tenant,
             "key_id": owner.key_id,
             "max_queued": owner.max_queued,
             "created_at": now,
             "wake": wake_channel(queue_key),
-            "fields": [item for pair in fields.items() for item in pair],
             "jobs": jobs,
         }
-        self.jobs.broker.declare_queue(self.queue)
+        self.jobs.broker.declare_queue(queue)
         try:
             reply = self._script(keys=[queue_key, queue_key + ".msgs"], args=[to_json(document)])
         except redis.RedisError as exc:
@@ -233,24 +254,35 @@ class BatchService:
                 f"this API key has {detail} queued jobs; {len(jobs)} more would pass its quota of {owner.max_queued}",
                 retry_after_s=QUOTA_RETRY_AFTER_S,
             )
-        batch_record = _batch_record(fields, cost=None)
-        return BatchCreated(**batch_record.model_dump(), job_ids=[job[0] for job in jobs])
+        return outcome, detail
 
-    def _prepare(self, batch_id: str, requests: Sequence[JobRequest], owner: Owner, now: float) -> list[list[str]]:
+    def _prepare(
+        self, batch_id: str | None, requests: Sequence[JobRequest], owner: Owner, now: float, *, queue: str = ""
+    ) -> list[list[str]]:
         """Per job: [id, Dramatiq message body, record field, value, ...] (the record without its sequence), each
-        made as a single job is (`JobService.prepare`, `jobhash.new_job`); raises `BatchValidationError`."""
+        made as a single job is (`JobService.prepare`, `jobhash.new_job`). A batch's (`batch_id`) raise
+        `BatchValidationError` naming `items.<index>.<field>`; other jobs raise what a single job's would."""
         timestamp_ms = int(now * 1000)
+        actor = BATCH_ACTOR if batch_id else GENERATE_ACTOR
         jobs = []
         for index, request in enumerate(requests):
             try:
                 # The job id doubles as its Redis message id (unique per enqueue: Dramatiq gives retries fresh ids).
                 new = self.jobs.prepare(
-                    request, queue=self.queue, actor=BATCH_ACTOR, message_id_is_job_id=True, timestamp_ms=timestamp_ms
+                    request,
+                    queue=queue or self.queue,
+                    actor=actor,
+                    message_id_is_job_id=True,
+                    timestamp_ms=timestamp_ms,
                 )
             except (ModelNotAllowedError, ModelLimitError) as exc:
+                if batch_id is None:
+                    raise
                 fields = [{**field, "field": f"items.{index}.{field['field']}"} for field in exc.client_fields()]
                 raise BatchValidationError(fields) from None
             except ValueError as exc:  # the item's webhook URL (WebhookUrlError)
+                if batch_id is None:
+                    raise
                 raise BatchValidationError([{"field": f"items.{index}.webhook_url", "message": str(exc)}]) from None
             assert new.message is not None
             record = jobhash.new_job(

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from .. import keys
+from ..batches import ReplayedError
 from ..jobs import JobRecord, JobRequest
 from ..ratelimit import Limits
 from ..store import Owner
@@ -114,23 +115,16 @@ def _accept(http: Request, key_id: str | None, body: bytes) -> JSONResponse:
         limit()
     requests = _parse(body)
     deps = Deps.of(http)
-    client = deps.service.store.client
     seen = keys.inbound_seen(f"{owner.key_id or '-'}:{msg_id}")
-    if not client.set(seen, "", nx=True, ex=SEEN_TTL_S):
-        earlier = (client.get(seen) or b"").decode()  # type: ignore[union-attr]
-        detail = f" (it made job(s) {earlier})" if earlier else ""
-        raise _Refused(409, "replayed", f"webhook-id {msg_id!r} was already accepted{detail}; nothing was enqueued")
-    records: list[JobRecord] = []
+    # All the hook's jobs and its webhook-id in one atomic step: a delivery refused half-way (quota, Redis)
+    # creates nothing, and the sender's retry of the same webhook-id goes through.
     try:
-        for request in requests:
-            records.append(deps.service.submit(request, owner=owner))
-    except Exception:
-        if not records:  # nothing enqueued: let the sender's retry (same webhook-id) through
-            client.delete(seen)
-        raise
-    finally:
-        if records:
-            client.set(seen, ",".join(r.id for r in records), ex=SEEN_TTL_S)
+        job_ids = http.app.state.batches.create_jobs(requests, owner=owner, seen_key=seen, seen_ttl_s=SEEN_TTL_S)
+    except ReplayedError as exc:
+        detail = f" (it made job(s) {exc.job_ids})" if exc.job_ids else ""
+        message = f"webhook-id {msg_id!r} was already accepted{detail}; nothing was enqueued"
+        raise _Refused(409, "replayed", message) from None
+    records: list[JobRecord] = deps.service.store.get_many(job_ids)
     accepted = HookAccepted(webhook_id=msg_id, jobs=records)
     return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
 

@@ -97,3 +97,35 @@ def test_a_retried_batch_returns_the_same_batch(redis_server: str, redis_client:
         assert redis_client.llen("dramatiq:sdq-batch") == 5
         changed = api.post("/v1/batches", json={**body, "defaults": {"steps": 3}}, headers=_headers(token, "b1"))
         assert changed.status_code == 422 and changed.json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_concurrent_batches_with_one_key_make_one_batch_and_none_waits_on_a_claim(
+    redis_server: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # The key is checked and set by the Lua step that writes the batch: no "in progress" claim exists to answer
+    # 409 while another request works, or to dangle for a day after a process died between claim and write.
+    _, token = KeyStore(redis_client).create("acme")
+    body = {"items": [{"prompt": f"p{i}", "steps": 2} for i in range(50)]}
+    with TestClient(make_app(redis_server, tmp_path)) as api, ThreadPoolExecutor(8) as pool:
+        post = lambda _: api.post("/v1/batches", json=body, headers=_headers(token, "one-batch"))  # noqa: E731
+        responses = list(pool.map(post, range(12)))
+    assert {r.status_code for r in responses} == {202}, [r.text for r in responses if r.status_code != 202]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert redis_client.llen("dramatiq:sdq-batch") == 50
+
+
+def test_a_batch_refused_for_its_quota_leaves_its_key_free_for_the_retry(
+    redis_server: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    _, token = KeyStore(redis_client).create("acme", max_queued_jobs=4)
+    body = {"items": [{"prompt": f"p{i}", "steps": 2} for i in range(3)]}
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(make_app(redis_server, tmp_path)) as api:
+        waiting = [api.post("/v1/jobs", json=JOB, headers=auth).json()["id"] for _ in range(2)]
+        refused = api.post("/v1/batches", json=body, headers=_headers(token, "later"))
+        assert refused.status_code == 429 and redis_client.llen("dramatiq:sdq-batch") == 0
+        assert not redis_client.keys("sdq:idem:*")  # nothing claimed, nothing to dangle
+        for job_id in waiting:
+            assert api.post(f"/v1/jobs/{job_id}/cancel", headers=auth).status_code == 200
+        retried = api.post("/v1/batches", json=body, headers=_headers(token, "later"))
+        assert retried.status_code == 202 and redis_client.llen("dramatiq:sdq-batch") == 3

@@ -234,3 +234,36 @@ def test_with_api_keys_the_keys_inbound_secret_submits_its_outbound_one_signs_an
         assert deliveries.status_code == 200 and len(deliveries.json()["deliveries"]) == 1
         foreign = http.get(f"/v1/jobs/{job['id']}/deliveries", headers={"Authorization": f"Bearer {other_token}"})
         assert foreign.status_code == 404
+
+
+def test_an_inbound_list_past_its_keys_quota_creates_nothing_and_its_retry_goes_through_once_there_is_room(
+    keyed: Stack, redis_server: str
+) -> None:
+    client = redis.Redis.from_url(redis_server)
+    key, token = KeyStore(client).create("quota-co", max_queued_jobs=3)
+    mine = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=keyed.api_url, timeout=30) as http:
+        first = http.post("/v1/jobs", json={"prompt": "already waiting", "width": 64, "height": 64}, headers=mine)
+        assert first.status_code == 202
+        items = [{"prompt": f"hooked {n}", "width": 64, "height": 64} for n in range(3)]
+        before = _enqueued(redis_server)
+        delivery = _signed(items, secret=key.inbound_secret, msg_id="msg_over_quota")
+        refused = http.post(f"/v1/hooks/jobs?key_id={key.id}", **delivery)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "quota_exceeded", refused.text
+        assert _enqueued(redis_server) == before  # all or nothing: not the first two of three
+        listed = http.get("/v1/jobs", params={"limit": 50}, headers=mine).json()["jobs"]
+        assert [j["request"]["prompt"] for j in listed] == ["already waiting"]
+        assert http.post(f"/v1/jobs/{first.json()['id']}/cancel", headers=mine).status_code == 200
+        # The sender retries the same message (same webhook-id, signed again): now it fits, and it is not a replay.
+        again = http.post(
+            f"/v1/hooks/jobs?key_id={key.id}", **_signed(items, secret=key.inbound_secret, msg_id="msg_over_quota")
+        )
+        assert again.status_code == 202, again.text
+        assert [j["request"]["prompt"] for j in again.json()["jobs"]] == ["hooked 0", "hooked 1", "hooked 2"]
+        assert all(j["status"] == "queued" and j["queue_position"] is not None for j in again.json()["jobs"])
+        assert _enqueued(redis_server)[0] == before[0] + 3
+        replay = http.post(
+            f"/v1/hooks/jobs?key_id={key.id}", **_signed(items, secret=key.inbound_secret, msg_id="msg_over_quota")
+        )
+        assert replay.status_code == 409 and replay.json()["error"]["code"] == "replayed"
+        assert all(j["id"] in replay.json()["error"]["message"] for j in again.json()["jobs"])
