@@ -20,6 +20,7 @@ from pydantic_core import to_json
 
 from .doorbell import Doorbell, WakingRedisBroker, wake_channel
 from .jobs import JobMessage
+from .msgref import MessageRef
 
 #: Name of the worker's generation actor; the contract between producer and worker.
 GENERATE_ACTOR = "generate"
@@ -31,10 +32,13 @@ BATCH_ACTOR = "generate_batch"
 def make_broker(
     client: redis.Redis, *, heartbeat_timeout_s: float, middleware: Sequence[Middleware] = ()
 ) -> RedisBroker:
-    """A Redis broker on `client`, with the middleware given (Dramatiq's defaults are chosen per process) and the
-    doorbell, which wakes idle consumers as soon as a message is enqueued (see `producer.doorbell`)."""
+    """A Redis broker on `client`, with the middleware given (Dramatiq's defaults are chosen per process), the
+    doorbell, which wakes idle consumers as soon as a message is enqueued (see `producer.doorbell`), and the note of
+    which message carries each job (`producer.msgref`)."""
     return WakingRedisBroker(
-        client=client, middleware=[*middleware, Doorbell()], heartbeat_timeout=int(heartbeat_timeout_s * 1000)
+        client=client,
+        middleware=[*middleware, Doorbell(), MessageRef(frozenset({GENERATE_ACTOR, BATCH_ACTOR}))],
+        heartbeat_timeout=int(heartbeat_timeout_s * 1000),
     )
 
 

@@ -75,6 +75,8 @@ class JobField(TextEnum):
     #: The model family and dtype that rendered the job (the worker's settle).
     FAMILY = "family"
     DTYPE = "dtype"
+    #: The Redis id of the queue message that carries the job, when it is not the job id (producer/msgref.py).
+    MESSAGE = "rmsg"
 
 
 #: What `producer.cost` reads to price a job.

@@ -34,6 +34,10 @@ BATCH = PREFIX + "batch:{batch_id}"
 BATCH_JOBS = BATCH + ":jobs"
 BATCH_DONE = BATCH + ":done"
 TENANT_BATCHES = PREFIX + "tenant:{tenant}:batches"
+#: When each finished job's record (and each finished batch) expires, for the sweep that takes it out of every
+#: index then (lua/expire.lua): members `job <id> <status> <tenant>` and `batch <id> <tenant>`, scored by the
+#: unix time their TTL ends. Without it, an expired id would leave an index only when someone listed its page.
+EXPIRING = PREFIX + "expiring"
 
 
 def job(job_id: str) -> str:
@@ -196,6 +200,7 @@ LUA_KEYS = {
     "K_batch_jobs": BATCH_JOBS,
     "K_batch_done": BATCH_DONE,
     "K_tenant_batches": TENANT_BATCHES,
+    "K_expiring": EXPIRING,
 }
 
 

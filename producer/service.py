@@ -136,7 +136,7 @@ class JobService:
         queue: str | None = None,
         actor: str = GENERATE_ACTOR,
         encode_message: bool = True,
-        message_id_is_job_id: bool = False,
+        message_id_is_job_id: bool = True,
         timestamp_ms: int | None = None,
     ) -> NewJob:
         """What every new job goes through, alone or in a batch: the checks that need no Redis

@@ -36,7 +36,7 @@ __all__ = [
     "lua_script",
 ]
 
-_SCRIPTS = ("claim", "touch", "settle", "cancel", "reap", "create")
+_SCRIPTS = ("claim", "touch", "settle", "cancel", "reap", "create", "expire")
 
 #: What a client is told to wait before retrying a submission refused by its queued-jobs quota.
 QUOTA_RETRY_AFTER_S = 5.0
@@ -286,6 +286,17 @@ class JobStore:
             jobhash.text(x) for x in self._run("reap", job_id, attempt, grace_s, max_attempts, self.ttl_s, note)
         )
         return Reap(ReapOutcome(outcome), detail)
+
+    def unindex_expired(self, *, chunk: int = 1000, max_chunks: int = 20) -> int:
+        """Take finished jobs whose records expired out of every index (the janitor's tick runs it): the cost of
+        what expired since the last call, `chunk` per Lua call. Returns how many it unindexed."""
+        total = 0
+        for _ in range(max_chunks):
+            unindexed, looked_at = self._scripts["expire"](keys=[], args=[time.time(), chunk])
+            total += int(unindexed)
+            if int(looked_at) < chunk:
+                break
+        return total
 
     def leases(self, job_ids: Sequence[str]) -> builtins.list[tuple[float, int | None, str | None]]:
         """(lease_until, attempts, status) of each job, in one round trip: what the janitor sweeps by."""

@@ -7,6 +7,11 @@
 * A queued job whose Dramatiq message is gone (Redis lost it, or a producer died between recording and sending)
   is re-enqueued. A job counts as lost only when two sweeps at least `lost_message_grace_s` apart found no
   message for it, so the instant between recording and sending a job never triggers a duplicate.
+
+Each sweep costs what it looks at, never a read of every queued message: the running jobs (as many as the fleet
+runs), the finished records that expired since (`JobStore.unindex_expired`), and two slices of the line: its front
+(what workers take next) and the next `lost_message_slice` jobs from a cursor that walks the whole line over
+successive sweeps. Whether a job has a message is one HMGET and a few HEXISTS (`producer.msgref`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis
 from dramatiq.brokers.redis import RedisBroker
@@ -25,6 +31,7 @@ from .. import keys
 from ..broker import BATCH_ACTOR, send
 from ..errors import JobNotFoundError
 from ..jobs import JobMessage, JobStatus
+from ..msgref import unsent
 from ..outcomes import ReapOutcome
 from ..store import JobStore
 from .work import NAMESPACE
@@ -42,12 +49,14 @@ class JanitorReport:
     reenqueued: list[str] = field(default_factory=list)  #: queued jobs whose lost message was sent again
     expired: list[str] = field(default_factory=list)  #: dry run: expired leases seen
     suspects: int = 0  #: queued jobs without a message, within their grace period
+    unindexed: int = 0  #: finished jobs and batches whose records expired, taken out of every index
 
     def describe(self) -> str:
         """One line for logs and `--dry-run`."""
         return (
             f"janitor requeued={len(self.requeued)} failed={len(self.failed)} canceled={len(self.canceled)}"
             f" reenqueued={len(self.reenqueued)} expired_leases={len(self.expired)} suspects={self.suspects}"
+            f" unindexed={self.unindexed}"
         )
 
 
@@ -83,6 +92,8 @@ class Janitor:
         max_attempts: int,
         lease_grace_s: float,
         lost_message_grace_s: float,
+        lost_message_slice: int = 2000,
+        line_front: int = 500,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -91,18 +102,34 @@ class Janitor:
         self.max_attempts = max_attempts
         self.lease_grace_s = lease_grace_s
         self.lost_message_grace_s = lost_message_grace_s
+        self.lost_message_slice = lost_message_slice
+        self.line_front = line_front
         self._suspects: dict[str, float] = {}  # job id → when a sweep first found it without a message
-        self._scanned_at = -float("inf")
+        self._cursor: float | None = None  # the score in line the walk goes on from (None: from the start)
 
     def sweep(self, *, dry_run: bool = False) -> JanitorReport:
         """One pass over running and queued jobs."""
         report = JanitorReport()
+        if not dry_run:
+            report.unindexed = self.store.unindex_expired()
         reaped = self._reap_expired(report, dry_run=dry_run)
-        # Reading every message is the costly part (a big backlog is megabytes): twice per grace period suffices.
-        if reaped or time.monotonic() - self._scanned_at >= self.lost_message_grace_s / 2:
-            self._scanned_at = time.monotonic()
-            self._find_lost(report, reaped, dry_run=dry_run)
+        self._find_lost(report, reaped, dry_run=dry_run)
         return report
+
+    def _to_check(self, reaped: Iterable[str]) -> list[str]:
+        """This sweep's jobs to look for a message: the line's front, the walk's next slice, the suspects, and the
+        jobs just requeued."""
+        client = self.store.client
+        line_key = keys.index(JobStatus.QUEUED.value)
+        front = client.zrange(line_key, 0, self.line_front - 1)
+        lower = f"({self._cursor!r}" if self._cursor is not None else "-inf"
+        rows = cast(
+            list[tuple[bytes, float]],
+            client.zrangebyscore(line_key, lower, "+inf", start=0, num=self.lost_message_slice, withscores=True),
+        )
+        self._cursor = rows[-1][1] if len(rows) >= self.lost_message_slice else None  # the end: start over
+        found = [m.decode() for m in cast(list[bytes], front)] + [m.decode() for m, _ in rows]
+        return list(dict.fromkeys([*found, *self._suspects, *reaped]))
 
     def _reap_expired(self, report: JanitorReport, *, dry_run: bool) -> set[str]:
         client = self.store.client
@@ -133,15 +160,8 @@ class Janitor:
         return reaped
 
     def _find_lost(self, report: JanitorReport, reaped: Iterable[str], *, dry_run: bool) -> None:
-        client = self.store.client
-        queued = {m.decode() for m in client.zrange(keys.index(JobStatus.QUEUED.value), 0, -1)}  # type: ignore[union-attr]
-        if not queued:
-            self._suspects.clear()
-            return
-        with_message: set[str] = set()
-        for queue in filter(None, (self.queue, self.batch_queue)):
-            with_message |= message_job_ids(client, queue, namespace=self.broker.namespace)
-        missing = queued - with_message
+        queues = [q for q in (self.queue, self.batch_queue) if q]
+        missing = unsent(self.store.client, self._to_check(reaped), queues, self.broker.namespace)
         now = time.monotonic()
         self._suspects = {job_id: self._suspects.get(job_id, now) for job_id in missing}
         reaped = set(reaped)

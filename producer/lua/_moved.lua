@@ -51,6 +51,13 @@ local function sdq_moved(job, id, seq, from, to, ttl_s)
     redis.call("ZADD", K_index(to), seq, id)
   end
   if to ~= "queued" then sdq_event(job, id, to, nil) end
+  local finished = to == "succeeded" or to == "failed" or to == "canceled"
+  local expires_at = nil
+  if finished then  -- the record expires ttl_s from now: the sweep (lua/expire.lua) unindexes it then
+    local t = redis.call("TIME")
+    expires_at = tonumber(t[1]) + ttl_s + 1
+    redis.call("ZADD", K_expiring, expires_at, "job " .. id .. " " .. to .. " " .. (tenant or ""))
+  end
   if tenant then
     redis.call("ZREM", K_tenant_index(tenant, from), id)
     redis.call("ZADD", K_tenant_index(tenant, to), seq, id)
@@ -72,6 +79,7 @@ local function sdq_moved(job, id, seq, from, to, ttl_s)
       if done == tonumber(redis.call("HGET", b, "total") or "-1") then sdq_batch_completed(b, batch) end
       -- A batch outlives its last job by the record TTL.
       for _, k in ipairs({b, K_batch_jobs(batch), K_batch_done(batch)}) do redis.call("EXPIRE", k, ttl_s) end
+      if tenant then redis.call("ZADD", K_expiring, expires_at, "batch " .. batch .. " " .. tenant) end
     end
   end
 end

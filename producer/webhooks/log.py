@@ -17,6 +17,9 @@ from ..jobs import TextEnum, WebhookEventType
 
 #: Attempts kept in a message's log (the newest; a message gets at most len(retry schedule) + redeliveries).
 MAX_LOGGED_ATTEMPTS = 30
+#: How long an endpoint that answered 410 Gone stays off (a redelivery turns it back on at once). Bounded, so the
+#: marks of receivers nobody uses any more leave Redis by themselves.
+DISABLED_TTL_S = 30 * 24 * 3600
 _EXCERPT_CHARS = 512
 
 # Create a message unless it exists: the dispatcher may see one stream entry twice (consumer-group redelivery),
@@ -186,8 +189,8 @@ class DeliveryLog:
         return bool(self.client.exists(keys.delivery_lock(msg_id)))
 
     def disable_endpoint(self, url: str) -> None:
-        """Stop sending to `url` (it answered 410 Gone)."""
-        self.client.set(keys.disabled_endpoint(endpoint_digest(url)), repr(time.time()))
+        """Stop sending to `url` (it answered 410 Gone) for `DISABLED_TTL_S`."""
+        self.client.set(keys.disabled_endpoint(endpoint_digest(url)), repr(time.time()), ex=DISABLED_TTL_S)
 
     def endpoint_disabled(self, url: str) -> bool:
         """Whether `url` answered 410 Gone before."""

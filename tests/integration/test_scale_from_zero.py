@@ -170,8 +170,12 @@ def test_a_killed_workers_job_comes_back_with_no_live_worker_and_completes_exact
             done = client.wait(job.id, timeout_s=300)
             assert done.status is JobStatus.SUCCEEDED and done.attempts == 2, done.error
             assert len(done.outputs) == 1
-            objects = list((tmp_path / "data" / "objects" / "jobs" / job.id).iterdir())
-            assert [p.name for p in objects if not p.name.startswith(".")] == ["0.png"]  # one set of objects
+            # One set of objects: the second attempt's, under its own keys (an attempt whose worker was only stalled
+            # could still upload; it never writes over the winner's), and nothing else under the job.
+            root = tmp_path / "data" / "objects"
+            objects = [p for p in (root / "jobs" / job.id).rglob("*") if p.is_file() and not p.name.startswith(".")]
+            assert [p.relative_to(root).as_posix() for p in objects] == [o.key for o in done.outputs]
+            assert [o.key for o in done.outputs] == [f"jobs/{job.id}/attempt-2/0.png"]
             assert client_redis.llen(f"dramatiq:{QUEUE}") == 0
     finally:
         stack.stop()

@@ -102,7 +102,10 @@ def test_a_spot_notice_hands_the_job_off_and_another_worker_resumes_it(
 
         # One set of objects, and the checkpoint is gone.
         objects = tmp_path / "data" / "objects"
-        assert sorted(p.name for p in (objects / "jobs" / run.job_id).iterdir()) == ["0.png", "1.png"]
+        stored = [p for p in (objects / "jobs" / run.job_id).rglob("*") if p.is_file() and not p.name.startswith(".")]
+        done = client.get(run.job_id)
+        assert sorted(p.relative_to(objects).as_posix() for p in stored) == sorted(o.key for o in done.outputs)
+        assert sorted(p.name for p in stored) == ["0.png", "1.png"]  # under the resuming attempt's keys
         assert not list((objects / "checkpoints").rglob("*.pt"))
 
         # The same job, uninterrupted, on the same kind of worker: the same images.

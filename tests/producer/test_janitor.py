@@ -4,6 +4,7 @@ fenced against a worker finishing at the same moment (one transition to `succeed
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 import pytest
 import redis
@@ -214,3 +215,37 @@ def test_batch_jobs_count_as_having_a_message_on_the_batch_queue_and_return_ther
     assert message_job_ids(redis_client, BATCH_QUEUE) == {job_id} and message_job_ids(redis_client, QUEUE) == set()
     [body] = redis_client.hvals(f"dramatiq:{BATCH_QUEUE}.msgs")
     assert b'"actor_name":"generate_batch"' in body.replace(b" ", b"")
+
+
+def test_a_lost_message_deep_in_a_long_line_is_found_by_the_walk_each_sweep_looking_at_a_slice(
+    service: JobService, store: JobStore, broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    jobs = [_submit(service) for _ in range(60)]
+    deep = jobs[47]
+    redis_client.hdel(f"dramatiq:{QUEUE}.msgs", deep)  # its body gone (Redis lost it), the rest intact
+    looked: list[int] = []
+
+    class Counting(Janitor):
+        def _to_check(self, reaped: Iterable[str]) -> list[str]:
+            checked = super()._to_check(reaped)
+            looked.append(len(checked))
+            return checked
+
+    janitor = Counting(
+        store,
+        broker,
+        queue=QUEUE,
+        batch_queue=BATCH_QUEUE,
+        max_attempts=3,
+        lease_grace_s=0.0,
+        lost_message_grace_s=0.0,
+        lost_message_slice=10,
+        line_front=5,
+    )
+    sweeps = [janitor.sweep().reenqueued for _ in range(6)]
+    # 5 from the front and 10 from the cursor a sweep: the walk reaches place 47 on its fifth slice, once.
+    assert sweeps == [[], [], [], [], [deep], []]
+    assert max(looked) <= 15  # never the whole line
+    assert deep in {m.decode() for m in redis_client.hkeys(f"dramatiq:{QUEUE}.msgs")} or any(
+        redis_client.hget(f"sdq:job:{deep}", "rmsg") == k for k in redis_client.hkeys(f"dramatiq:{QUEUE}.msgs")
+    )  # it has a message again (under the id its record notes)
