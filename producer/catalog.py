@@ -11,6 +11,7 @@ as it is (the worker checks it against what it loads), unless `SDQ_ALLOWED_MODEL
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from functools import cache, cached_property
@@ -87,15 +88,11 @@ class CatalogModel(BaseModel):
     def rules(self) -> FamilyRules:
         """The family's rules, narrowed by this model's limits."""
         rules, limits = FAMILY_RULES[self.family], self.limits
-        return FamilyRules(
-            family=rules.family,
+        return dataclasses.replace(
+            rules,
             schedulers=rules.schedulers & limits.schedulers if limits.schedulers is not None else rules.schedulers,
             negative_prompt=rules.negative_prompt and limits.negative_prompt is not False,
             guidance=rules.guidance and limits.guidance is not False,
-            flow_matching=rules.flow_matching,
-            refiner=rules.refiner,
-            side_multiple=rules.side_multiple,
-            prompt_tokens=rules.prompt_tokens,
         )
 
     @model_validator(mode="after")

@@ -33,6 +33,9 @@ class FamilyRules:
     guidance: bool
     flow_matching: bool
     refiner: bool = False
+    #: Whether sdqueue runs this family's image-to-image, inpainting, ControlNet and IP-Adapter pipelines
+    #: (gpu_worker/image_call.py: SD 1.x/2.x and SDXL).
+    image_inputs: bool = False
     #: Width and height must be multiples of this (the VAE's 8×, times the transformer's 2×2 patches for SD 3/Flux).
     side_multiple: int = 8
     #: Prompt tokens the encoder that reads the most of a prompt takes: CLIP's 77, or T5's `max_sequence_length`
@@ -41,8 +44,8 @@ class FamilyRules:
 
 
 FAMILY_RULES: dict[Family, FamilyRules] = {
-    Family.SD: FamilyRules(Family.SD, _UNET_SCHEDULERS, True, True, False),
-    Family.SDXL: FamilyRules(Family.SDXL, _UNET_SCHEDULERS, True, True, False, refiner=True),
+    Family.SD: FamilyRules(Family.SD, _UNET_SCHEDULERS, True, True, False, image_inputs=True),
+    Family.SDXL: FamilyRules(Family.SDXL, _UNET_SCHEDULERS, True, True, False, refiner=True, image_inputs=True),
     Family.SD3: FamilyRules(Family.SD3, _FLOW_SCHEDULERS, True, True, True, side_multiple=16, prompt_tokens=256),
     # Flux.1 is guidance-distilled: no negative branch; dev embeds the guidance scale, schnell ignores it.
     Family.FLUX: FamilyRules(Family.FLUX, _FLOW_SCHEDULERS, False, True, True, side_multiple=16, prompt_tokens=512),
@@ -72,6 +75,8 @@ def family_problems(rules: FamilyRules, request: JobRequest, *, model: str | Non
         problems.append(Problem("negative_prompt", f"{who} {does} not use a negative prompt; leave it empty"))
     if request.refiner is not None and not rules.refiner:
         problems.append(Problem("refiner", f"only SDXL models take a refiner stage, not {who}"))
+    if request.has_inputs:
+        problems += _image_problems(rules, request, who, does)
     multiple = rules.side_multiple
     for side in ("width", "height"):
         value = getattr(request, side)
@@ -81,3 +86,13 @@ def family_problems(rules: FamilyRules, request: JobRequest, *, model: str | Non
                 Problem(side, f"{who} {needs} a multiple of {multiple} (got {value}; try {low} or {low + multiple})")
             )
     return problems
+
+
+def _image_problems(rules: FamilyRules, request: JobRequest, who: str, does: str) -> list[Problem]:
+    """Image inputs a family cannot take here, each on the first field that asks for them."""
+    if not rules.image_inputs:
+        field = "image" if request.image is not None else "controlnets" if request.controlnets else "ip_adapter"
+        return [Problem(field, f"{who} {does} not take image inputs here yet (SD 1.x/2.x and SDXL models do)")]
+    if request.refiner is not None:
+        return [Problem("refiner", "a refiner stage does not combine with image inputs; leave one of them out")]
+    return []

@@ -59,6 +59,7 @@ from .records import (
     Timings,
 )
 from .requests import (
+    DEFAULT_INPAINT_STRENGTH,
     DEFAULT_STRENGTH,
     MAX_AREA_PX,
     MAX_GUIDANCE,
@@ -90,6 +91,7 @@ from .uploads import (
 
 __all__ = [
     "CONTRACT_VERSION",
+    "DEFAULT_INPAINT_STRENGTH",
     "DEFAULT_STRENGTH",
     "DEFAULT_WEBHOOK_EVENTS",
     "IMAGE_CONTENT_TYPES",

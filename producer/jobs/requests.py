@@ -36,6 +36,9 @@ MAX_LORAS = 4
 MAX_LORA_SCALE = 4.0
 #: `strength` of an image-to-image job that gives none (diffusers' default).
 DEFAULT_STRENGTH = 0.8
+#: `strength` of an inpainting job that gives none: the masked area is repainted from noise, as diffusers'
+#: inpainting pipelines do by default (0.8 would leave the old content showing through the mask).
+DEFAULT_INPAINT_STRENGTH = 1.0
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 # A model reference: `tiny`, a hub id (`org/name`, optionally `@revision`), an absolute path on the worker,
@@ -161,7 +164,10 @@ class JobRequest(BaseModel):
         ge=0.0,
         le=1.0,
         exclude_if=is_none,
-        description=f"How much of `image` is repainted: 0 keeps it, 1 ignores it ({DEFAULT_STRENGTH} when omitted).",
+        description=(
+            f"How much of `image` is repainted: 0 keeps it, 1 ignores it (when omitted: {DEFAULT_STRENGTH} for"
+            f" image-to-image, {DEFAULT_INPAINT_STRENGTH} for inpainting)."
+        ),
     )
     mask_image: ImageRef | None = Field(
         default=None,
@@ -208,9 +214,12 @@ class JobRequest(BaseModel):
 
     @property
     def effective_strength(self) -> float:
-        """The image-to-image strength the worker applies: `strength`, or `DEFAULT_STRENGTH` when omitted (left
-        unset in the record, so that jobs submitted singly and in batches group alike)."""
-        return DEFAULT_STRENGTH if self.strength is None else self.strength
+        """The strength the worker applies: `strength`, or when omitted (left unset in the record, so that jobs
+        submitted singly and in batches group alike) `DEFAULT_INPAINT_STRENGTH` for inpainting and
+        `DEFAULT_STRENGTH` for image-to-image."""
+        if self.strength is not None:
+            return self.strength
+        return DEFAULT_INPAINT_STRENGTH if self.mask_image is not None else DEFAULT_STRENGTH
 
     def input_images(self) -> list[tuple[str, str, ImageRef]]:
         """Every input image as (field path, as errors name it; object name under `inputs/<job>/`; reference)."""

@@ -8,7 +8,15 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from producer.jobs import DEFAULT_STRENGTH, ImageRef, JobMessage, JobRequest, input_object_key, new_job_id
+from producer.jobs import (
+    DEFAULT_INPAINT_STRENGTH,
+    DEFAULT_STRENGTH,
+    ImageRef,
+    JobMessage,
+    JobRequest,
+    input_object_key,
+    new_job_id,
+)
 from tests.inputs.images import data_url, png
 
 #: The fields image inputs added; none may appear in a text-only request's JSON (records, messages, hashes).
@@ -51,6 +59,10 @@ def test_strength_defaults_only_where_it_is_used() -> None:
     assert JobRequest(prompt="x", image=UPLOAD).effective_strength == DEFAULT_STRENGTH
     assert JobRequest(prompt="x", image=UPLOAD).resolved("tiny").strength is None  # single and batch jobs alike
     assert JobRequest(prompt="x", image=UPLOAD, strength=0).effective_strength == 0
+    # Inpainting repaints the masked area from noise unless told otherwise (diffusers' own default there).
+    inpaint = JobRequest(prompt="x", image=UPLOAD, mask_image=UPLOAD)
+    assert inpaint.effective_strength == DEFAULT_INPAINT_STRENGTH == 1.0 and inpaint.strength is None
+    assert JobRequest(prompt="x", image=UPLOAD, mask_image=UPLOAD, strength=0.5).effective_strength == 0.5
 
 
 def test_a_data_url_is_decoded_into_its_type_and_bytes() -> None:

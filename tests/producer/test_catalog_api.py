@@ -3,6 +3,7 @@ model's limits is a 422 naming the field with nothing enqueued; omitted fields g
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -114,3 +115,51 @@ def test_the_sdk_sends_only_what_the_caller_gave(stack: Stack) -> None:
     with Client(stack.api_url) as sdk, pytest.raises(ApiError) as caught:
         sdk.submit("a fox", model="flux-dev", scheduler="ddim")
     assert caught.value.status == 422 and [f["field"] for f in caught.value.fields] == ["scheduler"]
+
+
+def _data_url() -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), (90, 120, 200)).save(png, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+
+
+IMAGE_REFUSED = {
+    "flux image-to-image": ("flux-schnell", {"image": "IMG"}, "image", "not take image inputs here yet"),
+    "sd3 controlnet": (
+        "sd35-medium",
+        {"controlnets": [{"model": "lllyasviel/sd-controlnet-canny", "image": "IMG"}]},
+        "controlnets",
+        "not take image inputs here yet",
+    ),
+    "sd3 ip-adapter": (
+        "sd35-medium",
+        {"ip_adapter": {"model": "h94/IP-Adapter", "image": "IMG"}},
+        "ip_adapter",
+        "not take image inputs here yet",
+    ),
+    "sdxl refiner with an image": (
+        "sdxl",
+        {"image": "IMG", "refiner": {"model": "sdxl-refiner"}},
+        "refiner",
+        "does not combine with image inputs",
+    ),
+}
+
+
+@pytest.mark.parametrize(("model", "fields", "field", "said"), IMAGE_REFUSED.values(), ids=IMAGE_REFUSED.keys())
+def test_an_image_mode_its_model_cannot_run_is_a_422_naming_the_field_at_submission(
+    http: httpx.Client, redis_server: str, model: str, fields: dict[str, object], field: str, said: str
+) -> None:
+    image = {"url": _data_url()}
+    body = json.loads(json.dumps(fields).replace('"IMG"', json.dumps(image)))
+    before = _queued(redis_server)
+    response = http.post("/v1/jobs", json={"prompt": "a fox", "model": model, **body})
+    assert response.status_code == 422, response.text
+    fields_named = response.json()["error"]["fields"]
+    assert [f["field"] for f in fields_named] == [field] and said in fields_named[0]["message"], fields_named
+    assert _queued(redis_server) == before
