@@ -150,6 +150,9 @@ def _run(settings: WorkerSettings, device: Device, stop: threading.Event) -> int
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
+        # Dramatiq's own CLI emits this; without it TimeLimit never starts its watcher and the actors' time limit
+        # (the backstop behind the runner's own job timeout) never fires.
+        backends.broker.emit_after("process_boot")
         worker.start()
         log.info("worker %s on %s, queue %s", settings.worker_id, device.name, settings.queue)
         stop.wait()
