@@ -209,8 +209,9 @@ class JobRunner:
             if _is_permanent(exc):
                 self._fail(run, ErrorCode.STORAGE, f"cannot write outputs: {exc}")
                 return
-            if attempt >= self.settings.max_attempts:
-                self._fail(run, ErrorCode.STORAGE, f"gave up after {attempt} attempts: {exc}")
+            if attempt >= self.settings.max_attempts:  # named for what failed: storage, or anything else transient
+                code = ErrorCode.STORAGE if isinstance(exc, StorageError) else ErrorCode.INTERNAL
+                self._fail(run, code, f"gave up after {attempt} attempts: {exc}")
                 return
             log.warning("job %s attempt %d hit a transient error, handing it back: %s", job_id, attempt, exc)
             if not self.store.settle(job_id, attempt, JobStatus.QUEUED, worker=""):
@@ -363,8 +364,7 @@ class JobRunner:
         self.metrics.record_job(JobStatus.FAILED, self._timings(run))
 
     def _lost(self, run: _Run, what: str) -> None:
-        """This attempt's end was fenced off (another attempt took the job, or it ended): it changes nothing, and
-        the checkpoint it resumed from stays for the attempt that owns the job now."""
+        """Fenced off (another attempt owns the job, or it ended): change nothing, keep its checkpoint."""
         log.warning(
             "job %s attempt %d lost the job before recording its %s; the attempt that holds it decides",
             run.message.job_id,
