@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from .. import keys
 from ..batches import ReplayedError
+from ..errors import InvalidInputError
 from ..jobs import JobRecord, JobRequest
 from ..ratelimit import Limits
 from ..store import Owner
@@ -113,7 +114,7 @@ def _accept(http: Request, key_id: str | None, body: bytes) -> JSONResponse:
         raise refusal
     if limit is not None:
         limit()
-    requests = _parse(body)
+    requests = _gated(http, _parse(body), owner, listed=body.lstrip()[:1] == b"[")
     deps = Deps.of(http)
     seen = keys.inbound_seen(f"{owner.key_id or '-'}:{msg_id}")
     # All the hook's jobs and its webhook-id in one atomic step: a delivery refused half-way (quota, Redis)
@@ -127,6 +128,20 @@ def _accept(http: Request, key_id: str | None, body: bytes) -> JSONResponse:
     records: list[JobRecord] = deps.service.store.get_many(job_ids)
     accepted = HookAccepted(webhook_id=msg_id, jobs=records)
     return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+
+
+def _gated(http: Request, requests: list[JobRequest], owner: Owner, *, listed: bool) -> list[JobRequest]:
+    """The jobs' image inputs checked and their data URLs stored as uploads, as `POST /v1/jobs` does; a bad one is
+    a 422 naming the field (`<index>.<field>` in a list), with nothing enqueued."""
+    gate = http.app.state.inputs
+    memo: dict[Any, Any] = {}
+    gated = []
+    for index, request in enumerate(requests):
+        try:
+            gated.append(gate.prepare(request, owner.tenant or None, memo=memo))
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{index}.{exc.field}" if listed else exc.field, exc.reason) from None
+    return gated
 
 
 def _secrets_and_owner(http: Request, key_id: str | None) -> tuple[list[str], Owner, Any, _Refused | None]:

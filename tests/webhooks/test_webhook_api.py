@@ -267,3 +267,25 @@ def test_an_inbound_list_past_its_keys_quota_creates_nothing_and_its_retry_goes_
         )
         assert replay.status_code == 409 and replay.json()["error"]["code"] == "replayed"
         assert all(j["id"] in replay.json()["error"]["message"] for j in again.json()["jobs"])
+
+
+def test_an_inbound_jobs_images_get_the_checks_of_post_v1_jobs(http: httpx.Client, redis_server: str) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 90)).save(png, format="PNG")
+    data_url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    good = {"prompt": "repaint it", "width": 64, "height": 64, "image": {"url": data_url}}
+    response = http.post("/v1/hooks/jobs", **_signed(good))
+    assert response.status_code == 202, response.text
+    (job,) = response.json()["jobs"]
+    assert set(job["request"]["image"]) == {"upload"}  # stored as an upload: the record carries an id, not the image
+    before = _enqueued(redis_server)
+    broken = {**good, "image": {"url": "data:image/png;base64," + base64.b64encode(b"not a png").decode()}}
+    refused = http.post("/v1/hooks/jobs", **_signed([good, broken]))
+    assert refused.status_code == 422, refused.text
+    assert [f["field"] for f in refused.json()["error"]["fields"]] == ["1.image.url"]
+    assert _enqueued(redis_server) == before
