@@ -90,8 +90,20 @@ def _run(out: Path, jobs: int, storage_url: str | None) -> int:
             submitted = [client.submit(request) for request in requests]
             records = _follow(client, submitted)
             files = {r.id: client.download(r, out) for r in records if r.status.value == "succeeded"}
+            # Image inputs: the first picture, repainted (image-to-image) and with a disc inpainted, uploaded by the
+            # SDK straight to storage like any local file.
+            inputs: dict[str, list[Path]] = {}
+            first = next((files[r.id][0] for r in records if files.get(r.id)), None)
+            if first is not None:
+                image_dir = out / "image-jobs"  # beside the text jobs' pictures, not among them
+                image_dir.mkdir(exist_ok=True)
+                image_jobs = _image_jobs(client, first, image_dir, hook)
+                inputs = {job.id: paths for job, paths in image_jobs}
+                more = _follow(client, [job for job, _ in image_jobs])
+                files.update({r.id: client.download(r, image_dir) for r in more if r.status.value == "succeeded"})
+                records += more
         _webhooks(inbox, records)
-    _gallery(out, records, files, dashboard=f"{ApiSettings().resolved_public_url}/ui/#/gallery")
+    _gallery(out, records, files, dashboard=f"{ApiSettings().resolved_public_url}/ui/#/gallery", inputs=inputs)
     _table(records, time.monotonic() - started)
     failed = [r for r in records if r.status.value != "succeeded"]
     for record in failed:
@@ -135,23 +147,56 @@ def _follow(client: Client, submitted: list[JobRecord]) -> list[JobRecord]:
     return [client.get(job_id) for job_id in records]
 
 
-def _gallery(out: Path, records: list[JobRecord], files: dict[str, list[Path]], *, dashboard: str) -> None:
+def _image_jobs(client: Client, source: Path, out: Path, hook: dict[str, str]) -> list[tuple[JobRecord, list[Path]]]:
+    """An image-to-image and an inpainting job on `source`, each with the input files it names."""
+    from PIL import Image, ImageDraw
+
+    with Image.open(source) as picture:
+        size = picture.size
+    mask = Image.new("L", size, 0)
+    w, h = size
+    ImageDraw.Draw(mask).ellipse((w // 4, h // 4, 3 * w // 4, 3 * h // 4), fill=255)  # white: repainted
+    mask_path = out / "mask.png"
+    mask.save(mask_path)
+    common = {**DEFAULTS, **hook, "width": w, "height": h, "seed": 7}
+    repaint = client.submit("the same scene in watercolour", image=source, strength=0.6, **common)
+    inpaint = client.submit("a full moon", image=source, mask_image=mask_path, **common)
+    return [(repaint, [source]), (inpaint, [source, mask_path])]
+
+
+def _gallery(
+    out: Path,
+    records: list[JobRecord],
+    files: dict[str, list[Path]],
+    *,
+    dashboard: str,
+    inputs: dict[str, list[Path]] | None = None,
+) -> None:
     figures = []
     for record in records:
+        given = (inputs or {}).get(record.id, [])
         for path, output in zip(files.get(record.id, []), record.outputs, strict=False):
-            caption = html.escape(f"{record.request.prompt} — seed {output.seed}, {output.width}×{output.height}")
+            mode = " (inpainted)" if record.request.mask_image else " (image-to-image)" if given else ""
+            caption = html.escape(f"{record.request.prompt}{mode} — seed {output.seed}, {output.width}×{output.height}")
+            shown = "".join(f'<img src="{_href(out, p)}" alt="input" class="input">' for p in given)
             figures.append(
-                f'<figure><img src="{html.escape(path.name)}" alt=""><figcaption>{caption}</figcaption></figure>'
+                f'<figure>{shown}<img src="{_href(out, path)}" alt=""><figcaption>{caption}</figcaption></figure>'
             )
     page = (
         "<!doctype html><meta charset=utf-8><title>sdqueue demo</title>"
         "<style>body{font-family:sans-serif;display:flex;flex-wrap:wrap;gap:1em}"
-        "figure{width:256px;margin:0}img{width:256px;image-rendering:pixelated}</style>"
+        "figure{width:256px;margin:0}img{width:256px;image-rendering:pixelated}"
+        "img.input{width:124px;opacity:.8;margin-right:4px}</style>"
         "<h1 style='width:100%'>sdqueue demo</h1>"
         f"<p style='width:100%'>Run <code>sdq up</code> and open <a href=\"{html.escape(dashboard)}\">the dashboard's"
         " gallery</a> for these jobs and every later one.</p>" + "".join(figures)
     )
     (out / "index.html").write_text(page, encoding="utf-8")
+
+
+def _href(out: Path, path: Path) -> str:
+    """`path` as the gallery page in `out` links it."""
+    return html.escape(Path(os.path.relpath(path, out)).as_posix())
 
 
 def _table(records: list[JobRecord], wall_s: float) -> None:

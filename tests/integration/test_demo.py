@@ -31,6 +31,14 @@ def test_the_demo_runs_jobs_writes_a_gallery_and_stops_everything(tmp_path: Path
         assert image.name in gallery
         Image.open(image).verify()
     assert "succeeded" in result.stdout
+    # Then an image-to-image and an inpainting job on the first picture, shown beside their inputs.
+    image_jobs = tmp_path / "out" / "image-jobs"
+    outputs = sorted(p.name for p in image_jobs.iterdir() if p.name != "mask.png")
+    assert len(outputs) == 2 and all(f"image-jobs/{name}" in gallery for name in outputs)
+    assert "(image-to-image)" in gallery and "(inpainted)" in gallery and 'class="input"' in gallery
+    for name in outputs:
+        with Image.open(image_jobs / name) as made:
+            assert made.size == (128, 128)  # the first job's picture, at its size
     assert "/ui/" in result.stdout and "sdq up" in result.stdout  # the dashboard's URL, and how to get it back
     assert "/ui/#/gallery" in gallery
     # everything it started is gone: no embedded Redis left on the socket
