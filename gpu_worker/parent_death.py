@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 PR_SET_PDEATHSIG = 1
 #: Exit status of a child that found its parent gone before it could ask to die with it.
@@ -78,7 +78,7 @@ def start_child(start: Callable[[], None]) -> None:
     if threading.current_thread() is threading.main_thread():
         _start_without_main(start)
         return
-    done, failed = threading.Event(), []
+    done, failed = threading.Event(), cast(list[BaseException], [])
     _starts.put((start, done, failed))
     _ensure_starter()
     done.wait()
@@ -111,7 +111,9 @@ def _start_without_main(start: Callable[[], None]) -> None:
         start()
         return
     with _main_lock:  # one start at a time sees `__main__` without its script; restored right after
-        saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__}
+        saved: dict[str, Any] = {
+            name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__
+        }
         main.__dict__.pop("__file__", None)
         main.__spec__ = None  # `python -m module` would be re-imported by name otherwise
         try:

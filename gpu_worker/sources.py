@@ -136,7 +136,7 @@ def download_hub(
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
     try:
-        info = HfApi().repo_info(ref.location, revision=ref.revision, files_metadata=max_bytes is not None)
+        info = HfApi().model_info(ref.location, revision=ref.revision, files_metadata=max_bytes is not None)
         files = [sibling.rfilename for sibling in info.siblings or ()]
         sizes = {sibling.rfilename: sibling.size or 0 for sibling in info.siblings or ()}
         commit = info.sha or ref.revision
