@@ -224,7 +224,7 @@ def test_sdq_api_hands_its_concurrency_limit_and_backlog_to_uvicorn(redis_server
             for _ in range(2):
                 assert _open_plain(http, held).status_code == 200
             busy = httpx.get(f"{small.api_url}/healthz", timeout=10)
-            assert busy.status_code == 503  # uvicorn's own answer, before the app sees the request
+            assert (busy.status_code, busy.text) == (503, "Service Unavailable")  # uvicorn's, before the app
             held.close()
             wait_for(lambda: httpx.get(f"{small.api_url}/healthz", timeout=10).status_code == 200, timeout_s=10)
     finally:
