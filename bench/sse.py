@@ -86,7 +86,7 @@ def _cpu_per_s(process: psutil.Process, seconds: float) -> float:
 
     def total() -> float:
         times = [process.cpu_times(), *(child.cpu_times() for child in process.children(recursive=True))]
-        return sum(t.user + t.system for t in times)
+        return float(sum(t.user + t.system for t in times))
 
     before, began = total(), time.perf_counter()
     time.sleep(seconds)

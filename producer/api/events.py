@@ -25,6 +25,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from .. import jobhash
 from ..errors import JobNotFoundError
+from ..eta import Forecaster
 from ..jobs import JobRecord, JobStatus, is_job_id
 from .auth import CallerDep
 from .deps import Deps
@@ -42,8 +43,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=_ERRORS)
 
-#: At most this often a `queue` event (the place in line and ETA), and only when one of them changed.
-OUTLOOK_INTERVAL_S = 1.0
 #: Browsers reconnect after this long when the connection drops.
 RETRY_MS = 1000
 
@@ -72,18 +71,18 @@ async def events(
 
     yield event("status", record.model_dump_json())
     status, progress = record.status, record.progress
-    current, outlook_at = record, time.monotonic()  # the place in line and ETA last sent, and when
+    current = record  # the place in line and ETA last sent
     ends_at = time.monotonic() + limits_of(http).max_duration_s
-    with StreamHub.of(http).subscribe({record.id}, lease) as watching:
+    with StreamHub.of(http).subscribe({record.id}, lease, outlooks=True) as watching:
         while not status.is_terminal and time.monotonic() < ends_at:
             if await http.is_disconnected():
                 return
             await watching.next_tick()
             if watching.ended is not None:  # the key was revoked, or Redis failed
                 return
-            if deps.forecaster is not None and time.monotonic() - outlook_at >= OUTLOOK_INTERVAL_S:
-                outlook_at = time.monotonic()
-                fresh_outlook = await run_in_threadpool(deps.forecaster.outlook, current)
+            if watching.outlook is not None:  # read for every stream at once, at most once a second
+                places, pace = watching.outlook
+                fresh_outlook = Forecaster.outlook_at(current, places.get(record.id), pace)
                 if _outlook(fresh_outlook) != _outlook(current):
                     current = fresh_outlook
                     yield event("queue", json.dumps(_outlook(current)))

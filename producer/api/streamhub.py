@@ -3,8 +3,10 @@
 Each tick (`TICK_S`) the hub reads the status and progress of every job any stream watches in one pipelined
 round trip, hands each stream its jobs' values and wakes it; every `StreamLimits.heartbeat_s` the same round trip
 also refreshes every stream's slot and re-reads its key's `revoked` field (`producer/streamslots.py`), so a
-revoked key's streams end within a heartbeat. With 500 streams open that is ten round trips a second for the
-process, not 5,000. The hub runs only while some stream is subscribed.
+revoked key's streams end within a heartbeat; and every `OUTLOOK_S` it reads the place in line of every job
+whose stream wants one (`outlooks`) and the fleet snapshot ETAs come from, so a queued job's stream needs no
+Redis call of its own to say where it stands. With 500 streams open that is ten round trips a second for the
+process, not 5,500. The hub runs only while some stream is subscribed.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
 from .. import jobhash, keys
+from ..eta import Forecaster, Pace
 from ..streamslots import Lease, StreamSlots
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 #: How often the hub reads the watched jobs. Steps of a fast model may be coalesced; a status never is lost (a
 #: stream that sees a new status reads the whole record).
 TICK_S = 0.1
+#: How often places in line and the fleet snapshot are read (a stream's `queue` event comes at most this often).
+OUTLOOK_S = 1.0
 
 Raw = tuple[str | None, str | None]  # a job's (status, progress JSON) as the hash holds them; (None, None): gone
 
@@ -35,10 +40,14 @@ Raw = tuple[str | None, str | None]  # a job's (status, progress JSON) as the ha
 class Subscription:
     """What one stream watches (`ids`, which the stream may change) and what the hub last read of them."""
 
-    def __init__(self, ids: Iterable[str], lease: Lease | None) -> None:
+    def __init__(self, ids: Iterable[str], lease: Lease | None, *, outlooks: bool = False) -> None:
         self.ids = set(ids)
         self.lease = lease
+        self.outlooks = outlooks
         self.latest: dict[str, Raw] = {}
+        #: On the ticks that read them (every `OUTLOOK_S`, for a stream that wants `outlooks`): each job's place
+        #: in line (None: not in line) and the fleet snapshot; else None.
+        self.outlook: tuple[dict[str, int | None], Pace] | None = None
         #: Why the stream must end now (its key was revoked, or Redis failed), else None.
         self.ended: str | None = None
         self._tick = asyncio.Event()
@@ -48,8 +57,9 @@ class Subscription:
         await self._tick.wait()
         self._tick.clear()
 
-    def _deliver(self, values: dict[str, Raw]) -> None:
+    def _deliver(self, values: dict[str, Raw], outlook: tuple[dict[str, int | None], Pace] | None) -> None:
         self.latest = {job_id: values.get(job_id, (None, None)) for job_id in self.ids}
+        self.outlook = outlook if self.outlooks else None
         self._tick.set()
 
     def _end(self, reason: str) -> None:
@@ -60,8 +70,9 @@ class Subscription:
 class StreamHub:
     """The poller of one event loop; `subscribe` while streaming."""
 
-    def __init__(self, slots: StreamSlots) -> None:
+    def __init__(self, slots: StreamSlots, forecaster: Forecaster | None = None) -> None:
         self.slots = slots
+        self.forecaster = forecaster
         self.client = slots.client
         self._subs: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
@@ -73,13 +84,13 @@ class StreamHub:
         loop = asyncio.get_running_loop()
         hub = hubs.get(loop)
         if hub is None:
-            hub = hubs[loop] = StreamHub(http.app.state.stream_slots)
+            hub = hubs[loop] = StreamHub(http.app.state.stream_slots, http.app.state.deps.forecaster)
         return hub
 
     @contextmanager
-    def subscribe(self, ids: Iterable[str], lease: Lease | None) -> Iterator[Subscription]:
-        """Watch `ids` for as long as the block runs."""
-        sub = Subscription(ids, lease)
+    def subscribe(self, ids: Iterable[str], lease: Lease | None, *, outlooks: bool = False) -> Iterator[Subscription]:
+        """Watch `ids` (with `outlooks`: their places in line too) for as long as the block runs."""
+        sub = Subscription(ids, lease, outlooks=outlooks)
         self._subs.add(sub)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="sdq-stream-hub")
@@ -89,15 +100,21 @@ class StreamHub:
             self._subs.discard(sub)
 
     async def _run(self) -> None:
-        refreshed = time.monotonic()
+        refreshed = looked = time.monotonic()
         while self._subs:
             await asyncio.sleep(TICK_S)
             subs = list(self._subs)
             ids = sorted({job_id for sub in subs for job_id in sub.ids})
             heartbeat = time.monotonic() - refreshed >= self.slots.limits.heartbeat_s
             leased = [sub for sub in subs if sub.lease is not None] if heartbeat else []
+            ranked: list[str] | None = None
+            if self.forecaster is not None and time.monotonic() - looked >= OUTLOOK_S:
+                looked = time.monotonic()
+                ranked = sorted({job_id for sub in subs if sub.outlooks for job_id in sub.ids})
             try:
-                values, live = await run_in_threadpool(self._read, ids, [s.lease for s in leased if s.lease])
+                values, live, outlook = await run_in_threadpool(
+                    self._read, ids, [s.lease for s in leased if s.lease], ranked
+                )
             except Exception:  # a Redis outage ends the streams (clients resume); the hub keeps running
                 log.warning("event streams: reading %d jobs failed", len(ids), exc_info=True)
                 for sub in subs:
@@ -109,18 +126,28 @@ class StreamHub:
                     if not ok:
                         sub._end("revoked")
             for sub in subs:
-                sub._deliver(values)
+                sub._deliver(values, outlook)
 
-    def _read(self, ids: list[str], leases: list[Lease]) -> tuple[dict[str, Raw], list[bool]]:
-        """Every watched job's (status, progress) and the leases' heartbeats, in one pipelined round trip."""
+    def _read(
+        self, ids: list[str], leases: list[Lease], ranked: list[str] | None
+    ) -> tuple[dict[str, Raw], list[bool], tuple[dict[str, int | None], Pace] | None]:
+        """Every watched job's (status, progress), the leases' heartbeats and (`ranked`) places in line, in one
+        pipelined round trip (the fleet snapshot, read at most once a second, is one more)."""
         pipe = self.client.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(keys.job(job_id), jobhash.WATCHED_FIELDS)
         for lease in leases:
             self.slots.queue_refresh(pipe, lease)
-        results = pipe.execute() if ids or leases else []
+        for job_id in ranked or ():
+            pipe.zrank(keys.LINE, job_id)
+        results = pipe.execute() if ids or leases or ranked else []
         values = {job_id: (_text(raw[0]), _text(raw[1])) for job_id, raw in zip(ids, results, strict=False)}
-        return values, [bool(int(live)) for live in results[len(ids) :]]
+        live = [bool(int(ok)) for ok in results[len(ids) : len(ids) + len(leases)]]
+        if ranked is None or self.forecaster is None:
+            return values, live, None
+        ranks = results[len(ids) + len(leases) :]
+        places = {job_id: None if rank is None else int(rank) for job_id, rank in zip(ranked, ranks, strict=True)}
+        return values, live, (places, self.forecaster.pace())
 
 
 def _text(value: Any) -> str | None:

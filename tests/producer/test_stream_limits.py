@@ -4,6 +4,7 @@ crash, the maximum duration and its resume with `Last-Event-ID`, revocation, and
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -233,3 +234,18 @@ def test_sdq_api_hands_its_concurrency_limit_and_backlog_to_uvicorn(redis_server
 
 def _open_plain(http: httpx.Client, held: ExitStack) -> httpx.Response:
     return held.enter_context(http.stream("GET", "/v1/events?recent=true"))
+
+
+def test_a_queued_jobs_stream_tells_its_new_place_in_line(stack: Stack, keys: KeyStore) -> None:
+    # The shared poller reads places in line for every stream at once; this stream's moves when the job ahead goes.
+    token = _token(keys)
+    ahead, job = _job(stack, token), _job(stack, token)
+    with (
+        httpx.Client(base_url=stack.api_url, timeout=30) as http,
+        http.stream("GET", f"/v1/jobs/{job}/events", headers=_auth(token)) as response,
+    ):
+        events = _events(response)
+        first = json.loads(next(events)["data"])
+        assert http.post(f"/v1/jobs/{ahead}/cancel", headers=_auth(token)).status_code == 200
+        moved = next(e for e in events if e["event"] == "queue")
+    assert json.loads(moved["data"])["queue_position"] == first["queue_position"] - 1
