@@ -33,6 +33,8 @@ from producer.localstack import LocalStack
 from .api import JOB, Load, _exchange, _measure, _quantile, _redis, _request
 
 log = logging.getLogger("bench.sse")
+#: Streams being opened at once.
+OPENING_AT_ONCE = 50
 
 
 class Streams:
@@ -61,6 +63,9 @@ class Streams:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
+        # Clients arriving, not one burst: each process's Redis pools hold 100 connections (redis-py's default),
+        # and a burst of more concurrent key checks than that is answered 503 (a limit of its own, not measured here).
+        self._opening = asyncio.Semaphore(OPENING_AT_ONCE)
         tasks = [asyncio.create_task(self._hold(job_id)) for job_id in self.job_ids]
         await self._stop.wait()
         for task in tasks:
@@ -68,12 +73,13 @@ class Streams:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _hold(self, job_id: str) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        try:
+        async with self._opening:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
             writer.write(_request("GET", f"/v1/jobs/{job_id}/events", self.token))
             head = await reader.readuntil(b"\r\n\r\n")
+        try:
             if head[9:12] != b"200":
-                self.refused.append(head)
+                self.refused.append(head + await reader.read(1000))
             self.opened.release()
             while await reader.read(65536):
                 pass

@@ -40,7 +40,8 @@ Raw = tuple[str | None, str | None]  # a job's (status, progress JSON) as the ha
 class Subscription:
     """What one stream watches (`ids`, which the stream may change) and what the hub last read of them."""
 
-    def __init__(self, ids: Iterable[str], lease: Lease | None, *, outlooks: bool = False) -> None:
+    def __init__(self, hub: StreamHub, ids: Iterable[str], lease: Lease | None, *, outlooks: bool = False) -> None:
+        self.hub = hub
         self.ids = set(ids)
         self.lease = lease
         self.outlooks = outlooks
@@ -54,7 +55,12 @@ class Subscription:
 
     async def next_tick(self) -> None:
         """Wait until the hub has read this stream's jobs again (or ended it)."""
-        await self._tick.wait()
+        while True:
+            try:
+                await asyncio.wait_for(self._tick.wait(), timeout=10 * TICK_S)
+                break
+            except TimeoutError:  # the hub's task died of a bug (it is logged): start another, never hang
+                self.hub._ensure_running()
         self._tick.clear()
 
     def _deliver(self, values: dict[str, Raw], outlook: tuple[dict[str, int | None], Pace] | None) -> None:
@@ -90,14 +96,18 @@ class StreamHub:
     @contextmanager
     def subscribe(self, ids: Iterable[str], lease: Lease | None, *, outlooks: bool = False) -> Iterator[Subscription]:
         """Watch `ids` (with `outlooks`: their places in line too) for as long as the block runs."""
-        sub = Subscription(ids, lease, outlooks=outlooks)
+        sub = Subscription(self, ids, lease, outlooks=outlooks)
         self._subs.add(sub)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="sdq-stream-hub")
+        self._ensure_running()
         try:
             yield sub
         finally:
             self._subs.discard(sub)
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="sdq-stream-hub")
+            self._task.add_done_callback(_log_death)
 
     async def _run(self) -> None:
         refreshed = looked = time.monotonic()
@@ -148,6 +158,11 @@ class StreamHub:
         ranks = results[len(ids) + len(leases) :]
         places = {job_id: None if rank is None else int(rank) for job_id, rank in zip(ranked, ranks, strict=True)}
         return values, live, (places, self.forecaster.pace())
+
+
+def _log_death(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("event streams: the poller failed", exc_info=task.exception())
 
 
 def _text(value: Any) -> str | None:
