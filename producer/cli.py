@@ -107,6 +107,9 @@ def api(
             port=settings.port,
             log_level=log_level,
             access_log=False,
+            # Beyond this many connections (and tasks) per process uvicorn answers 503 itself, before the app.
+            limit_concurrency=settings.api_limit_concurrency,
+            backlog=settings.api_backlog,
         )
     finally:
         if embedded is not None:

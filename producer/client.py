@@ -178,17 +178,19 @@ class Client(BaseClient):
 
     def _follow(self, job_id: str, deadline: float, on_update: OnUpdate | None) -> JobRecord | None:
         follower = Follower(job_id, deadline, on_update)
-        response = self._http.send(self._events(job_id), stream=True)
-        try:
-            if not response.is_success:
-                response.read()
-                check(response)
-            for line in response.iter_lines():
-                if (record := follower.feed(line)) is not None:
-                    return record
-        finally:
-            response.close()
-        return None
+        while True:  # the server ends a stream after SDQ_MAX_STREAM_S: resume it where it left off
+            response = self._http.send(self._events(job_id, follower.last_event_id), stream=True)
+            try:
+                if not response.is_success:
+                    response.read()
+                    check(response)
+                for line in response.iter_lines():
+                    if (record := follower.feed(line)) is not None:
+                        return record
+            finally:
+                response.close()
+            if not follower.resumes():
+                return None
 
     def deliveries(self, job_id: str) -> DeliveryList:
         """The job's webhook messages, oldest first, each with its attempts; raises `JobNotFoundError`."""
@@ -343,17 +345,19 @@ class AsyncClient(BaseClient):
 
     async def _follow(self, job_id: str, deadline: float, on_update: OnUpdate | None) -> JobRecord | None:
         follower = Follower(job_id, deadline, on_update)
-        response = await self._http.send(self._events(job_id), stream=True)
-        try:
-            if not response.is_success:
-                await response.aread()
-                check(response)
-            async for line in response.aiter_lines():
-                if (record := follower.feed(line)) is not None:
-                    return record
-        finally:
-            await response.aclose()
-        return None
+        while True:  # the server ends a stream after SDQ_MAX_STREAM_S: resume it where it left off
+            response = await self._http.send(self._events(job_id, follower.last_event_id), stream=True)
+            try:
+                if not response.is_success:
+                    await response.aread()
+                    check(response)
+                async for line in response.aiter_lines():
+                    if (record := follower.feed(line)) is not None:
+                        return record
+            finally:
+                await response.aclose()
+            if not follower.resumes():
+                return None
 
     async def deliveries(self, job_id: str) -> DeliveryList:
         """`Client.deliveries`, awaited."""

@@ -127,6 +127,8 @@ class EventParser:
     def __init__(self) -> None:
         self.event, self.data = "message", ""
         self.record: JobRecord | None = None
+        #: The `id` of the last event (what a reconnect sends as `Last-Event-ID`).
+        self.last_id: str | None = None
 
     def feed(self, line: str) -> JobRecord | None:
         """The job's record after `line`, if `line` completed a `status` or `progress` event; else None."""
@@ -137,6 +139,8 @@ class EventParser:
             value = value.removeprefix(" ")
             if name == "event":
                 self.event = value
+            elif name == "id":
+                self.last_id = value
             elif name == "data":
                 self.data += value
             return None
@@ -159,6 +163,20 @@ class Follower:
     def __init__(self, job_id: str, deadline: float, on_update: OnUpdate | None) -> None:
         self.job_id, self.deadline, self.on_update = job_id, deadline, on_update
         self.parser = EventParser()
+        self._resumed_at: str | None = None
+
+    def resumes(self) -> bool:
+        """After a stream ended before the terminal status: whether to reconnect (with `last_event_id`). The
+        server ends streams after a while on purpose; a stream that brought nothing new is not worth another."""
+        if self.parser.last_id is None or self.parser.last_id == self._resumed_at:
+            return False
+        self._resumed_at = self.parser.last_id
+        return time.monotonic() < self.deadline
+
+    @property
+    def last_event_id(self) -> str | None:
+        """The `Last-Event-ID` a reconnect sends."""
+        return self.parser.last_id
 
     def feed(self, line: str) -> JobRecord | None:
         """The terminal record once `line` brings it, else None; raises `TimeoutError` past the deadline."""
@@ -295,9 +313,10 @@ class BaseClient:
     def _redeliver(self, job_id: str, delivery_id: str) -> Call[Delivery]:
         return Call(self._build("POST", f"/v1/jobs/{job_id}/deliveries/{delivery_id}/redeliver"), Delivery)
 
-    def _events(self, job_id: str) -> httpx.Request:
+    def _events(self, job_id: str, last_event_id: str | None = None) -> httpx.Request:
         timeout = httpx.Timeout(self._http.timeout.connect, read=_STREAM_READ_TIMEOUT_S)
-        return self._build("GET", f"/v1/jobs/{job_id}/events", timeout=timeout)
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        return self._build("GET", f"/v1/jobs/{job_id}/events", timeout=timeout, headers=headers)
 
     def _file(self, url: str) -> httpx.Request:
         return file_request(url, self._http.timeout)

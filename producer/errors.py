@@ -186,6 +186,12 @@ class QuotaExceededError(RateLimitedError):
     code = "quota_exceeded"
 
 
+class TooManyStreamsError(RateLimitedError):
+    """The API key (or, in open mode, the client address) already holds as many event streams as allowed."""
+
+    code = "too_many_streams"
+
+
 class IdempotencyConflictError(ProducerError):
     """An `Idempotency-Key` was reused with a different request body (or its first request is still running)."""
 

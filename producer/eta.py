@@ -185,6 +185,19 @@ class Forecaster:
             return self.pace().remaining(record)
         return None
 
+    @staticmethod
+    def outlook_at(record: JobRecord, rank: int | None, pace: Pace) -> JobRecord:
+        """`outlook` from a place in line and a snapshot read already (the event streams' shared poller reads
+        them once for every stream)."""
+        if record.status is JobStatus.QUEUED:
+            record = record.model_copy(update={"queue_position": rank})
+            eta = pace.estimate(rank, record.request) if rank is not None else None
+        elif record.status is JobStatus.RUNNING:
+            eta = pace.remaining(record)
+        else:
+            return record
+        return record if eta is None else record.model_copy(update={"eta_s": eta})
+
     def apply(self, record: JobRecord) -> JobRecord:
         """`record` with its `eta_s` filled in."""
         eta = self.eta(record)

@@ -66,6 +66,12 @@ def rate(key_id: str) -> str:
     return f"{PREFIX}rate:{key_id}"
 
 
+def stream_slots(holder: str) -> str:
+    """Sorted set of the event streams one holder (`key:<id>`, or `addr:<ip>` in open mode) has open, over every
+    API process: stream id → the Redis time of its last heartbeat (producer/streamslots.py prunes stale ones)."""
+    return f"{PREFIX}streams:{holder}"
+
+
 def tenant_index(tenant: str, status: str | None) -> str:
     """The index of one tenant's jobs (all, or in one status), scored like `INDEX_ALL`."""
     if status:

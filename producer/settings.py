@@ -14,6 +14,7 @@ from .cost import InstancePrice
 from .inputs.limits import InputSettings
 from .loopback import is_loopback_host
 from .setting_types import CloudEndpointSettings, CommaList
+from .streamslots import StreamLimits
 
 if TYPE_CHECKING:
     from storage import StorageCredentials
@@ -232,6 +233,42 @@ class ApiSettings(CommonSettings, FleetSettings, InputSettings):
         " loopback address or with the embedded Redis, else one per CPU this process may use (set it explicitly"
         " under a CPU quota, e.g. a Kubernetes CPU limit, which the default cannot see).",
     )
+
+    max_streams_per_key: int = Field(
+        default=16,
+        ge=0,
+        description="SDQ_MAX_STREAMS_PER_KEY: event streams (`/v1/jobs/{id}/events`, `/v1/events`) one API key may"
+        " hold open at once over every API process (in open mode: one client address); beyond it 429"
+        " `too_many_streams`; 0 = no cap.",
+    )
+    max_stream_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="SDQ_MAX_STREAM_S: an event stream ends after this long; clients reconnect with `Last-Event-ID`"
+        " (so a forgotten tab or client cannot hold a stream, and its slot, forever).",
+    )
+    stream_heartbeat_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="SDQ_STREAM_HEARTBEAT_S: how often each open stream's slot is refreshed and its key re-checked: a"
+        " revoked key's streams end within about this long, a crashed API process's slots are freed after 3 × it.",
+    )
+    api_limit_concurrency: int = Field(
+        default=1000,
+        ge=1,
+        description="SDQ_API_LIMIT_CONCURRENCY: connections and tasks one API process serves at once (uvicorn's"
+        " `limit_concurrency`, open streams included); beyond it uvicorn itself answers 503.",
+    )
+    api_backlog: int = Field(
+        default=2048,
+        ge=1,
+        description="SDQ_API_BACKLOG: connections waiting to be accepted (the listen backlog, uvicorn's `backlog`).",
+    )
+
+    def stream_limits(self) -> StreamLimits:
+        """The event streams' bounds these settings give."""
+        return StreamLimits(self.max_streams_per_key, self.max_stream_s, self.stream_heartbeat_s)
 
     @property
     def resolved_api_workers(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -18,6 +19,7 @@ from ..inputs.submission import InputGate
 from ..inputs.uploads import Uploads
 from ..ratelimit import Limits
 from ..service import JobService
+from ..streamslots import StreamLimits, StreamSlots
 from ..webhooks.ssrf import UrlPolicy
 from . import (
     batch_list,
@@ -59,13 +61,15 @@ def create_app(
     inputs: InputLimits | None = None,
     input_url_policy: UrlPolicy | None = None,
     on_shutdown: Callable[[], None] | None = None,
+    streams: StreamLimits | None = None,
 ) -> FastAPI:
     """The API over a job service and the object store its workers write to (`fleet`: scaling and prices).
 
     `auth` decides who may call it (default: open, no keys); batch jobs go to `batch_queue`. With `redis_url` (the
     Redis of `service`), the hot routes (submit, the key check) use an asyncio client: no thread hop per call.
     `inputs` limits image inputs and uploads, whose URLs must pass `input_url_policy` (default: https, public).
-    `on_shutdown` runs after the server stops (closes what the app was built on, see `producer.api.factory`)."""
+    `on_shutdown` runs after the server stops (closes what the app was built on, see `producer.api.factory`).
+    `streams` bounds the event streams: how many per key, how long each (default `StreamLimits()`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,6 +99,8 @@ def create_app(
         costs=fleet.costs,
         forecaster=Forecaster(service.store.client),
     )
+    app.state.stream_slots = StreamSlots(service.store.client, streams or StreamLimits())
+    app.state.stream_hubs = weakref.WeakKeyDictionary()  # event loop → its StreamHub (streamhub.py)
     app.state.auth = auth or Authenticator(None, None, Limits(0, 1, 0))
     app.state.hooks = hooks or HookConfig()
     app.state.batches = BatchService(service, queue=batch_queue, cost=fleet.costs)

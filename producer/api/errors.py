@@ -55,7 +55,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         409: "The job's state does not allow this.",
         413: "Request body too large.",
         422: "Invalid request: see `error.fields` (also a body that is not UTF-8 JSON, or nests too deeply).",
-        429: "Over the API key's request rate or queued-jobs quota; retry after `Retry-After` seconds.",
+        429: "Over the API key's request rate, queued-jobs quota or open event streams; retry after `Retry-After`"
+        " seconds.",
         500: "An internal error: `error.message` holds an incident number for the server's log; nothing was enqueued.",
         503: "Redis is unreachable; nothing was enqueued. Retry after `Retry-After` seconds.",
     }.items()

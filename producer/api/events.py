@@ -3,13 +3,17 @@
 Events: `status` (data: the job record, with output URLs once it has them) first and on every status change;
 `progress` (data: `{"step", "total"}`) on every step a worker reports; `queue` (data: `{"queue_position", "eta_s"}`)
 when the job's place in line or its ETA changed, at most once a second. The stream ends after the terminal
-`status` event. It watches two fields of the record (a cheap HMGET) and reads the whole record only when the
-status changes, so many watchers cost Redis little; FastAPI adds keep-alive comments while nothing happens.
+`status` event, or after `SDQ_MAX_STREAM_S`: every event carries an `id` and `retry`, and a client that reconnects
+with `Last-Event-ID` gets ids continuing after it and the current record first (a `status` event: the state, so
+nothing that changed while it was away is missed). The process's one poller (`streamhub.py`) watches two fields
+of the record (a cheap HMGET, pipelined with every other stream's) and the stream reads the whole record only
+when the status changes, so many watchers cost Redis little; FastAPI adds keep-alive comments while nothing
+happens. Each stream holds a slot under its key's cap (`streams.py`), and ends within a heartbeat of the key's
+revocation.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -19,12 +23,15 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from .. import jobhash, keys
+from .. import jobhash
 from ..errors import JobNotFoundError
+from ..eta import Forecaster
 from ..jobs import JobRecord, JobStatus, is_job_id
 from .auth import CallerDep
 from .deps import Deps
 from .errors import ERROR_RESPONSES
+from .streamhub import StreamHub
+from .streams import LeaseDep, ResumeDep, limits_of
 
 # Errors are JSON even on this route (FastAPI would otherwise document them as text/event-stream).
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -36,10 +43,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=_ERRORS)
 
-#: How often the stream looks at the job. Steps of a fast model may be coalesced; the status never is.
-POLL_INTERVAL_S = 0.1
-#: At most this often a `queue` event (the place in line and ETA), and only when one of them changed.
-OUTLOOK_INTERVAL_S = 1.0
 #: Browsers reconnect after this long when the connection drops.
 RETRY_MS = 1000
 
@@ -53,12 +56,13 @@ def _watched_job(job_id: str, http: Request, caller: CallerDep) -> JobRecord:
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse, summary="Stream a job's progress (SSE)")
-async def events(http: Request, record: Annotated[JobRecord, Depends(_watched_job)]) -> AsyncIterator[ServerSentEvent]:
+async def events(
+    http: Request, record: Annotated[JobRecord, Depends(_watched_job)], lease: LeaseDep, resumed: ResumeDep
+) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events: `status` (the record) on connect and on each change, `progress` on each step; the
-    stream closes after the terminal status."""
+    stream closes after the terminal status, or after its maximum duration (reconnect with `Last-Event-ID`)."""
     deps = Deps.of(http)
-    client = deps.service.store.client
-    serial = 0
+    serial = resumed
 
     def event(name: str, data: str) -> ServerSentEvent:
         nonlocal serial
@@ -67,29 +71,32 @@ async def events(http: Request, record: Annotated[JobRecord, Depends(_watched_jo
 
     yield event("status", record.model_dump_json())
     status, progress = record.status, record.progress
-    current, outlook_at = record, time.monotonic()  # the place in line and ETA last sent, and when
-    while not status.is_terminal:
-        if await http.is_disconnected():
-            return
-        await asyncio.sleep(POLL_INTERVAL_S)
-        if deps.forecaster is not None and time.monotonic() - outlook_at >= OUTLOOK_INTERVAL_S:
-            outlook_at = time.monotonic()
-            fresh_outlook = await run_in_threadpool(deps.forecaster.outlook, current)
-            if _outlook(fresh_outlook) != _outlook(current):
-                current = fresh_outlook
-                yield event("queue", json.dumps(_outlook(current)))
-        raw = await run_in_threadpool(client.hmget, keys.job(record.id), jobhash.WATCHED_FIELDS)
-        now_status, now_progress = jobhash.watched(raw)
-        if now_status is None:  # the record expired under us
-            return
-        if now_progress and now_progress != progress and now_status is JobStatus.RUNNING:
-            yield event("progress", now_progress.model_dump_json())
-        progress = now_progress
-        if now_status is not status:
-            fresh = await run_in_threadpool(deps.service.get, record.id, price=deps.pricer())
-            current = deps.with_eta(deps.with_urls(fresh))
-            yield event("status", current.model_dump_json())
-            status = fresh.status
+    current = record  # the place in line and ETA last sent
+    ends_at = time.monotonic() + limits_of(http).max_duration_s
+    with StreamHub.of(http).subscribe({record.id}, lease, outlooks=True) as watching:
+        while not status.is_terminal and time.monotonic() < ends_at:
+            if await http.is_disconnected():
+                return
+            await watching.next_tick()
+            if watching.ended is not None:  # the key was revoked, or Redis failed
+                return
+            if watching.outlook is not None:  # read for every stream at once, at most once a second
+                places, pace = watching.outlook
+                fresh_outlook = Forecaster.outlook_at(current, places.get(record.id), pace)
+                if _outlook(fresh_outlook) != _outlook(current):
+                    current = fresh_outlook
+                    yield event("queue", json.dumps(_outlook(current)))
+            now_status, now_progress = jobhash.watched(watching.latest.get(record.id, (None, None)))
+            if now_status is None:  # the record expired under us
+                return
+            if now_progress and now_progress != progress and now_status is JobStatus.RUNNING:
+                yield event("progress", now_progress.model_dump_json())
+            progress = now_progress
+            if now_status is not status:
+                fresh = await run_in_threadpool(deps.service.get, record.id, price=deps.pricer())
+                current = deps.with_eta(deps.with_urls(fresh))
+                yield event("status", current.model_dump_json())
+                status = fresh.status
 
 
 def _outlook(record: JobRecord) -> dict[str, Any]:

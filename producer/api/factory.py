@@ -74,6 +74,7 @@ def build_app(settings: ApiSettings) -> FastAPI:
             inputs=settings.input_limits(),
             input_url_policy=settings.input_url_policy(),
             on_shutdown=resources.close,
+            streams=settings.stream_limits(),
         )
     except BaseException:
         resources.close()

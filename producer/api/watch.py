@@ -5,36 +5,38 @@ for each watched job on connect and whenever its status changes (and, for queued
 queue position and ETA); `progress` (data: `{"id", "step", "total"}`) on each step a worker reports; `gone`
 (data: `{"id"}`) for an id that is not there, or not the caller's. With `recent=true` the stream also sends `job`
 for every job of the caller created after it connected, and watches those too. One poll reads every watched job's
-status and progress in one pipelined round trip. The stream is bounded: at most `MAX_JOBS` ids, and it ends after
-`MAX_STREAM_S` (clients reconnect).
+status and progress in one pipelined round trip, shared with every other stream of the process (`streamhub.py`).
+The stream is bounded: at most `MAX_JOBS` ids, one slot under its key's stream cap, and it ends after
+`SDQ_MAX_STREAM_S` (clients reconnect; with `Last-Event-ID` the ids continue after it) or within a heartbeat of
+its key's revocation.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from .. import jobhash, keys
+from .. import keys
 from ..errors import JobNotFoundError
 from ..jobs import JobRecord, JobStatus
 from .auth import Caller, CallerDep
 from .deps import Deps
 from .events import _ERRORS
 from .params import QueryBool
+from .streamhub import StreamHub, Subscription
+from .streams import LeaseDep, ResumeDep, limits_of
 
 router = APIRouter(prefix="/v1/events", tags=["jobs"], responses=_ERRORS)
 
 #: The most jobs one stream watches (two dashboard pages' worth).
 MAX_JOBS = 200
-#: A stream ends after this long; the dashboard reconnects (so a forgotten tab cannot hold a stream forever).
-MAX_STREAM_S = 300.0
+#: How often a `recent=true` stream looks for the caller's new jobs.
 POLL_INTERVAL_S = 0.25
 #: How often queued jobs' whole records are re-read (their queue position and ETA move without a status change).
 QUEUED_REFRESH_S = 5.0
@@ -67,12 +69,9 @@ class _Watch:
         except JobNotFoundError:
             return None
 
-    def poll(self) -> list[tuple[str, str | None, str | None]]:
-        pipe = self.client.pipeline(transaction=False)
-        ids = list(self.seen)
-        for job_id in ids:
-            pipe.hmget(keys.job(job_id), jobhash.WATCHED_FIELDS)
-        return [(job_id, _text(raw[0]), _text(raw[1])) for job_id, raw in zip(ids, pipe.execute(), strict=True)]
+    def polled(self, watching: Subscription) -> list[tuple[str, str | None, str | None]]:
+        """What the hub last read of the jobs still watched."""
+        return [(job_id, *watching.latest[job_id]) for job_id in list(self.seen) if job_id in watching.latest]
 
     def _index(self) -> str:
         return keys.index(None) if self.tenant is None else keys.tenant_index(self.tenant, None)
@@ -91,18 +90,14 @@ class _Watch:
         return [member.decode() for member, _ in rows][: max(0, room)]
 
 
-def _text(value: Any) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 @router.get("", response_class=EventSourceResponse, summary="Stream many jobs' progress (SSE)")
 async def watch(
-    http: Request, caller: CallerDep, jobs: JobIds = "", recent: QueryBool = False
+    http: Request, caller: CallerDep, lease: LeaseDep, resumed: ResumeDep, jobs: JobIds = "", recent: QueryBool = False
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events for up to 200 jobs: `job` (the record) on connect and on each change, `progress` on each
     step, `gone` for an unknown id; with `recent=true` also every job the caller submits after connecting."""
     state = _Watch(http, caller)
-    serial = 0
+    serial = resumed
 
     def event(name: str, data: str) -> ServerSentEvent:
         nonlocal serial
@@ -128,30 +123,36 @@ async def watch(
     yield event("ready", json.dumps({"jobs": len(wanted), "recent": recent}))
     for job_id in wanted:
         yield await announce(job_id)
-    started = refreshed = time.monotonic()
-    while time.monotonic() - started < MAX_STREAM_S and (recent or state.seen):
-        if await http.is_disconnected():
-            return
-        await asyncio.sleep(POLL_INTERVAL_S)
-        for job_id, status, progress in await run_in_threadpool(state.poll):
-            last_status, last_progress = state.seen.get(job_id, ("", None))
-            if status is None:  # expired
-                state.seen.pop(job_id, None)
-                yield event("gone", json.dumps({"id": job_id}))
-                continue
-            if progress and progress != last_progress and status == JobStatus.RUNNING.value:
-                yield event("progress", json.dumps({"id": job_id, **json.loads(progress)}))
-            state.seen[job_id] = (last_status, progress)
-            if status != last_status:
-                yield await announce(job_id)
-            elif JobStatus(status).is_terminal:
-                state.seen.pop(job_id, None)  # told once; nothing more will change
-        if recent:
-            for job_id in await run_in_threadpool(state.created):
-                yield await announce(job_id)
-        if time.monotonic() - refreshed >= QUEUED_REFRESH_S:
-            refreshed = time.monotonic()
-            for job_id, before in list(state.sent.items()):
-                record = await run_in_threadpool(state.record, job_id)
-                if record is not None and record.status is JobStatus.QUEUED and record.model_dump_json() != before:
+    ends_at = time.monotonic() + limits_of(http).max_duration_s
+    refreshed = looked = time.monotonic()
+    with StreamHub.of(http).subscribe(state.seen, lease) as watching:
+        while time.monotonic() < ends_at and (recent or state.seen):
+            if await http.is_disconnected():
+                return
+            watching.ids = set(state.seen)
+            await watching.next_tick()
+            if watching.ended is not None:  # the key was revoked, or Redis failed
+                return
+            for job_id, status, progress in state.polled(watching):
+                last_status, last_progress = state.seen.get(job_id, ("", None))
+                if status is None:  # expired
+                    state.seen.pop(job_id, None)
+                    yield event("gone", json.dumps({"id": job_id}))
+                    continue
+                if progress and progress != last_progress and status == JobStatus.RUNNING.value:
+                    yield event("progress", json.dumps({"id": job_id, **json.loads(progress)}))
+                state.seen[job_id] = (last_status, progress)
+                if status != last_status:
                     yield await announce(job_id)
+                elif JobStatus(status).is_terminal:
+                    state.seen.pop(job_id, None)  # told once; nothing more will change
+            if recent and time.monotonic() - looked >= POLL_INTERVAL_S:
+                looked = time.monotonic()
+                for job_id in await run_in_threadpool(state.created):
+                    yield await announce(job_id)
+            if time.monotonic() - refreshed >= QUEUED_REFRESH_S:
+                refreshed = time.monotonic()
+                for job_id, before in list(state.sent.items()):
+                    record = await run_in_threadpool(state.record, job_id)
+                    if record is not None and record.status is JobStatus.QUEUED and record.model_dump_json() != before:
+                        yield await announce(job_id)

@@ -26,6 +26,7 @@ EXPECTED = {
     errors.ForbiddenError: (403, "forbidden"),
     errors.RateLimitedError: (429, "rate_limited"),
     errors.QuotaExceededError: (429, "quota_exceeded"),
+    errors.TooManyStreamsError: (429, "too_many_streams"),
     errors.IdempotencyConflictError: (422, "idempotency_key_reused"),
 }
 
