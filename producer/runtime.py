@@ -6,6 +6,7 @@ import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from dramatiq.brokers.redis import RedisBroker
@@ -30,12 +31,24 @@ class Backends:
     embedded: EmbeddedRedis | None
 
 
+#: Connections one process's pool may open. redis-py 8 caps a pool at 100 and then raises "Too many connections"
+#: at once, which a burst of requests on one API process turned into 503s; a blocking pool of this size makes the
+#: excess wait for a free connection instead (up to `POOL_WAIT_S`, then the usual "unavailable").
+POOL_SIZE = 512
+POOL_WAIT_S = 10.0
+
+
+def blocking_pool(url: str, **kwargs: Any) -> redis.BlockingConnectionPool:
+    """A connection pool for `url` whose callers wait for a free connection rather than fail."""
+    return redis.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S, **kwargs)
+
+
 @contextmanager
 def open_backends(settings: CommonSettings, *, middleware: Sequence[Middleware] = ()) -> Iterator[Backends]:
     """Connect to `SDQ_REDIS_URL`, or to the embedded Redis (starting it if needed); close everything on exit."""
     embedded = None if settings.redis_url else EmbeddedRedis(settings.data_dir)
     url = settings.redis_url or embedded.start()  # type: ignore[union-attr]
-    client = redis.Redis.from_url(url, health_check_interval=30)
+    client = redis.Redis(connection_pool=blocking_pool(url, health_check_interval=30))
     try:
         broker = make_broker(client, heartbeat_timeout_s=settings.heartbeat_timeout_s, middleware=middleware)
         yield Backends(url, client, broker, JobStore(client, ttl_s=settings.job_ttl_s), embedded)

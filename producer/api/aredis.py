@@ -14,6 +14,8 @@ from redis.asyncio.connection import AbstractConnection
 from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 
+from ..runtime import POOL_SIZE, POOL_WAIT_S
+
 _SERIALIZER = HiredisRespSerializer()
 
 
@@ -37,8 +39,10 @@ def _packing(cls: type[AbstractConnection]) -> type[AbstractConnection]:
 
 def async_redis(url: str) -> redis.asyncio.Redis:
     """An asyncio client for `url` (any scheme redis-py takes), with C command packing when hiredis is installed."""
-    client = redis.asyncio.Redis.from_url(url)
+    # A blocking pool, as the sync clients have (producer/runtime.py): a burst past the pool's size waits for a
+    # free connection instead of failing with "Too many connections".
+    pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S)
+    client = redis.asyncio.Redis(connection_pool=pool)
     if HIREDIS_AVAILABLE:
-        pool = client.connection_pool
         pool.connection_class = _packing(pool.connection_class)
     return client
