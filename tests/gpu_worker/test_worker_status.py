@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from gpu_worker.gpu_stats import GpuStatsReader
-from gpu_worker.middleware import StatusReporter
+from gpu_worker.middleware import IdleShutdown, StatusReporter
 from producer import keys
 from producer.localstack import free_port
 from producer.worker_status import WorkerStatus, read_statuses, report_status
@@ -44,7 +44,10 @@ def _listed(stack: Stack, worker_id: str) -> dict[str, Any]:
 @pytest.mark.slow
 def test_a_worker_reports_within_seconds_and_its_idle_timer_runs(stack: Stack) -> None:
     worker = stack.start_worker(SDQ_WORKER_ID="w-status", SDQ_IDLE_TIMEOUT_S="600", SDQ_STATUS_INTERVAL_S="1")
-    first = wait_for(lambda: _listed(stack, "w-status"), timeout_s=120, interval_s=0.2)
+    wait_for(lambda: _listed(stack, "w-status"), timeout_s=120, interval_s=0.2)  # the model loads first
+    # Past its first second: while Dramatiq starts its threads the idle clock may restart once (the report follows
+    # IdleShutdown's own clock, which decides the retirement).
+    first = wait_for(lambda: (r := _listed(stack, "w-status")).get("idle_s", 0) >= 1 and r, timeout_s=30)
     assert first["device"] == "cpu" and first["jobs_running"] == 0 and first["report_s"] == 1
     # A CPU worker has no GPU figures, and says so rather than reporting zeros.
     assert first["gpu_name"] is None and first["utilization_ratio"] is None and first["memory_used_bytes"] is None
@@ -113,3 +116,36 @@ def test_a_redis_outage_only_logs_and_reports_resume(redis_server: str, caplog: 
     assert found[0].id == "w-outage" and found[0].retires_in_s is None and found[0].gpu_reason is not None
     reporter._stop.set()
     thread.join(timeout=5)
+
+
+def _reporter(device: str, gpu: GpuStatsReader, idle: IdleShutdown | None = None) -> StatusReporter:
+    return StatusReporter("w", hostname="h", instance_type="g5.xlarge", device_name=lambda: device, gpu=gpu, idle=idle)
+
+
+def test_a_cuda_workers_report_carries_its_own_gpus_figures() -> None:
+    # No NVIDIA driver here: the fake NVML of test_gpu_stats stands in (the `gpu` test below reads the real one).
+    from tests.gpu_worker.test_gpu_stats import MACHINE, FakeNvml
+
+    reader = GpuStatsReader(visible_devices="GPU-bbbb2222-0000", device_index=0, nvml=FakeNvml(MACHINE))
+    idle = IdleShutdown(120, threading.Event())
+    status = _reporter("cuda:0", reader, idle).status()
+    assert (status.gpu_name, status.utilization_ratio) == ("NVIDIA H100", 0.4)
+    assert (status.memory_used_bytes, status.memory_total_bytes) == (1 << 30, 80 << 30)
+    assert status.gpu_reason is None and status.retires_in_s is not None and 119 < status.retires_in_s <= 120
+
+
+def test_a_cuda_worker_nvml_cannot_read_says_why() -> None:
+    from tests.gpu_worker.test_gpu_stats import FakeNvml
+
+    reader = GpuStatsReader(nvml=FakeNvml([]))
+    status = _reporter("cuda:0", reader).status()
+    assert status.gpu_name is None and status.memory_used_bytes is None
+    assert status.gpu_reason == "NVML found no devices"
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_report_reads_the_real_nvml() -> None:
+    status = _reporter("cuda:0", GpuStatsReader(device_index=0)).status()
+    assert status.gpu_name and status.memory_total_bytes and status.memory_total_bytes > 0
+    assert status.memory_used_bytes is not None and 0 <= status.memory_used_bytes <= status.memory_total_bytes
+    assert status.utilization_ratio is not None and 0 <= status.utilization_ratio <= 1
