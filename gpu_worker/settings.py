@@ -170,6 +170,13 @@ class WorkerSettings(CommonSettings, CloudEndpointSettings, InputSettings):
     usage_interval_s: float = Field(
         default=30.0, gt=0, le=3600, description="SDQ_USAGE_INTERVAL_S: how often uptime is recorded for costs."
     )
+    status_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="SDQ_STATUS_INTERVAL_S: how often the worker reports its GPU figures and idle timer"
+        " (`GET /v1/fleet/workers`); a report expires after three intervals.",
+    )
     # --- model cache (NVMe) and models in memory ---
     model_cache_budget_gb: float | None = Field(
         default=None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from .executor import GpuExecutor
 from .gpu_stats import GpuStatsReader, cuda_index
 from .heartbeat import BrokerHeartbeat
 from .metrics import MetricsExporter, WorkerMetrics
-from .middleware import IdleShutdown, SpotWatcher
+from .middleware import IdleShutdown, SpotWatcher, StatusReporter
 from .middleware.drain import hand_back, stop_fetching
 from .models import LoadedModels
 from .notices import Interruption, Notice, open_notice_source
@@ -94,6 +95,17 @@ def _run(settings: WorkerSettings, device: Device, stop: threading.Event) -> int
     notices = open_notice_source(settings)
     if idle is not None:
         middleware.append(idle)
+    middleware.append(
+        StatusReporter(
+            settings.worker_id,
+            hostname=socket.gethostname(),
+            instance_type=settings.instance_type,
+            device_name=lambda: device.name,
+            gpu=gpu,
+            idle=idle,
+            interval_s=settings.status_interval_s,
+        )
+    )
     if notices is not None:
         middleware.append(SpotWatcher(notices, interruption, stop, poll_interval_s=settings.spot_poll_interval_s))
     with open_backends(settings, middleware=middleware) as backends, contextlib.ExitStack() as cleanup:

@@ -189,6 +189,18 @@ def worker_holdings(worker_id: str) -> str:
     return f"{PREFIX}worker:{worker_id}:holdings"
 
 
+# What each worker reports about itself (producer/worker_status.py): GPU figures and idle timers, for the fleet page.
+
+#: Sorted set of the worker ids that reported a status, scored by when their report expires.
+WORKER_STATUSES = PREFIX + "workers:status"
+WORKER_STATUS = PREFIX + "worker:{worker_id}:status"
+
+
+def worker_status(worker_id: str) -> str:
+    """String (JSON) of one worker's last status report; it expires a few report intervals after it was written."""
+    return WORKER_STATUS.format(worker_id=worker_id)
+
+
 #: The keys Lua scripts reach that no caller can name in `KEYS` beforehand (they follow from the record's fields,
 #: e.g. its tenant or batch), or that every script shares: Lua name → template.
 LUA_KEYS = {

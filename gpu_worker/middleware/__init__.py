@@ -1,6 +1,7 @@
-"""The worker's Dramatiq middleware for scale to zero (idle shutdown) and spot interruptions."""
+"""The worker's Dramatiq middleware for scale to zero (idle shutdown), spot interruptions and status reports."""
 
 from .idle import IdleShutdown
 from .spot import SpotWatcher
+from .status import StatusReporter
 
-__all__ = ["IdleShutdown", "SpotWatcher"]
+__all__ = ["IdleShutdown", "SpotWatcher", "StatusReporter"]

@@ -13,7 +13,7 @@ from storage import ObjectStore, Presigner, StorageError
 from ..cost import CostCalculator
 from ..eta import Forecaster
 from ..jobhash import Pricer
-from ..jobs import JobRecord
+from ..jobs import InputImage, JobRecord, JobStatus, input_object_key, upload_object_key
 from ..service import JobService
 
 log = logging.getLogger(__name__)
@@ -46,17 +46,29 @@ class Deps:
         return record if self.forecaster is None else self.forecaster.apply(record)
 
     def with_urls(self, record: JobRecord) -> JobRecord:
-        """The record with a fresh presigned URL on every output (URLs are never stored: they would expire).
+        """The record with a fresh presigned URL on every output and input image (URLs are never stored: they would
+        expire).
 
         Its cost comes from the read that made it: pass `pricer()` to it (`JobService.get(..., price=...)`)."""
-        if not record.outputs or not isinstance(self.objects, Presigner):
+        named = record.request.input_images()
+        if not (record.outputs or named) or not isinstance(self.objects, Presigner):
             return record
-        outputs = []
-        for output in record.outputs:
-            try:
-                url = self.objects.presign_get(output.key, expires_in=self.url_expiry)
-            except StorageError as exc:
-                log.warning("cannot presign %s: %s", output.key, exc)
-                url = None
-            outputs.append(output.model_copy(update={"url": url}))
-        return record.model_copy(update={"outputs": outputs})
+        outputs = [output.model_copy(update={"url": self._presign(output.key)}) for output in record.outputs]
+        inputs = []
+        for field, name, ref in named:
+            # A succeeded job's prepared input (what it ran with) exists for sure; before that only the upload does.
+            if record.status is JobStatus.SUCCEEDED:
+                key: str | None = input_object_key(record.id, name)
+            else:
+                key = upload_object_key(ref.upload) if ref.upload is not None else None
+            url = self._presign(key) if key is not None else None
+            inputs.append(InputImage(field=field, name=name, upload=ref.upload, url=url))
+        return record.model_copy(update={"outputs": outputs, "inputs": inputs})
+
+    def _presign(self, key: str) -> str | None:
+        assert isinstance(self.objects, Presigner)
+        try:
+            return self.objects.presign_get(key, expires_in=self.url_expiry)
+        except StorageError as exc:
+            log.warning("cannot presign %s: %s", key, exc)
+            return None

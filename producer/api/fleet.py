@@ -1,4 +1,5 @@
-"""`GET /v1/fleet/history`: the controller's last hour (work, workers holding, desired, capacity) for charts."""
+"""`GET /v1/fleet/history`: the controller's last hour (work, workers holding, desired, capacity) for charts;
+`GET /v1/fleet/workers`: what each live worker reports (GPU utilization and memory, idle timer)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..controller.history import MAX_SAMPLES, SAMPLE_S, FleetHistory
+from ..worker_status import WorkerList, read_statuses
 from .auth import AdminDep
 from .deps import Deps
 from .errors import ERROR_RESPONSES
@@ -51,3 +53,11 @@ def history(
     Fleet-wide: an `admin` key."""
     samples = FleetHistory(Deps.of(http).service.store.client).read(since=time.time() - minutes * 60)
     return FleetHistoryPage(sample_s=SAMPLE_S, samples=[FleetPoint(**vars(s)) for s in samples])
+
+
+@router.get("/workers", response_model=WorkerList, summary="What each worker reports")
+def workers(http: Request, caller: AdminDep) -> WorkerList:
+    """Every live worker's last report (one every few seconds): its GPU's utilization and memory (null on a CPU
+    worker, with the reason), jobs running, seconds idle and seconds until its idle timeout retires it. A worker
+    that stops reporting drops out after about three report intervals. Fleet-wide: an `admin` key."""
+    return read_statuses(Deps.of(http).service.store.client)

@@ -4,7 +4,8 @@ The pages are plain files shipped in the wheel (no build step, nothing fetched f
 same-origin ES module and every style a same-origin stylesheet, so the policy forbids inline script, inline style
 and eval outright. Images are the one thing loaded from other origins: outputs are presigned URLs of the user's
 own bucket (S3, Azure, GCS or this API's `/v1/files`), so `img-src` allows https and the http origin this
-server's own presigned links use (a local store or an emulator).
+server's own presigned links use (a local store or an emulator). The New job page sends an input image straight to
+storage through a presigned upload, so `connect-src` names that one origin too (and no other).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from storage import Presigner, StorageError
+from storage import Presigner, StorageError, UploadSigner
 
 from .deps import Deps
 
@@ -33,33 +34,45 @@ _TYPES = {
     ".png": "image/png",
 }
 _BASE_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; font-src 'self';"
+    "default-src 'self'; script-src 'self'; style-src 'self'; font-src 'self';"
     " object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
 
-def content_security_policy(image_origins: tuple[str, ...] = ()) -> str:
-    """The policy of every /ui response; `image_origins` are extra (http) origins presigned images come from."""
+def content_security_policy(image_origins: tuple[str, ...] = (), upload_origins: tuple[str, ...] = ()) -> str:
+    """The policy of every /ui response; `image_origins` are extra (http) origins presigned images come from and
+    `upload_origins` the origin presigned uploads go to (where it is not this server)."""
     images = " ".join(("'self'", "https:", "data:", "blob:", *image_origins))
-    return f"{_BASE_POLICY}; img-src {images}"
+    connect = " ".join(("'self'", *upload_origins))
+    return f"{_BASE_POLICY}; connect-src {connect}; img-src {images}"
 
 
-def presigned_origin(http: Request) -> tuple[str, ...]:
-    """The http origin this server's presigned links point at (https needs no entry), learned once per app."""
-    cached: tuple[str, ...] | None = getattr(http.app.state, "ui_image_origins", None)
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else ""
+
+
+def presigned_origins(http: Request) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The http origin this server's presigned links point at (https needs no entry) and the origin its presigned
+    uploads go to, learned once per app."""
+    cached: tuple[tuple[str, ...], tuple[str, ...]] | None = getattr(http.app.state, "ui_origins", None)
     if cached is not None:
         return cached
-    origins: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    uploads: tuple[str, ...] = ()
     objects = Deps.of(http).objects
-    if isinstance(objects, Presigner):
-        try:  # signing is local for every backend but Azure user-delegation keys; a failure only narrows img-src
-            url = urlsplit(objects.presign_get("ui/origin-probe", expires_in=timedelta(minutes=1)))
-            if url.scheme == "http" and url.netloc:
-                origins = (f"http://{url.netloc}",)
-        except StorageError as exc:
-            log.warning("cannot learn the presigned-URL origin for the dashboard's img-src: %s", exc)
-    http.app.state.ui_image_origins = origins
-    return origins
+    # Signing is local for every backend but Azure user-delegation keys; a failure only narrows the policy.
+    try:
+        if isinstance(objects, Presigner):
+            origin = _origin(objects.presign_get("ui/origin-probe", expires_in=timedelta(minutes=1)))
+            images = (origin,) if origin.startswith("http://") else ()
+        if isinstance(objects, UploadSigner):
+            grant = objects.presign_upload("uploads/origin-probe", content_type="image/png", max_bytes=1)
+            uploads = tuple(o for o in (_origin(grant.url),) if o)
+    except StorageError as exc:
+        log.warning("cannot learn the presigned-URL origins for the dashboard's policy: %s", exc)
+    http.app.state.ui_origins = images, uploads
+    return images, uploads
 
 
 def _static(name: str) -> bytes | None:
@@ -87,7 +100,7 @@ def ui_file(name: str, http: Request) -> Response:
     suffix = name[name.rfind(".") :] if "." in name else ""
     body = _static(name) if suffix in _TYPES else None
     headers = {
-        "Content-Security-Policy": content_security_policy(presigned_origin(http)),
+        "Content-Security-Policy": content_security_policy(*presigned_origins(http)),
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
         "Cache-Control": "no-cache",

@@ -51,6 +51,7 @@ from .inputs import (
 )
 from .records import (
     Eta,
+    InputImage,
     JobError,
     JobPage,
     JobRecord,
@@ -127,6 +128,7 @@ __all__ = [
     "Family",
     "ImageContentType",
     "ImageRef",
+    "InputImage",
     "IpAdapterRequest",
     "JobError",
     "JobMessage",

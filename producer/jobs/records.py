@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .checkpoints import CheckpointRef
 from .costs import JobCost
 from .enums import CONTRACT_VERSION, ErrorCode, Family, JobStatus
+from .inputs import is_empty
 from .requests import JobRequest
 
 
@@ -54,6 +55,21 @@ class Output(BaseModel):
     url: str | None = None
 
 
+class InputImage(BaseModel):
+    """One input image of the job, with a link to see it. `url` is presigned when the record is read: the prepared
+    image the job ran with (`inputs/<job>/<name>.png`) once it succeeded, else the upload as it was sent; null for
+    an https input not prepared yet (its own URL is in the request) or where storage cannot presign."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str = Field(
+        description="The request field, as errors name it: `image`, `mask_image`, `controlnets.0.image`."
+    )
+    name: str = Field(description="Its name under `inputs/<job>/`: `image`, `mask`, `controlnet-0`, `ip-adapter`.")
+    upload: str | None = Field(default=None, description="The upload id the request named, if any.")
+    url: str | None = Field(default=None, description="A presigned GET link to the image; never carries an API key.")
+
+
 class JobError(BaseModel):
     """Why a job failed."""
 
@@ -90,6 +106,12 @@ class JobRecord(BaseModel):
     progress: Progress | None = None
     timings: Timings = Field(default_factory=Timings)
     outputs: list[Output] = Field(default_factory=list)
+    inputs: list[InputImage] = Field(
+        default_factory=list,
+        exclude_if=is_empty,
+        description="The input images (image, mask, ControlNet images, IP-Adapter image) with presigned links, filled"
+        " in when read through the API; left out for a text-only job.",
+    )
     error: JobError | None = None
     worker: str | None = None
     cancel_requested: bool = False

@@ -102,6 +102,40 @@ def test_fleet_history_returns_the_controllers_samples_oldest_first(http: httpx.
     assert [(s["work_remaining"], s["desired"], s["capacity"]) for s in recent] == [(4, 1, 2)]
 
 
+def test_a_jobs_input_images_come_with_presigned_links_and_a_text_job_has_none(http: httpx.Client) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), (9, 99, 199)).save(png, format="PNG")
+    data_url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    mask = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+    job = http.post("/v1/jobs", json={**SMALL, "prompt": "x", "image": data_url, "mask_image": mask}).json()
+    record = http.get(f"/v1/jobs/{job['id']}").json()
+    upload = record["request"]["image"]["upload"]
+    assert [(i["field"], i["name"], i["upload"]) for i in record["inputs"]] == [
+        ("image", "image", upload),
+        ("mask_image", "mask", upload),  # the same bytes: one upload
+    ]
+    url = record["inputs"][0]["url"]
+    assert f"uploads/{upload}" in url and "signature=" in url  # queued: the upload as it was sent
+    fetched = httpx.get(url, timeout=10)  # the link alone is enough: no API key in it or with it
+    assert fetched.status_code == 200 and fetched.content == png.getvalue()
+    tampered = httpx.get(url.replace("signature=", "signature=0"), timeout=10)
+    assert tampered.status_code == 403
+    text = http.post("/v1/jobs", json={**SMALL, "prompt": "no inputs"}).json()
+    assert "inputs" not in http.get(f"/v1/jobs/{text['id']}").json()
+
+
+def test_the_dashboards_policy_lets_uploads_reach_only_the_presigned_origin(stack: Stack) -> None:
+    policy = httpx.get(f"{stack.api_url}/ui/").headers["content-security-policy"]
+    directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
+    assert directives["connect-src"] == f"'self' {stack.api_url}"  # local storage: this API's /v1/files
+    assert directives["script-src"] == "'self'"
+
+
 def test_a_tenant_sees_only_its_own_batches(
     stack: Stack, redis_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.redis
 
 PRICES = {"g5.xlarge": {"spot": 0.5, "on_demand": 1.2}}
 #: Routes a key with no role to them must be refused: the fleet-wide views.
-FLEET = {("GET", "/v1/costs"), ("GET", "/v1/scaling"), ("GET", "/v1/fleet/history")}
+FLEET = {("GET", "/v1/costs"), ("GET", "/v1/scaling"), ("GET", "/v1/fleet/history"), ("GET", "/v1/fleet/workers")}
 SCALING_ONLY = {("GET", "/v1/scaling")}
 
 

@@ -136,6 +136,10 @@ def test_an_image_jobs_input_is_named_on_its_page(tab: Tab, ui_stack: Stack) -> 
     tab.open(f"job/{job['id']}")
     section = tab.page.get_by_role("region", name="Input images")
     section.wait_for()
-    # No presigned URL for an upload is in the record yet: the page names it (an https input shows as an image).
+    # The page names it by its upload id, and shows it through the presigned link the record carries.
     assert section.locator("figcaption").inner_text() == f"image (upload {upload})"
+    picture = section.get_by_role("img", name=f"Input image of job {job['id'][:8]}")
+    picture.wait_for()
+    tab.page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=picture.element_handle())
+    assert "signature=" in (picture.get_attribute("src") or "")
     assert tab.csp_violations() == []

@@ -129,3 +129,24 @@ export async function every(ms, task, signal) {
     try { await task(); } catch (error) { if (!signal.aborted) console.warn(error); }
   }
 }
+
+/**
+ * Upload one image file as `POST /v1/uploads` hands out: the API grants an upload id and a presigned link, and the
+ * bytes go straight to storage (a PUT, or the POST form S3 takes), without the API key. Returns the grant; jobs
+ * name the image as `grant.image` (`{"upload": id}`).
+ */
+export async function uploadImage(file, { signal } = {}) {
+  const grant = await api("/v1/uploads", { method: "POST", body: { content_type: file.type }, signal });
+  let init;
+  if (grant.method === "POST") {
+    const form = new FormData();
+    for (const [name, value] of Object.entries(grant.fields || {})) form.append(name, value);
+    form.append("file", file);
+    init = { method: "POST", body: form, signal };
+  } else {
+    init = { method: "PUT", headers: grant.headers || {}, body: file, signal };
+  }
+  const response = await fetch(grant.url, { ...init, credentials: "omit" });
+  if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
+  return grant;
+}

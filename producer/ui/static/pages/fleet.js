@@ -10,20 +10,42 @@ function figure(label, value, hint) {
   return h("div", { className: "figure" }, h("dt", {}, label), h("dd", {}, value === null || value === undefined ? "—" : String(value)), hint ? h("dd", { className: "muted" }, hint) : null);
 }
 
-function workersView(workers) {
-  // GPU utilization/memory and idle timers, once some route reports them (GET /v1/fleet/workers).
-  if (!workers || !Array.isArray(workers.workers) || !workers.workers.length) {
-    return h("p", { className: "empty" }, "Workers do not report GPU figures to the API yet; each worker exports them on its Prometheus endpoint (sdq_gpu_*).");
+function gib(bytes) {
+  return (bytes / 2 ** 30).toFixed(1);
+}
+
+function gpuCells(w) {
+  // Null figures are what the worker could not measure (a CPU worker, no NVML): its reason is shown, not a number.
+  if (!w.gpu_name && w.utilization_ratio == null && w.memory_used_bytes == null) {
+    return [h("td", { colSpan: 3, className: "muted" }, w.gpu_reason || "no GPU figures")];
   }
-  return h("div", { className: "table-wrap" }, h("table", {},
-    h("thead", {}, h("tr", {}, ["Worker", "GPU", "Utilization", "Memory", "Idle for", "Retires in"].map((c) => h("th", { scope: "col" }, c)))),
-    h("tbody", {}, workers.workers.map((w) => h("tr", {},
-      h("th", { scope: "row", className: "mono" }, w.id || w.name || "?"),
-      h("td", {}, w.gpu_name || "—"),
-      h("td", {}, w.utilization_ratio !== undefined ? h("meter", { min: 0, max: 1, value: w.utilization_ratio, "aria-label": "GPU utilization" }, `${Math.round(w.utilization_ratio * 100)}%`) : "—"),
-      h("td", {}, w.memory_used_bytes !== undefined ? `${(w.memory_used_bytes / 2 ** 30).toFixed(1)} / ${(w.memory_total_bytes / 2 ** 30).toFixed(1)} GiB` : "—"),
-      h("td", {}, w.idle_s !== undefined ? duration(w.idle_s) : "—"),
-      h("td", {}, w.retires_in_s !== undefined ? duration(w.retires_in_s) : "—"))))));
+  const ratio = w.utilization_ratio;
+  return [
+    h("td", {}, w.gpu_name || "—"),
+    h("td", {}, ratio == null ? "—" : h("meter", { min: 0, max: 1, value: ratio, "aria-label": `GPU utilization of ${w.id}` }),
+      ratio == null ? null : ` ${Math.round(ratio * 100)}%`),
+    h("td", {}, w.memory_used_bytes == null ? "—" : `${gib(w.memory_used_bytes)} / ${w.memory_total_bytes == null ? "?" : gib(w.memory_total_bytes)} GiB`),
+  ];
+}
+
+function workersView(reported) {
+  // GET /v1/fleet/workers: each live worker's last report (every few seconds; a silent worker drops out).
+  if (!reported || !Array.isArray(reported.workers)) {
+    return h("p", { className: "empty" }, "Worker reports are not available from this API.");
+  }
+  if (!reported.workers.length) {
+    return h("p", { className: "empty" }, "No worker is reporting: none is running (scaled to zero), or none has booted yet.");
+  }
+  return h("div", { className: "table-wrap" }, h("table", { className: "workers" },
+    h("thead", {}, h("tr", {}, ["Worker", "Machine", "Device", "GPU", "Utilization", "Memory", "Jobs running", "Idle for", "Retires in"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, reported.workers.map((w) => h("tr", { "data-worker": w.id },
+      h("th", { scope: "row", className: "mono" }, w.id),
+      h("td", {}, `${w.hostname} (${w.instance_type})`),
+      h("td", { className: "mono" }, w.device),
+      gpuCells(w),
+      h("td", {}, String(w.jobs_running)),
+      h("td", { className: "idle" }, w.jobs_running ? "busy" : duration(w.idle_s)),
+      h("td", { className: "retires" }, w.retires_in_s == null ? "never" : duration(w.retires_in_s)))))));
 }
 
 export async function render(main, { signal }) {

@@ -43,18 +43,25 @@ function outputsView(job) {
 }
 
 function inputsView(job) {
-  // Image inputs (img2img, inpainting, ControlNet, IP-Adapter): from the request, and `inputs` with presigned URLs
-  // once the record carries them. An uploaded image without a URL is named by its upload id.
+  // Image inputs (img2img, inpainting, ControlNet, IP-Adapter), in the request's order. Each is shown through the
+  // presigned link the API put in `inputs` (the prepared image once the job succeeded, else the upload); an https
+  // input not prepared yet shows from its own URL. Without a link it is named, by its upload id.
   const r = job.request;
-  const refs = [["image", r.image], ["mask", r.mask_image], ...(r.controlnets || []).map((c, i) => [`controlnet ${i + 1}`, c && c.image]),
-    ["ip-adapter", r.ip_adapter && r.ip_adapter.image]].filter(([, ref]) => ref);
-  const presigned = (job.inputs || []).filter((i) => i && i.url).map((i) => [i.role || i.name || "input", { url: i.url }]);
-  const all = presigned.length ? presigned : refs;
-  if (!all.length) return null;
+  const refs = [["image", "image", r.image], ["mask", "mask_image", r.mask_image],
+    ...(r.controlnets || []).map((c, i) => [`controlnet ${i + 1}`, `controlnets.${i}.image`, c && c.image]),
+    ["ip-adapter", "ip_adapter.image", r.ip_adapter && r.ip_adapter.image]].filter(([, , ref]) => ref);
+  if (!refs.length) return null;
+  const linked = new Map((job.inputs || []).filter((i) => i && i.url).map((i) => [i.field, i.url]));
   return h("section", { "aria-labelledby": "in-h" }, h("h2", { id: "in-h" }, "Input images"),
-    h("div", { className: "outputs" }, all.map(([role, ref]) => h("figure", {},
-      ref.url && /^(https:|data:image\/)/.test(ref.url) ? h("img", { src: ref.url, alt: `Input: ${role}` }) : null,
-      h("figcaption", {}, role, ref.upload ? ` (upload ${ref.upload})` : "")))));
+    h("div", { className: "outputs inputs" }, refs.map(([role, fieldName, ref]) => {
+      const url = linked.get(fieldName) || (ref.url && /^(https:|data:image\/)/.test(ref.url) ? ref.url : null);
+      const caption = h("figcaption", {}, role, ref.upload ? ` (upload ${ref.upload})` : "");
+      const picture = url ? h("img", { src: url, alt: `Input ${role} of job ${shortId(job.id)}`, className: "input-image" }) : null;
+      if (picture) {
+        picture.addEventListener("error", () => picture.replaceWith(h("p", { className: "muted" }, "This input is no longer stored.")), { once: true });
+      }
+      return h("figure", {}, picture, caption);
+    })));
 }
 
 function timingView(job) {

@@ -2,6 +2,7 @@
 // With a model catalog (GET /v1/models answering 200) the model is a choice that brings its defaults and limits.
 import { api, probe } from "../api.js";
 import { field, h } from "../dom.js";
+import { imageDrop } from "../drop.js";
 
 export const title = "New job";
 const SCHEDULERS = ["default", "ddim", "euler", "euler_a", "dpmpp_2m", "unipc", "pndm"];
@@ -45,7 +46,11 @@ export async function render(main, { go, notify, signal, params }) {
     output_format: h("select", { name: "output_format", id: "f-output_format" }, FORMATS.map((s) => h("option", { value: s }, s))),
     webhook_url: h("input", { name: "webhook_url", id: "f-webhook_url", type: "url", placeholder: "https://…", autocomplete: "off" }),
     metadata: h("textarea", { name: "metadata", id: "f-metadata", rows: 2, placeholder: "key=value, one a line" }),
+    strength: number("strength", "", { min: 0, max: 1, step: 0.05 }),
   };
+  // Image inputs: each uploaded when dropped or chosen, then sent as {"upload": id}.
+  const images = { image: imageDrop("image", "Input image", "Image-to-image: the job starts from it. PNG, JPEG or WebP."),
+    mask_image: imageDrop("mask_image", "Mask", "Inpainting: white is repainted, black kept; the input image's size.") };
   const loras = h("div", { className: "loras" });
   const addLora = h("button", { type: "button" }, "Add a LoRA");
   addLora.addEventListener("click", () => {
@@ -66,6 +71,9 @@ export async function render(main, { go, notify, signal, params }) {
       field("Seed", controls.seed, "Blank: random"), field("Images", controls.num_images, "1–8"),
       field("Scheduler", controls.scheduler), field("Format", controls.output_format)),
     h("fieldset", { className: "group" }, h("legend", {}, "LoRAs (at most 4)"), loras, addLora),
+    h("fieldset", { className: "group images" }, h("legend", {}, "Input images (optional)"),
+      images.image.element, field("Strength", controls.strength, "0–1: how much of the image is repainted; blank: 0.8"),
+      images.mask_image.element),
     field("Webhook URL", controls.webhook_url, "Signed Standard Webhooks events as the job changes state."),
     field("Metadata", controls.metadata, "Stored with the job and sent in webhooks."),
     summary, h("div", { className: "actions" }, submit));
@@ -90,15 +98,19 @@ export async function render(main, { go, notify, signal, params }) {
     const body = {};
     const data = new FormData(form);
     for (const [name, value] of data) {
-      if (name.startsWith("loras.") || name === "metadata" || value === "") continue;
+      if (name.startsWith("loras.") || name === "metadata" || value === "" || images[name]) continue;
       const control = controls[name];
       body[name] = control && control.type === "number" ? Number(value) : value;
     }
     const list = [...loras.children].map((_, i) => ({ name: data.get(`loras.${i}.name`), scale: Number(data.get(`loras.${i}.scale`) || 1) })).filter((l) => l.name);
     if (list.length) body.loras = list;
     const metadata = String(data.get("metadata") || "").split("\n").map((line) => line.trim()).filter(Boolean);
-    if (metadata.length) body.metadata = Object.fromEntries(metadata.map((line) => { const i = line.indexOf("="); return i < 0 ? [line, ""] : [line.slice(0, i).trim(), line.slice(i + 1).trim()]; }));
     submit.disabled = true;
+    for (const [name, drop] of Object.entries(images)) {
+      await drop.ready();
+      if (drop.value()) body[name] = drop.value();
+    }
+    if (metadata.length) body.metadata = Object.fromEntries(metadata.map((line) => { const i = line.indexOf("="); return i < 0 ? [line, ""] : [line.slice(0, i).trim(), line.slice(i + 1).trim()]; }));
     try {
       const job = await api("/v1/jobs", { method: "POST", body, signal });
       notify(`Job ${job.id.slice(0, 8)} queued.`);
@@ -115,7 +127,8 @@ export async function render(main, { go, notify, signal, params }) {
 function showErrors(form, error, summary) {
   const unplaced = [];
   for (const item of error.fields || []) {
-    const name = item.field.replace(/^loras\.(\d+)\.(\w+)$/, "lora-$1-$2").replace(/^metadata\..*/, "metadata");
+    const name = item.field.replace(/^loras\.(\d+)\.(\w+)$/, "lora-$1-$2").replace(/^metadata\..*/, "metadata")
+      .replace(/^(image|mask_image)\..*/, "$1");
     const control = form.querySelector(`#f-${CSS.escape(name)}`);
     const slot = control && form.querySelector(`#${CSS.escape(control.id)}-error`);
     if (slot) {
