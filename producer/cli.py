@@ -139,7 +139,7 @@ def _preflight(settings: ApiSettings) -> None:
 @app.command()
 def webhooks(log_level: str = "info") -> None:
     """Run the webhook sender: turn job events into signed deliveries, with retries (a CPU process, no GPU)."""
-    from .settings import WebhookSettings
+    from .webhooks.settings import WebhookSettings
     from .webhooks.worker import run_webhooks
 
     configure_logging(log_level)
@@ -149,8 +149,8 @@ def webhooks(log_level: str = "info") -> None:
 @app.command(name="webhook-secret")
 def webhook_secret() -> None:
     """Print the server's webhook signing secret(s), one a line: give them to your receivers to verify with."""
-    from .settings import WebhookSettings
     from .webhooks.keyring import server_secrets
+    from .webhooks.settings import WebhookSettings
 
     settings = WebhookSettings()
     for secret in server_secrets([s.get_secret_value() for s in settings.webhook_secrets], settings.data_dir):

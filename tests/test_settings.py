@@ -6,7 +6,8 @@ import pytest
 
 from gpu_worker.settings import WorkerSettings
 from producer.setting_types import CloudEndpointSettings
-from producer.settings import ApiSettings, ControllerSettings, WebhookSettings
+from producer.settings import ApiSettings, ControllerSettings
+from producer.webhooks.settings import WebhookSettings
 
 
 def test_the_controller_and_the_worker_read_the_same_cloud_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:

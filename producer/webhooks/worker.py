@@ -13,12 +13,12 @@ from dramatiq import Worker
 from dramatiq.middleware import Retries, TimeLimit
 
 from ..runtime import open_backends
-from ..settings import WebhookSettings
 from .delivery import Deliverer, RetryPolicy, declare_deliver, send_delivery
 from .dispatch import Dispatcher
 from .inflight import EndpointSlots
 from .keyring import Keyring, server_secrets
 from .log import DeliveryLog
+from .settings import WebhookSettings
 from .ssrf import Resolver, UrlPolicy, system_resolver
 
 log = logging.getLogger(__name__)

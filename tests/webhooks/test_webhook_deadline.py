@@ -16,9 +16,9 @@ import redis
 
 from producer.broker import make_broker
 from producer.jobs import WebhookEventType
-from producer.settings import WebhookSettings
 from producer.webhooks.delivery import send_delivery
 from producer.webhooks.log import Delivery, DeliveryLog, DeliveryState
+from producer.webhooks.settings import WebhookSettings
 from producer.webhooks.signing import new_secret
 from producer.webhooks.worker import run_webhooks
 from tests.support import wait_for

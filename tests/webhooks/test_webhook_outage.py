@@ -18,10 +18,10 @@ from producer import keys
 from producer.broker import make_broker
 from producer.jobs import JobRequest, JobStatus, Progress, WebhookEvent
 from producer.service import JobService
-from producer.settings import WebhookSettings
 from producer.store import JobStore
 from producer.webhooks.dispatch import GROUP, Dispatcher
 from producer.webhooks.log import DeliveryLog
+from producer.webhooks.settings import WebhookSettings
 from producer.webhooks.signing import new_secret
 from producer.webhooks.ssrf import UrlPolicy
 from producer.webhooks.worker import run_webhooks

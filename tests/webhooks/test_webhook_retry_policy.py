@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from producer.settings import WebhookSettings
 from producer.webhooks.delivery import RetryPolicy, parse_retry_after
+from producer.webhooks.settings import WebhookSettings
 
 
 def test_the_default_schedule_spans_about_a_day_in_seven_attempts() -> None:
