@@ -48,7 +48,7 @@ def open_backends(settings: CommonSettings, *, middleware: Sequence[Middleware] 
     """Connect to `SDQ_REDIS_URL`, or to the embedded Redis (starting it if needed); close everything on exit."""
     embedded = None if settings.redis_url else EmbeddedRedis(settings.data_dir)
     url = settings.redis_url or embedded.start()  # type: ignore[union-attr]
-    client = redis.Redis(connection_pool=blocking_pool(url, health_check_interval=30))
+    client = redis.Redis.from_pool(blocking_pool(url, health_check_interval=30))  # closing it closes the pool
     try:
         broker = make_broker(client, heartbeat_timeout_s=settings.heartbeat_timeout_s, middleware=middleware)
         yield Backends(url, client, broker, JobStore(client, ttl_s=settings.job_ttl_s), embedded)

@@ -42,7 +42,7 @@ def async_redis(url: str) -> redis.asyncio.Redis:
     # A blocking pool, as the sync clients have (producer/runtime.py): a burst past the pool's size waits for a
     # free connection instead of failing with "Too many connections".
     pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=POOL_WAIT_S)
-    client = redis.asyncio.Redis(connection_pool=pool)
+    client = redis.asyncio.Redis.from_pool(pool)  # owns it: closing the client disconnects the pool
     if HIREDIS_AVAILABLE:
         pool.connection_class = _packing(pool.connection_class)
     return client
