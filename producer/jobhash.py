@@ -202,8 +202,9 @@ class Codec:
 #: `JobRecord` attributes computed on read, never stored: `cost` (priced from the usage fields) and
 #: `queue_position` (the job's rank in the line, `producer.line`), both set by `record` from what the same read
 #: fetched; `eta_s` (`producer.eta`), set by the reader from the fleet's throughput. A new computed attribute goes
-#: here (the round-trip test checks every other attribute has a codec).
-COMPUTED = frozenset({"cost", "queue_position", "eta_s"})
+#: here (the round-trip test checks every other attribute has a codec). `inputs` (an image job's inputs with fresh
+#: presigned links) is filled in by the API as it serves the record, from the request and the job's storage.
+COMPUTED = frozenset({"cost", "queue_position", "eta_s", "inputs"})
 
 #: `JobRecord` attribute → its codec: every attribute but those in `COMPUTED`.
 CODECS: dict[str, Codec] = {
