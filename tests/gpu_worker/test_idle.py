@@ -50,7 +50,7 @@ def test_a_busy_worker_does_not_exit_and_exits_once_idle(stack: Stack) -> None:
     worker = stack.start_worker(SDQ_IDLE_TIMEOUT_S="2")
     with stack.client() as client:
         # A job that runs well past the idle timeout (several seconds of denoising on a CPU).
-        job = client.submit("a long job", width=512, height=512, steps=60, seed=1)
+        job = client.submit("a long job", width=256, height=256, steps=60, seed=1)
         wait_for(lambda: client.get(job.id).status is JobStatus.RUNNING, timeout_s=120)
         record = client.wait(job.id, timeout_s=300)
         assert record.status is JobStatus.SUCCEEDED, record.error

@@ -67,7 +67,9 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path, list[str | None]]]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    # The handshake in the handler threads, not in accept(): a client that never completes one (the test that dials
+    # elsewhere) would otherwise hold the serving thread, and shutdown() with it, until its timeout.
+    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server.server_address[1], cert, seen_sni
