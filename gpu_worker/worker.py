@@ -140,6 +140,8 @@ def _run(settings: WorkerSettings, device: Device, stop: threading.Event) -> int
             settings, backends.store, objects, executor, resend, interruption=interruption, checkpoints=checkpoints
         )
         declare_generate(backends.broker, runner, settings)
+        # Interactive jobs first, fleet-wide: batch messages are fetched only while no interactive one waits.
+        backends.broker.yield_queue(settings.batch_queue, to=settings.queue)
         worker = Worker(
             backends.broker,
             queues={settings.queue, settings.batch_queue},

@@ -1,8 +1,9 @@
 """Queue position: a queued job's place in line, read in O(log n) (`JobRecord.queue_position`).
 
 Workers take interactive jobs before the jobs of submitted batches: a worker consumes both queues and runs its
-prefetched messages in actor-priority order, and its GPU executor ranks what it holds by (priority, creation),
-see gpu_worker/actors.py and gpu_worker/cohorts.py. Each queue is first in, first out (Dramatiq pushes on the
+prefetched messages in actor-priority order, fetches batch messages only while no interactive one waits (its batch
+queue yields, `producer.doorbell`), and its GPU executor ranks what it holds by (priority, creation), see
+gpu_worker/actors.py and gpu_worker/cohorts.py. Each queue is first in, first out (Dramatiq pushes on the
 right and fetches from the left). The line mirrors that: one sorted set, `keys.LINE` (the global index of queued
 jobs), whose scores put every interactive job before every batch job and each lane in the order its jobs entered
 the queue, so `ZRANK` is the number of jobs that run before a job.

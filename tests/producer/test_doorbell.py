@@ -102,3 +102,37 @@ def test_without_a_bell_an_idle_worker_still_polls(idle_worker: Any) -> None:
     seen.wait_for(1, timeout_s=POLL_MS / 1000 * 2)
     assert "quiet" in seen.at
     assert seen.at["quiet"] - sent <= POLL_MS / 1000 + 0.5
+
+
+def test_a_yielding_batch_queue_waits_for_every_waiting_interactive_job(redis_client: redis.Redis) -> None:
+    """The worker's batch queue yields to its interactive queue (gpu_worker/worker.py): with both queues full,
+    every interactive job starts before the first batch job, as `queue_position` counts them. Without the yield,
+    a freed thread took whichever message was in hand, and batch jobs ran in between."""
+    broker = make_broker(redis_client, heartbeat_timeout_s=60)
+    assert isinstance(broker, WakingRedisBroker)
+    started: list[str] = []
+
+    def run(payload: dict[str, Any]) -> None:
+        started.append(payload["lane"])
+        time.sleep(0.02)
+
+    dramatiq.actor(run, broker=broker, actor_name=GENERATE_ACTOR, queue_name="q")
+    dramatiq.actor(run, broker=broker, actor_name=BATCH_ACTOR, queue_name="qb", priority=100)
+    for _ in range(30):
+        broker.actors[BATCH_ACTOR].send({"lane": "batch"})
+    for _ in range(30):
+        broker.actors[GENERATE_ACTOR].send({"lane": "interactive"})
+    broker.yield_queue("qb", to="q")
+    worker = Worker(broker, queues={"q", "qb"}, worker_threads=2, worker_timeout=500)
+    worker.queue_prefetch = 2  # as `sdq worker` sets it: what runs, nothing held beyond
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(started) < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        broker.wake_consumers()
+        worker.stop(timeout=5000)
+        broker.close()
+    assert len(started) == 60
+    assert started[:30] == ["interactive"] * 30
