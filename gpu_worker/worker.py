@@ -32,7 +32,7 @@ from .executor import GpuExecutor
 from .gpu_stats import GpuStatsReader, cuda_index
 from .heartbeat import BrokerHeartbeat
 from .metrics import MetricsExporter, WorkerMetrics
-from .middleware import IdleShutdown, SpotWatcher, StatusReporter
+from .middleware import BusyClock, IdleShutdown, SpotWatcher, StatusReporter
 from .middleware.drain import hand_back, stop_fetching
 from .models import LoadedModels
 from .notices import Interruption, Notice, open_notice_source
@@ -90,7 +90,9 @@ def _run(settings: WorkerSettings, device: Device, stop: threading.Event) -> int
         exporter = MetricsExporter(metrics, port=settings.metrics_port, host=settings.metrics_host)
         middleware.append(exporter)
     # Scale to zero: an idle worker exits (and retires its VM); a spot notice drains it and hands its job off.
-    idle = IdleShutdown(settings.idle_timeout_s, stop) if settings.idle_timeout_s > 0 else None
+    clock = BusyClock()  # one busy clock: the idle shutdown acts on the idle time the status report shows
+    middleware.append(clock)
+    idle = IdleShutdown(settings.idle_timeout_s, stop, clock) if settings.idle_timeout_s > 0 else None
     interruption = Interruption()
     notices = open_notice_source(settings)
     if idle is not None:
@@ -102,6 +104,7 @@ def _run(settings: WorkerSettings, device: Device, stop: threading.Event) -> int
             instance_type=settings.instance_type,
             device_name=lambda: device.name,
             gpu=gpu,
+            clock=clock,
             idle=idle,
             interval_s=settings.status_interval_s,
         )

@@ -12,61 +12,44 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 from dramatiq import Broker, Middleware
 
-from .drain import holds_messages, resume_fetching, stop_fetching
+from .busy import BusyClock
+from .drain import resume_fetching, stop_fetching
 
 log = logging.getLogger(__name__)
 
 
 class IdleShutdown(Middleware):
-    """Sets `stop` once the worker has been idle for `idle_timeout_s`; `idled` tells why the worker stopped."""
+    """Sets `stop` once the worker has been idle for `idle_timeout_s` by `clock` (a `BusyClock` registered with
+    the broker too); `idled` tells why the worker stopped."""
 
-    def __init__(self, idle_timeout_s: float, stop: threading.Event, *, check_s: float | None = None) -> None:
+    def __init__(
+        self, idle_timeout_s: float, stop: threading.Event, clock: BusyClock, *, check_s: float | None = None
+    ) -> None:
         self.idle_timeout_s = idle_timeout_s
         self.stop = stop
+        self.clock = clock
         self.check_s = check_s if check_s is not None else min(1.0, idle_timeout_s / 4)
         #: True once this middleware decided to stop the worker.
         self.idled = False
-        self._last_busy = time.monotonic()
-        self._running: set[str] = set()
-        self._lock = threading.Lock()
         self._worker: Any = None
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
 
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
         self._worker = worker
-        self._last_busy = time.monotonic()
         self._thread = threading.Thread(target=self._watch, name="idle-shutdown", daemon=True)
         self._thread.start()
 
     def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         self._done.set()
 
-    def before_process_message(self, broker: Broker, message: Any) -> None:
-        with self._lock:
-            self._running.add(message.message_id)
-            self._last_busy = time.monotonic()
-
-    def after_process_message(
-        self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
-    ) -> None:
-        with self._lock:
-            self._running.discard(message.message_id)
-            self._last_busy = time.monotonic()
-
-    after_skip_message = after_process_message
-
     def idle_for_s(self) -> float:
         """Seconds since the worker last had something to do (0 while it has)."""
-        with self._lock:
-            if self._running or (self._worker is not None and holds_messages(self._worker)):
-                self._last_busy = time.monotonic()
-            return time.monotonic() - self._last_busy
+        return self.clock.idle_for_s()
 
     def _watch(self) -> None:
         while not self._done.wait(self.check_s):

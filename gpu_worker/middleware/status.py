@@ -20,6 +20,7 @@ from dramatiq.brokers.redis import RedisBroker
 from producer.worker_status import WorkerStatus, clear_status, report_status
 
 from ..gpu_stats import GpuStatsReader
+from .busy import BusyClock
 from .idle import IdleShutdown
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,9 @@ TTL_INTERVALS = 3.0
 class StatusReporter(Middleware):
     """Writes the status of worker `worker_id` every `interval_s`.
 
-    `device_name` is asked at each report (the device process names its device once it has booted); `idle` is the
-    worker's idle-shutdown middleware, None when it never retires (SDQ_IDLE_TIMEOUT_S=0)."""
+    `device_name` is asked at each report (the device process names its device once it has booted); `clock` is the
+    worker's busy clock (registered with the broker); `idle` is its idle-shutdown middleware, None when it never
+    retires (SDQ_IDLE_TIMEOUT_S=0)."""
 
     def __init__(
         self,
@@ -42,6 +44,7 @@ class StatusReporter(Middleware):
         instance_type: str,
         device_name: Callable[[], str],
         gpu: GpuStatsReader,
+        clock: BusyClock,
         idle: IdleShutdown | None,
         interval_s: float = 5.0,
     ) -> None:
@@ -50,11 +53,9 @@ class StatusReporter(Middleware):
         self.instance_type = instance_type
         self.device_name = device_name
         self.gpu = gpu
+        self.clock = clock
         self.idle = idle
         self.interval_s = interval_s
-        self._running: set[str] = set()
-        self._last_busy = time.monotonic()
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: Any = None
@@ -62,7 +63,6 @@ class StatusReporter(Middleware):
     def after_worker_boot(self, broker: Broker, worker: Any) -> None:
         assert isinstance(broker, RedisBroker)
         self._client = broker.client
-        self._last_busy = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="worker-status", daemon=True)
         self._thread.start()
 
@@ -75,30 +75,10 @@ class StatusReporter(Middleware):
         except Exception as exc:  # it expires on its own
             log.warning("cannot clear this worker's status: %s", exc)
 
-    def before_process_message(self, broker: Broker, message: Any) -> None:
-        with self._lock:
-            self._running.add(message.message_id)
-
-    def after_process_message(
-        self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
-    ) -> None:
-        with self._lock:
-            self._running.discard(message.message_id)
-            self._last_busy = time.monotonic()
-
-    def after_skip_message(self, broker: Broker, message: Any) -> None:
-        self.after_process_message(broker, message)
-
     def status(self) -> WorkerStatus:
         """This worker's status now."""
-        with self._lock:
-            running = len(self._running)
-            idle_s = 0.0 if running else time.monotonic() - self._last_busy
-        retires_in_s = None
-        if self.idle is not None:
-            # The idle middleware's own clock decides when it retires (it also counts fetched, waiting messages).
-            idle_s = self.idle.idle_for_s()
-            retires_in_s = max(0.0, self.idle.idle_timeout_s - idle_s)
+        running, idle_s = self.clock.running, self.clock.idle_for_s()
+        retires_in_s = None if self.idle is None else max(0.0, self.idle.idle_timeout_s - idle_s)
         device = self.device_name()
         gpu: dict[str, Any] = {}
         if not device.startswith("cuda"):

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from gpu_worker.gpu_stats import GpuStatsReader
-from gpu_worker.middleware import IdleShutdown, StatusReporter
+from gpu_worker.middleware import BusyClock, IdleShutdown, StatusReporter
 from producer import keys
 from producer.localstack import free_port
 from producer.worker_status import WorkerStatus, read_statuses, report_status
@@ -101,7 +101,7 @@ def test_a_redis_outage_only_logs_and_reports_resume(redis_server: str, caplog: 
     dead = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
     reporter = StatusReporter(
         "w-outage", hostname="h", instance_type="unknown", device_name=lambda: "cpu",
-        gpu=GpuStatsReader(), idle=None, interval_s=0.05,
+        gpu=GpuStatsReader(), clock=BusyClock(), idle=None, interval_s=0.05,
     )  # fmt: skip
     reporter._client = dead
     thread = threading.Thread(target=reporter._loop, daemon=True)
@@ -119,7 +119,10 @@ def test_a_redis_outage_only_logs_and_reports_resume(redis_server: str, caplog: 
 
 
 def _reporter(device: str, gpu: GpuStatsReader, idle: IdleShutdown | None = None) -> StatusReporter:
-    return StatusReporter("w", hostname="h", instance_type="g5.xlarge", device_name=lambda: device, gpu=gpu, idle=idle)
+    clock = idle.clock if idle is not None else BusyClock()
+    return StatusReporter(
+        "w", hostname="h", instance_type="g5.xlarge", device_name=lambda: device, gpu=gpu, clock=clock, idle=idle
+    )
 
 
 def test_a_cuda_workers_report_carries_its_own_gpus_figures() -> None:
@@ -127,7 +130,7 @@ def test_a_cuda_workers_report_carries_its_own_gpus_figures() -> None:
     from tests.gpu_worker.test_gpu_stats import MACHINE, FakeNvml
 
     reader = GpuStatsReader(visible_devices="GPU-bbbb2222-0000", device_index=0, nvml=FakeNvml(MACHINE))
-    idle = IdleShutdown(120, threading.Event())
+    idle = IdleShutdown(120, threading.Event(), BusyClock())
     status = _reporter("cuda:0", reader, idle).status()
     assert (status.gpu_name, status.utilization_ratio) == ("NVIDIA H100", 0.4)
     assert (status.memory_used_bytes, status.memory_total_bytes) == (1 << 30, 80 << 30)
