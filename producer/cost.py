@@ -158,20 +158,42 @@ class UsageLedger:
         pipe.execute()
 
     def add_job(self, job_id: str, instance_type: str, capacity: Capacity, seconds: float, *, at: float) -> bool:
-        """Count `seconds` of busy time for `job_id` (False when its record no longer exists)."""
+        """Count `seconds` of busy time for `job_id` (False when its record no longer exists): on its record, in the
+        day's ledger, and in the day's job totals (every job's and its tenant's, `jobs_day`)."""
         day = day_of(at)
         fields = jobhash.usage_fields(instance_type, capacity, day)
+        tenant = self.client.hget(keys.job(job_id), JobField.TENANT.value)  # a record's tenant never changes
         args: list[str | float | int] = [
             seconds,
             _field("busy_s", instance_type, capacity),
             USAGE_TTL_S,
             JobField.GPU_S.value,
+            JobField.USAGE_DAY.value,
+            day.isoformat(),
             *(item for pair in fields.items() for item in pair),
         ]
-        added = self._add_job(keys=[keys.job(job_id), keys.usage_day(day.isoformat())], args=args)
+        totals = [
+            keys.jobs_usage_day(day.isoformat(), None),
+            keys.jobs_usage_day(day.isoformat(), jobhash.text(tenant)) if tenant else "",
+        ]
+        added = self._add_job(keys=[keys.job(job_id), keys.usage_day(day.isoformat()), *totals], args=args)
         if added:
             self.client.hincrby(keys.usage_day(day.isoformat()), _field("jobs", instance_type, capacity), 1)
         return bool(added)
+
+    def jobs_day(self, day: date, tenant: str | None) -> tuple[int, list[Usage]]:
+        """The jobs of `tenant` (None: every job) with busy time on `day`, and that time per instance type ×
+        capacity (one read, however many jobs)."""
+        raw: dict[bytes, bytes] = self.client.hgetall(keys.jobs_usage_day(day.isoformat(), tenant))  # type: ignore[assignment]
+        jobs, lines = 0, []
+        for name, value in raw.items():
+            field = name.decode()
+            if field == "jobs":
+                jobs = int(value)
+                continue
+            _, instance_type, capacity = field.split(_SEP, 2)
+            lines.append(Usage(float(value), instance_type, Capacity(capacity), day))
+        return jobs, lines
 
     def day_figures(self, day: date) -> dict[_Line, dict[str, float]]:
         """Raw figures of `day`: {(type, capacity): {"uptime_s", "busy_s", "jobs"}}."""

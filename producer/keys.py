@@ -118,6 +118,12 @@ def usage_day(day: str) -> str:
     return f"{PREFIX}usage:{day}"
 
 
+def jobs_usage_day(day: str, tenant: str | None) -> str:
+    """Hash of the busy seconds (`busy_s|type|cap`) and the number of jobs (`jobs`) of one tenant's jobs on one UTC
+    day (None: every job), kept beside the day's ledger so a tenant's day is priced from one read."""
+    return f"{PREFIX}usage:{day}:" + (f"tenant:{tenant}" if tenant is not None else "all")
+
+
 # Webhooks (producer/webhooks).
 
 #: Stream of the state changes of jobs with a webhook (started, succeeded, failed, canceled, batch.completed); the

@@ -15,7 +15,6 @@ from ..cost import DayCost
 from ..errors import ForbiddenError
 from ..tenant_costs import TenantDayCost, tenant_day_cost
 from .auth import AdminDep, CallerDep
-from .deps import Deps
 from .errors import ERROR_RESPONSES
 from .params import IsoDay
 from .scaling import Fleet
@@ -50,5 +49,4 @@ def tenant_cost(
     if tenant is not None and tenant != caller.tenant and not caller.admin:
         raise ForbiddenError("only an admin key may read another tenant's costs")
     who = tenant if tenant is not None else caller.tenant
-    client = Deps.of(http).service.store.client
-    return tenant_day_cost(Fleet.of(http).costs, client, who, day or _today())
+    return tenant_day_cost(Fleet.of(http).costs, who, day or _today())

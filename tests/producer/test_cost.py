@@ -15,7 +15,7 @@ import redis
 from producer import keys
 from producer.cost import Capacity, CostCalculator, InstancePrice, PriceTable, UsageLedger
 from producer.jobs import JobRequest, JobStatus, new_job_id
-from producer.store import JobStore
+from producer.store import JobStore, Owner
 from tests.support import Stack, start_stack, wait_for
 
 pytestmark = pytest.mark.redis
@@ -153,3 +153,33 @@ def test_scaling_endpoint_reports_work_and_desired_workers(stack: Stack) -> None
     assert body["queue"] == "sdq-generate+sdq-batch" and body["worker_concurrency"] == 2
     parts = body["pending"] + body["delayed"] + body["in_flight"] + body["dead_held"]
     assert body["work_remaining"] == parts and body["desired_workers"] == -(-parts // 2)
+
+
+def test_a_tenants_day_is_priced_from_its_totals_not_from_its_job_records(
+    redis_client: redis.Redis, ledger: UsageLedger, calculator: CostCalculator
+) -> None:
+    """`GET /v1/costs/tenant` reads one hash whatever the tenant ran: it matches the sum of the jobs' own costs,
+    counts a job with two attempts once, and still holds after the records expired."""
+    from producer.tenant_costs import tenant_day_cost
+
+    store = JobStore(redis_client, ttl_s=3600)
+    mine, theirs = new_job_id(), new_job_id()
+    store.create(mine, JobRequest(prompt="a cat").resolved("tiny"), owner=Owner(tenant="acme"))
+    store.create(theirs, JobRequest(prompt="a dog").resolved("tiny"), owner=Owner(tenant="globex"))
+    ledger.add_uptime("g5.xlarge", Capacity.SPOT, 3600, at=AT)
+    ledger.add_uptime("g6.xlarge", Capacity.ON_DEMAND, 3600, at=AT)
+    assert ledger.add_job(mine, "g5.xlarge", Capacity.SPOT, 600, at=AT)
+    assert ledger.add_job(mine, "g5.xlarge", Capacity.SPOT, 300, at=AT)  # a second attempt
+    assert ledger.add_job(theirs, "g6.xlarge", Capacity.ON_DEMAND, 900, at=AT)
+    after = date(2026, 3, 2)
+    own = [calculator.job_by_id(job_id) for job_id in (mine, theirs)]
+    acme = tenant_day_cost(calculator, "acme", DAY, today=after)
+    assert acme.jobs == 1 and acme.gpu_s == 900 and acme.final
+    assert acme.total_usd == pytest.approx(own[0].total_usd)  # type: ignore[union-attr]
+    assert tenant_day_cost(calculator, "globex", DAY, today=after).total_usd == pytest.approx(own[1].total_usd)  # type: ignore[union-attr]
+    everyone = tenant_day_cost(calculator, None, DAY, today=after)
+    assert everyone.jobs == 2 and everyone.gpu_s == 1800
+    assert everyone.total_usd == pytest.approx(calculator.day(DAY, today=after).fleet_usd)
+    redis_client.delete(keys.job(mine), keys.job(theirs))  # the records expired: the day's figures stay
+    assert tenant_day_cost(calculator, "acme", DAY, today=after) == acme
+    assert tenant_day_cost(calculator, "globex", date(2026, 3, 3), today=after).jobs == 0
