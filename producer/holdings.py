@@ -79,6 +79,12 @@ class ModelInfo(BaseModel):
     refiner: bool = Field(default=False, description="An SDXL refiner: only a job's `refiner.model`.")
     defaults: ModelDefaults
     limits: ModelLimits
+    controlnets: dict[str, str] = Field(
+        default_factory=dict, description="The ControlNets it takes, by the name a job's `controlnets[].model` gives."
+    )
+    ip_adapters: dict[str, str] = Field(
+        default_factory=dict, description="The IP-Adapters it takes, by the name a job's `ip_adapter.model` gives."
+    )
     loaded: bool = Field(description="Some worker has it on its device: a job for it starts without loading.")
     cached: bool = Field(description="Some worker's machine has it on disk: a load, but no download.")
     loaded_workers: int = 0
@@ -108,6 +114,8 @@ def list_models(catalog: Catalog, holdings: dict[str, Holdings]) -> ModelList:
                 refiner=entry.refiner,
                 defaults=entry.defaults,
                 limits=entry.limits,
+                controlnets=entry.controlnets,
+                ip_adapters=entry.ip_adapters,
                 loaded=loaded > 0,
                 cached=cached > 0,
                 loaded_workers=loaded,
