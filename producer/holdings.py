@@ -97,10 +97,12 @@ class ModelList(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     models: list[ModelInfo]
+    default_model: str | None = Field(default=None, description="The model a job that names none runs.")
 
 
-def list_models(catalog: Catalog, holdings: dict[str, Holdings]) -> ModelList:
-    """The catalog with, per model, how many live workers hold it loaded and cached."""
+def list_models(catalog: Catalog, holdings: dict[str, Holdings], default_model: str | None = None) -> ModelList:
+    """The catalog with, per model, how many live workers hold it loaded and cached; `default_model` is the
+    server's `SDQ_DEFAULT_MODEL`."""
     models = []
     for name, entry in catalog.models.items():
         loaded = sum(name in held.loaded for held in holdings.values())
@@ -122,7 +124,7 @@ def list_models(catalog: Catalog, holdings: dict[str, Holdings]) -> ModelList:
                 cached_workers=cached,
             )
         )
-    return ModelList(models=models)
+    return ModelList(models=models, default_model=default_model)
 
 
 def _text(value: bytes | str) -> str:

@@ -226,7 +226,9 @@ def test_a_batch_item_with_an_unlisted_controlnet_names_the_item_and_field(
 
 
 def test_the_models_list_shows_each_models_controlnets_and_ip_adapters(http: httpx.Client) -> None:
-    listed = {model["name"]: model for model in http.get("/v1/models").json()["models"]}
+    answer = http.get("/v1/models").json()
+    assert answer["default_model"] == "tiny"  # what "server default" runs: the dashboard shows its lists
+    listed = {model["name"]: model for model in answer["models"]}
     assert listed["sdxl"]["controlnets"]["canny"] == "diffusers/controlnet-canny-sdxl-1.0"
     assert listed["tiny"]["controlnets"] == {"tiny-controlnet": "tiny-controlnet", "canny": "tiny-controlnet"}
     assert listed["tiny-sdxl"]["ip_adapters"] == {"tiny-sdxl-ip-adapter": "tiny-sdxl-ip-adapter"}
