@@ -51,7 +51,8 @@ def _dynamic(body: dict[str, Any], name: str) -> dict[str, Any]:
 def _cors_rules(modules: dict[str, Module]) -> dict[str, tuple[str, dict[str, Any], str]]:
     """Per cloud: what decides whether the rule exists, the rule, and the expression of its origins."""
     aws = modules["aws"].resource("aws_s3_bucket_cors_configuration", "objects")
-    azure = _dynamic(block(modules["azure"].resource("azurerm_storage_account", "objects"), "blob_properties"), "cors_rule")
+    account = modules["azure"].resource("azurerm_storage_account", "objects")
+    azure = _dynamic(block(account, "blob_properties"), "cors_rule")
     gcp = _dynamic(modules["gcp"].resource("google_storage_bucket", "objects"), "cors")
     return {
         "aws": (aws["count"], block(aws, "cors_rule"), "allowed_origins"),
