@@ -35,11 +35,20 @@ _ATTRIBUTE = "_sdqueue_adapters"
 class ImageAdapters:
     """ControlNets, IP-Adapters and derived image pipelines of one base pipeline (see the module doc)."""
 
-    def __init__(self, pipe: Any, acquire: Callable[[str], CacheLease], *, max_controlnets: int = 4) -> None:
+    def __init__(
+        self,
+        pipe: Any,
+        acquire: Callable[[str], CacheLease],
+        *,
+        max_controlnets: int = 4,
+        acquire_ip_adapter: Callable[[str], CacheLease] | None = None,
+    ) -> None:
+        """`acquire` leases a ControlNet's folder by the name a job gives, `acquire_ip_adapter` (default: `acquire`)
+        an IP-Adapter's: a catalog model resolves its own adapter names to their sources there."""
         self.pipe = pipe
         self.acquire = acquire
         self.max_controlnets = max_controlnets
-        self.ip = IpAdapters(pipe, acquire)
+        self.ip = IpAdapters(pipe, acquire_ip_adapter or acquire)
         self._controlnets: OrderedDict[str, tuple[Any, CacheLease]] = OrderedDict()
         self._derived: dict[tuple[Mode, tuple[str, ...]], Any] = {}
 

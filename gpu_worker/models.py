@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -255,9 +255,17 @@ class LoadedModels:
             lease.release()
             raise
         attach(pipe, Refiners(self._load_refiner))
-        attach_adapters(pipe, ImageAdapters(pipe, self.cache.acquire_adapter))
+        attach_adapters(pipe, self._adapters(model, pipe))
         loras = PipelineLoras(pipe, self.cache, max_loaded=self.max_loaded_loras)
         return _Entry(model, pipe, lease, loras, pipeline_bytes(pipe))
+
+    def _adapters(self, model: str, pipe: Any) -> ImageAdapters:
+        """`pipe`'s adapter set: a catalog model's ControlNet and IP-Adapter names load their catalog sources."""
+
+        def by_kind(kind: str) -> Callable[[str], CacheLease]:
+            return lambda name: self.cache.acquire_adapter(self.catalog.adapter_source(model, kind, name))
+
+        return ImageAdapters(pipe, by_kind("controlnets"), acquire_ip_adapter=by_kind("ip_adapters"))
 
     def _load_pipeline(self, model: str, lease: CacheLease) -> Any:
         dtype = family_dtype(lease.path, self.device)  # float16, or bfloat16 for SD 3 and Flux, on CUDA

@@ -7,6 +7,13 @@ checked against the model's limits and its family's rules (`producer.families`):
 is a 422 naming `scheduler` and what the model accepts, not a failed job. A model the catalog does not name passes
 as it is (the worker checks it against what it loads), unless `SDQ_ALLOWED_MODELS` says otherwise
 (`@catalog`: the catalog's names). On the worker a catalog name resolves to its `source`.
+
+A model may list the ControlNets and IP-Adapters it takes (`controlnets`, `ip_adapters`: the names clients use →
+sources, as for models). For a catalog model they decide: a listed name (or its source) is accepted and the worker
+loads its source; a model that lists none takes none; a bare name it does not list is refused. A raw source it
+does not list (a hub id, a path, a storage URL) passes to the source policy, as a raw `model` does, unless
+`SDQ_ALLOWED_MODELS` holds `@catalog`, which binds adapters to the lists too. Each refusal is a 422 naming the
+field (`controlnets.0.model`, `ip_adapter.model`) and what the model takes.
 """
 
 from __future__ import annotations
@@ -31,6 +38,11 @@ from .jobs.requests import _model_ref
 CATALOG_TOKEN = "@catalog"
 #: A catalog name: short and bare, so it can never be mistaken for a hub id, a path or a URL.
 CatalogName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+#: A model, ControlNet or IP-Adapter source: a hub id, an absolute path, a storage URL or a tiny model.
+ModelSource = Annotated[str, AfterValidator(_model_ref)]
+#: The kinds of adapter a model lists: (catalog field, what a message calls one).
+_ADAPTER_KINDS = (("controlnets", "ControlNet"), ("ip_adapters", "IP-Adapter"))
+_BARE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _DEFAULTED = ("width", "height", "steps", "guidance_scale", "scheduler")
 _REQUEST = JobRequest.model_fields
 
@@ -75,7 +87,7 @@ class CatalogModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    source: Annotated[str, AfterValidator(_model_ref)] = Field(
+    source: ModelSource = Field(
         description="What the worker loads: a hub id, an absolute path, a storage prefix or a tiny model."
     )
     family: Family
@@ -83,6 +95,12 @@ class CatalogModel(BaseModel):
     refiner: bool = Field(default=False, description="An SDXL refiner: only a job's `refiner.model`.")
     defaults: ModelDefaults = Field(default_factory=ModelDefaults)
     limits: ModelLimits = Field(default_factory=ModelLimits)
+    controlnets: dict[CatalogName, ModelSource] = Field(
+        default_factory=dict, description="The ControlNets it takes: the names clients use → what the worker loads."
+    )
+    ip_adapters: dict[CatalogName, ModelSource] = Field(
+        default_factory=dict, description="The IP-Adapters it takes: the names clients use → what the worker loads."
+    )
 
     @cached_property
     def rules(self) -> FamilyRules:
@@ -107,6 +125,10 @@ class CatalogModel(BaseModel):
             raise ValueError("limits: a minimum is above its maximum")
         if self.refiner and self.family is not Family.SDXL:
             raise ValueError("refiner: only SDXL models have refiners")
+        for field, what in _ADAPTER_KINDS:
+            if getattr(self, field) and (self.refiner or not family.image_inputs):
+                kind = "refiners" if self.refiner else f"{self.family.value} models"
+                raise ValueError(f"{field}: {kind} take no {what} here (SD 1.x/2.x and SDXL models do)")
         # The defaults must be a request the model accepts.
         defaults = self._filled(JobRequest(prompt="defaults"))
         problems = family_problems(self.rules, defaults) + self._limit_problems(defaults, "this model", frozenset())
@@ -114,17 +136,42 @@ class CatalogModel(BaseModel):
             raise ValueError(f"defaults.{problems[0]}")
         return self
 
-    def apply(self, name: str, request: JobRequest) -> JobRequest:
+    def apply(self, name: str, request: JobRequest, *, listed_adapters_only: bool = False) -> JobRequest:
         """`request` with this model's defaults in the fields it omitted; raises `ModelLimitError` naming every
-        field the model cannot serve."""
+        field the model cannot serve. `listed_adapters_only`: a ControlNet or IP-Adapter source this model does not
+        list is refused too (see the module doc)."""
         if self.refiner:
             raise ModelLimitError([Problem("model", f"{name!r} is a refiner: name it as an SDXL job's refiner.model")])
         filled = self._filled(request)
         problems = family_problems(self.rules, filled, model=name)
         problems += self._limit_problems(filled, repr(name), request.model_fields_set)
+        if self.rules.image_inputs:  # otherwise the family's problem already names the field
+            problems += self._adapter_problems(filled, repr(name), listed_adapters_only)
         if problems:
             raise ModelLimitError(problems)
         return filled
+
+    def adapter_source(self, kind: str, ref: str) -> str:
+        """What the worker loads for the ControlNet (`kind` "controlnets") or IP-Adapter ("ip_adapters") `ref`:
+        a listed name's source, any other reference as it is."""
+        listed: dict[str, str] = getattr(self, kind)
+        return listed.get(ref, ref)
+
+    def _adapter_problems(self, request: JobRequest, who: str, listed_only: bool) -> list[Problem]:
+        asked = {
+            "controlnets": [(f"controlnets.{i}.model", unit.model) for i, unit in enumerate(request.controlnets)],
+            "ip_adapters": [("ip_adapter.model", request.ip_adapter.model)] if request.ip_adapter else [],
+        }
+        problems = []
+        for kind, what in _ADAPTER_KINDS:
+            listed: dict[str, str] = getattr(self, kind)
+            for field, ref in asked[kind]:
+                if not listed:
+                    problems.append(Problem(field, f"{who} takes no {what}: the catalog lists none for it"))
+                elif ref not in listed and ref not in listed.values() and (listed_only or _BARE_NAME.fullmatch(ref)):
+                    names = ", ".join(listed)
+                    problems.append(Problem(field, f"{who} takes the {what}s {names}; {ref!r} is not one of them"))
+        return problems
 
     def _filled(self, request: JobRequest) -> JobRequest:
         given = request.model_fields_set
@@ -169,11 +216,18 @@ class Catalog(BaseModel):
         entry = self.models.get(model)
         return entry.source if entry is not None else model
 
-    def apply(self, request: JobRequest) -> JobRequest:
-        """`request` (its model resolved) with its catalog model's defaults and checked against its limits; a model
-        the catalog does not have passes as it is. Raises `ModelLimitError`."""
+    def adapter_source(self, model: str, kind: str, ref: str) -> str:
+        """What the worker loads for a job of `model` naming the ControlNet (`kind` "controlnets") or IP-Adapter
+        ("ip_adapters") `ref`: the name's source in `model`'s list, any other reference as it is."""
+        entry = self.models.get(model)
+        return entry.adapter_source(kind, ref) if entry is not None else ref
+
+    def apply(self, request: JobRequest, *, listed_adapters_only: bool = False) -> JobRequest:
+        """`request` (its model resolved) with its catalog model's defaults and checked against its limits and
+        adapter lists; a model the catalog does not have passes as it is. Raises `ModelLimitError`."""
         entry = self.get(request.model)
-        request = entry.apply(str(request.model), request) if entry is not None else request
+        if entry is not None:
+            request = entry.apply(str(request.model), request, listed_adapters_only=listed_adapters_only)
         refiner = request.refiner.model if request.refiner is not None else None
         refiner_entry = self.get(refiner)
         if refiner_entry is not None and not refiner_entry.refiner:

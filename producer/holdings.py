@@ -79,6 +79,12 @@ class ModelInfo(BaseModel):
     refiner: bool = Field(default=False, description="An SDXL refiner: only a job's `refiner.model`.")
     defaults: ModelDefaults
     limits: ModelLimits
+    controlnets: dict[str, str] = Field(
+        default_factory=dict, description="The ControlNets it takes, by the name a job's `controlnets[].model` gives."
+    )
+    ip_adapters: dict[str, str] = Field(
+        default_factory=dict, description="The IP-Adapters it takes, by the name a job's `ip_adapter.model` gives."
+    )
     loaded: bool = Field(description="Some worker has it on its device: a job for it starts without loading.")
     cached: bool = Field(description="Some worker's machine has it on disk: a load, but no download.")
     loaded_workers: int = 0
@@ -91,10 +97,12 @@ class ModelList(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     models: list[ModelInfo]
+    default_model: str | None = Field(default=None, description="The model a job that names none runs.")
 
 
-def list_models(catalog: Catalog, holdings: dict[str, Holdings]) -> ModelList:
-    """The catalog with, per model, how many live workers hold it loaded and cached."""
+def list_models(catalog: Catalog, holdings: dict[str, Holdings], default_model: str | None = None) -> ModelList:
+    """The catalog with, per model, how many live workers hold it loaded and cached; `default_model` is the
+    server's `SDQ_DEFAULT_MODEL`."""
     models = []
     for name, entry in catalog.models.items():
         loaded = sum(name in held.loaded for held in holdings.values())
@@ -108,13 +116,15 @@ def list_models(catalog: Catalog, holdings: dict[str, Holdings]) -> ModelList:
                 refiner=entry.refiner,
                 defaults=entry.defaults,
                 limits=entry.limits,
+                controlnets=entry.controlnets,
+                ip_adapters=entry.ip_adapters,
                 loaded=loaded > 0,
                 cached=cached > 0,
                 loaded_workers=loaded,
                 cached_workers=cached,
             )
         )
-    return ModelList(models=models)
+    return ModelList(models=models, default_model=default_model)
 
 
 def _text(value: bytes | str) -> str:

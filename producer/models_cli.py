@@ -22,9 +22,13 @@ def models(
 
 
 def render(listed: ModelList) -> str:
-    """One line per model: name, family, where it is, its defaults, its source."""
-    rows = [("MODEL", "FAMILY", "HELD", "DEFAULTS", "SOURCE")]
-    rows += [(m.name, m.family.value, _held(m), _defaults(m), m.source) for m in listed.models]
+    """One line per model: name, family, where it is, its defaults, its ControlNet and IP-Adapter names, its
+    source."""
+    rows = [("MODEL", "FAMILY", "HELD", "DEFAULTS", "CONTROLNETS", "IP-ADAPTERS", "SOURCE")]
+    rows += [
+        (m.name, m.family.value, _held(m), _defaults(m), _names(m.controlnets), _names(m.ip_adapters), m.source)
+        for m in listed.models
+    ]
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     widths[-1] = 0  # the last column is not padded
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
@@ -44,3 +48,7 @@ def _defaults(model: ModelInfo) -> str:
         return "refiner"
     d = model.defaults
     return f"{d.value('width')}x{d.value('height')} {d.value('steps')} steps cfg {d.value('guidance_scale'):g}"
+
+
+def _names(listed: dict[str, str]) -> str:
+    return ",".join(listed) or "-"

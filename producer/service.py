@@ -171,7 +171,8 @@ class JobService:
         self.check_model(request)
         if request.model is None:
             request = request.model_copy(update={"model": self.default_model})
-        return self.catalog.apply(request)
+        # `@catalog` in SDQ_ALLOWED_MODELS binds ControlNets and IP-Adapters to their model's catalog lists too.
+        return self.catalog.apply(request, listed_adapters_only=self.sources.models.catalog)
 
     def check_model(self, request: JobRequest) -> None:
         """Raise `ModelNotAllowedError` (a `SourceNotAllowedError` naming the field) when the request names a model,

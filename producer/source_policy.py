@@ -38,6 +38,9 @@ class AllowList:
     exact: frozenset[str] = frozenset()
     patterns: tuple[str, ...] = ()
     prefixes: tuple[str, ...] = ()
+    #: Whether `@catalog` is an entry: then ControlNets and IP-Adapters are bound to the catalog's lists as well
+    #: (`producer.catalog` checks them per model).
+    catalog: bool = False
 
     @classmethod
     def of(cls, entries: Iterable[str], catalog: Catalog | None = None) -> AllowList:
@@ -45,10 +48,12 @@ class AllowList:
         exact: set[str] = set()
         patterns: list[str] = []
         prefixes: list[str] = []
+        catalog_entry = False
         for entry in (e.strip() for e in entries):
             if not entry:
                 continue
             if entry == CATALOG_TOKEN:
+                catalog_entry = True
                 exact |= set(catalog.models) if catalog is not None else set()
             elif entry.endswith("/"):
                 prefixes.append(entry)
@@ -56,7 +61,7 @@ class AllowList:
                 patterns.append(entry)
             else:
                 exact.add(entry)
-        return cls(frozenset(exact), tuple(patterns), tuple(prefixes))
+        return cls(frozenset(exact), tuple(patterns), tuple(prefixes), catalog_entry)
 
     def __bool__(self) -> bool:
         return bool(self.exact or self.patterns or self.prefixes)

@@ -139,3 +139,24 @@ resource "aws_s3_bucket_policy" "objects" {
   bucket = aws_s3_bucket.objects.id
   policy = data.aws_iam_policy_document.objects_bucket.json
 }
+
+# Browsers upload input images straight to the bucket from the dashboard's origin (a POST policy; PUT for other
+# grants) and may fetch results: allowed only from var.dashboard_origins, and no rule at all without them.
+resource "aws_s3_bucket_cors_configuration" "objects" {
+  count  = length(var.dashboard_origins) > 0 ? 1 : 0
+  bucket = aws_s3_bucket.objects.id
+
+  cors_rule {
+    id              = "dashboard-uploads"
+    allowed_origins = var.dashboard_origins
+    allowed_methods = local.cors_methods
+    allowed_headers = ["content-type"]
+    expose_headers  = ["ETag"]
+    max_age_seconds = local.cors_max_age_s
+  }
+}
+
+locals {
+  cors_methods   = ["PUT", "POST", "GET", "HEAD"]
+  cors_max_age_s = 3600 # a preflight answer is cached an hour
+}

@@ -36,6 +36,19 @@ resource "azurerm_storage_account" "objects" {
     container_delete_retention_policy {
       days = 7
     }
+
+    # Browsers upload input images straight to the blob endpoint from the dashboard's origin (a write SAS, PUT)
+    # and may fetch results: allowed only from var.dashboard_origins, and no rule at all without them.
+    dynamic "cors_rule" {
+      for_each = length(var.dashboard_origins) > 0 ? [var.dashboard_origins] : []
+      content {
+        allowed_origins    = cors_rule.value
+        allowed_methods    = local.cors_methods
+        allowed_headers    = ["content-type", "x-ms-blob-type"]
+        exposed_headers    = ["etag"]
+        max_age_in_seconds = local.cors_max_age_s
+      }
+    }
   }
 
   sas_policy {
@@ -110,4 +123,9 @@ resource "azurerm_storage_management_policy" "objects" {
       }
     }
   }
+}
+
+locals {
+  cors_methods   = ["PUT", "POST", "GET", "HEAD"]
+  cors_max_age_s = 3600 # a preflight answer is cached an hour
 }

@@ -132,3 +132,14 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "dashboard_origins" {
+  description = "Origins of the dashboard (e.g. [\"https://sdq.example.com\"]) allowed by a CORS rule on the bucket to upload input images straight to it (PUT/POST) and read results (GET/HEAD). Empty (the default): no CORS rule, and browsers cannot upload there; the API, the SDK, sdq and curl need none."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for origin in var.dashboard_origins : can(regex("^https?://[^/*\\s]+$", origin))])
+    error_message = "dashboard_origins: each entry is a scheme and host (https://sdq.example.com, optionally :port), without a path or wildcard."
+  }
+}

@@ -22,6 +22,19 @@ resource "google_storage_bucket" "objects" {
     enabled = true
   }
 
+  # Browsers upload input images straight to the bucket from the dashboard's origin (a signed PUT) and may fetch
+  # results: allowed only from var.dashboard_origins, and no rule at all without them. Cloud Storage answers a
+  # preflight with `response_header` as both the headers a request may send and those it may read.
+  dynamic "cors" {
+    for_each = length(var.dashboard_origins) > 0 ? [var.dashboard_origins] : []
+    content {
+      origin          = cors.value
+      method          = local.cors_methods
+      response_header = ["Content-Type", "x-goog-content-length-range", "ETag"]
+      max_age_seconds = local.cors_max_age_s
+    }
+  }
+
   lifecycle_rule {
     condition {
       age            = var.output_retention_days
@@ -62,4 +75,9 @@ resource "google_storage_bucket" "objects" {
       type = "Delete"
     }
   }
+}
+
+locals {
+  cors_methods   = ["PUT", "POST", "GET", "HEAD"]
+  cors_max_age_s = 3600 # a preflight answer is cached an hour
 }

@@ -99,3 +99,12 @@ def test_controlnet_with_canny_on_the_worker_and_an_ip_adapter(stack: Stack) -> 
     assert np.abs(np.asarray(controlled, dtype=int) - np.asarray(other, dtype=int)).mean() > 0.2
     _, [referenced] = _run(stack, ip_adapter={"model": "tiny-ip-adapter", "image": _data_url(photo(5)), "scale": 1.0})
     assert np.abs(np.asarray(referenced, dtype=int) - np.asarray(plain, dtype=int)).mean() > 1
+
+
+def test_a_catalog_controlnet_name_loads_its_source_on_the_worker(stack: Stack) -> None:
+    # `canny` is the built-in catalog's name for tiny's `tiny-controlnet`: the same weights, so the same picture.
+    unit = {"model": "tiny-controlnet", "image": _data_url(photo(3)), "preprocess": "canny"}
+    _, [by_source] = _run(stack, controlnets=[unit])
+    record, [by_name] = _run(stack, controlnets=[{**unit, "model": "canny"}])
+    assert record.request.controlnets[0].model == "canny"
+    assert np.array_equal(np.asarray(by_name), np.asarray(by_source))

@@ -103,6 +103,56 @@ def test_a_model_outside_the_catalog_passes_as_it_is(builtin: Catalog) -> None:
     assert builtin.apply(request) is request
 
 
+def _controlled(model: str, controlnet: str | None = None, ip_adapter: str | None = None) -> JobRequest:
+    image = {"url": "https://example.com/c.png"}
+    return JobRequest.model_validate(
+        {
+            "prompt": "a fox",
+            "model": model,
+            "controlnets": [{"model": controlnet, "image": image}] if controlnet else [],
+            "ip_adapter": {"model": ip_adapter, "image": image} if ip_adapter else None,
+        }
+    )
+
+
+def test_the_builtin_catalog_lists_each_image_models_controlnets_and_ip_adapters(builtin: Catalog) -> None:
+    assert builtin.models["sd15"].controlnets["canny"] == "lllyasviel/control_v11p_sd15_canny"
+    assert builtin.models["sdxl"].controlnets["canny"] == "diffusers/controlnet-canny-sdxl-1.0"
+    assert builtin.adapter_source("tiny", "controlnets", "canny") == "tiny-controlnet"
+    assert builtin.adapter_source("tiny-sdxl", "ip_adapters", "tiny-sdxl-ip-adapter") == "tiny-sdxl-ip-adapter"
+    # Outside a model's list (or the catalog), a reference is its own source, as for `model`.
+    assert builtin.adapter_source("tiny", "controlnets", "org/cn") == "org/cn"
+    assert builtin.adapter_source("org/model", "ip_adapters", "canny") == "canny"
+    assert not any(entry.controlnets or entry.ip_adapters for entry in builtin.models.values() if entry.refiner)
+
+
+def test_a_controlnet_or_ip_adapter_its_model_does_not_list_is_refused_naming_the_field(builtin: Catalog) -> None:
+    assert builtin.apply(_controlled("tiny", "canny", "tiny-ip-adapter")).controlnets[0].model == "canny"
+    assert builtin.apply(_controlled("sd15", "lllyasviel/control_v11p_sd15_canny")).model == "sd15"  # its source
+    with pytest.raises(ModelLimitError) as caught:
+        builtin.apply(_controlled("tiny", "depth", "tiny-sdxl-ip-adapter"))
+    fields = _fields(caught)
+    said = "'tiny' takes the ControlNets tiny-controlnet, canny; 'depth' is not one of them"
+    assert fields["controlnets.0.model"] == said
+    assert "'tiny' takes the IP-Adapters tiny-ip-adapter;" in fields["ip_adapter.model"]
+    with pytest.raises(ModelLimitError) as caught:  # sd15 lists no IP-Adapter: it takes none, not even a hub id
+        builtin.apply(_controlled("sd15", ip_adapter="h94/IP-Adapter"))
+    assert _fields(caught) == {"ip_adapter.model": "'sd15' takes no IP-Adapter: the catalog lists none for it"}
+
+
+def test_a_raw_adapter_source_passes_unless_the_catalog_binds_adapters(builtin: Catalog) -> None:
+    # Open: a hub id the model does not list goes to the source policy, as a raw `model` does.
+    request = _controlled("tiny", "org/cn", "org/ipa")
+    assert builtin.apply(request) is request
+    with pytest.raises(ModelLimitError) as caught:  # `@catalog`: only the lists
+        builtin.apply(request, listed_adapters_only=True)
+    assert set(_fields(caught)) == {"controlnets.0.model", "ip_adapter.model"}
+    assert builtin.apply(_controlled("tiny", "canny"), listed_adapters_only=True).controlnets[0].model == "canny"
+    # A model outside the catalog: as before, whatever it names.
+    outside = _controlled("org/model", "anything", "org/ipa")
+    assert builtin.apply(outside, listed_adapters_only=True) is outside
+
+
 def test_a_catalog_file_replaces_the_builtin_one_in_yaml_or_json(tmp_path: Path) -> None:
     (tmp_path / "models.yaml").write_text(HOUSE)
     catalog = load_catalog(tmp_path / "models.yaml")
@@ -133,6 +183,10 @@ def test_a_catalog_file_replaces_the_builtin_one_in_yaml_or_json(tmp_path: Path)
         ("models: {x: {source: 'bad source', family: sd}}", "source"),
         ("models: {x: {source: tiny, family: kandinsky}}", "family"),
         ("models: [unclosed", "expected"),
+        ("models: {x: {source: tiny, family: flux, controlnets: {canny: org/cn}}}", "controlnets: flux models take"),
+        ("models: {x: {source: tiny, family: sdxl, refiner: true, ip_adapters: {a: org/a}}}", "refiners take no"),
+        ("models: {x: {source: tiny, family: sd, controlnets: {'org/cn': org/cn}}}", "controlnets.org/cn"),
+        ("models: {x: {source: tiny, family: sd, ip_adapters: {a: 'bad source'}}}", "ip_adapters.a"),
     ],
 )
 def test_a_bad_catalog_names_the_file_and_the_problem(tmp_path: Path, text: str, problem: str) -> None:

@@ -4,6 +4,8 @@ model's limits is a 422 naming the field with nothing enqueued; omitted fields g
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import httpx
@@ -163,3 +165,88 @@ def test_an_image_mode_its_model_cannot_run_is_a_422_naming_the_field_at_submiss
     fields_named = response.json()["error"]["fields"]
     assert [f["field"] for f in fields_named] == [field] and said in fields_named[0]["message"], fields_named
     assert _queued(redis_server) == before
+
+
+def _unit(model: str) -> dict[str, object]:
+    return {"model": model, "image": {"url": _data_url()}, "preprocess": "canny"}
+
+
+def test_a_controlnet_and_ip_adapter_the_model_lists_are_accepted_by_name(http: httpx.Client) -> None:
+    body = {"prompt": "a fox", "model": "tiny", "controlnets": [_unit("canny")]}
+    body["ip_adapter"] = {"model": "tiny-ip-adapter", "image": {"url": _data_url()}}
+    response = http.post("/v1/jobs", json=body)
+    assert response.status_code == 202, response.text
+    request = response.json()["request"]
+    # The record keeps the catalog name, as it does for `model`; the worker loads its source.
+    assert request["controlnets"][0]["model"] == "canny" and request["ip_adapter"]["model"] == "tiny-ip-adapter"
+    sd15 = http.post("/v1/jobs", json={"prompt": "a fox", "model": "sd15", "controlnets": [_unit("depth")]})
+    assert sd15.status_code == 202, sd15.text
+
+
+ADAPTER_REFUSED = {
+    "a name tiny does not list": ("tiny", {"controlnets": [_unit("depth")]}, "controlnets.0.model", "tiny-controlnet"),
+    "another family's controlnet": (
+        "tiny",
+        {"controlnets": [_unit("canny"), _unit("tiny-sdxl-controlnet")]},
+        "controlnets.1.model",
+        "'tiny' takes the ControlNets tiny-controlnet, canny;",
+    ),
+    "a hub id under @catalog": ("sdxl", {"controlnets": [_unit("org/cn")]}, "controlnets.0.model", "canny, depth"),
+    "a model that lists no ip-adapter": (
+        "sd15",
+        {"ip_adapter": {"model": "h94/IP-Adapter", "image": "IMG"}},
+        "ip_adapter.model",
+        "'sd15' takes no IP-Adapter",
+    ),
+}
+
+
+@pytest.mark.parametrize(("model", "fields", "field", "said"), ADAPTER_REFUSED.values(), ids=ADAPTER_REFUSED.keys())
+def test_a_controlnet_or_ip_adapter_the_model_does_not_list_is_a_422_naming_the_field(
+    http: httpx.Client, redis_server: str, model: str, fields: dict[str, object], field: str, said: str
+) -> None:
+    body = json.loads(json.dumps(fields).replace('"IMG"', json.dumps({"url": _data_url()})))
+    before = _queued(redis_server)
+    response = http.post("/v1/jobs", json={"prompt": "a fox", "model": model, **body})
+    assert response.status_code == 422, response.text
+    named = response.json()["error"]["fields"]
+    assert [f["field"] for f in named] == [field] and said in named[0]["message"], named
+    assert _queued(redis_server) == before
+
+
+def test_a_batch_item_with_an_unlisted_controlnet_names_the_item_and_field(
+    http: httpx.Client, redis_server: str
+) -> None:
+    before = _queued(redis_server)
+    items = [{"prompt": "a fox", "controlnets": [_unit("canny")]}, {"prompt": "a cat", "controlnets": [_unit("x")]}]
+    response = http.post("/v1/batches", json={"items": items})
+    assert response.status_code == 422, response.text
+    assert [f["field"] for f in response.json()["error"]["fields"]] == ["items.1.controlnets.0.model"]
+    assert _queued(redis_server) == before
+
+
+def test_the_models_list_shows_each_models_controlnets_and_ip_adapters(http: httpx.Client) -> None:
+    answer = http.get("/v1/models").json()
+    assert answer["default_model"] == "tiny"  # what "server default" runs: the dashboard shows its lists
+    listed = {model["name"]: model for model in answer["models"]}
+    assert listed["sdxl"]["controlnets"]["canny"] == "diffusers/controlnet-canny-sdxl-1.0"
+    assert listed["tiny"]["controlnets"] == {"tiny-controlnet": "tiny-controlnet", "canny": "tiny-controlnet"}
+    assert listed["tiny-sdxl"]["ip_adapters"] == {"tiny-sdxl-ip-adapter": "tiny-sdxl-ip-adapter"}
+    assert listed["flux-dev"]["controlnets"] == {} and listed["sd15"]["ip_adapters"] == {}
+
+
+def test_sdq_models_prints_each_models_controlnet_and_ip_adapter_names(stack: Stack) -> None:
+    printed = subprocess.run(
+        [sys.executable, "-m", "producer.cli", "models"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    header, *lines = printed.splitlines()
+    assert header.split() == ["MODEL", "FAMILY", "HELD", "DEFAULTS", "CONTROLNETS", "IP-ADAPTERS", "SOURCE"]
+    rows = {line.split()[0]: line.split() for line in lines}
+    assert rows["tiny"][-3:] == ["tiny-controlnet,canny", "tiny-ip-adapter", "tiny"]
+    assert rows["sd15"][-3:-1] == ["canny,depth,openpose,canny-v1", "-"]
+    assert rows["flux-dev"][-3:-1] == ["-", "-"]

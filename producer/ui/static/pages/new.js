@@ -1,5 +1,7 @@
 // New job: a form over the request's fields and the API's limits; the API's 422 field errors appear beside them.
-// With a model catalog (GET /v1/models answering 200) the model is a choice that brings its defaults and limits.
+// With a model catalog (GET /v1/models answering 200) the model is a choice that brings its defaults and limits,
+// and the ControlNet and IP-Adapter sections of the models that list some (adapters.js).
+import { adapterSections, isAdapterField } from "../adapters.js";
 import { api, probe } from "../api.js";
 import { field, h } from "../dom.js";
 import { imageDrop } from "../drop.js";
@@ -26,7 +28,11 @@ function loraRow(index) {
 }
 
 export async function render(main, { go, notify, signal, params }) {
-  const models = catalogModels(await probe("/v1/models"));
+  const catalog = await probe("/v1/models");
+  const models = catalogModels(catalog);
+  // "server default" is the server's SDQ_DEFAULT_MODEL, whose lists the sections then show.
+  const chosenModel = () => models.find((m) => m.id === (model.value || (catalog && catalog.default_model)));
+  const adapters = adapterSections();
   const model = models.length
     ? h("select", { name: "model", id: "f-model" }, h("option", { value: "" }, "server default"), models.map((m) => h("option", { value: m.id }, m.title || m.id)))
     : h("input", { name: "model", id: "f-model", type: "text", placeholder: "server default", autocomplete: "off", spellcheck: false });
@@ -74,13 +80,16 @@ export async function render(main, { go, notify, signal, params }) {
     h("fieldset", { className: "group images" }, h("legend", {}, "Input images (optional)"),
       images.image.element, field("Strength", controls.strength, "0–1: how much of the image is repainted; blank: 0.8"),
       images.mask_image.element),
+    adapters.elements,
     field("Webhook URL", controls.webhook_url, "Signed Standard Webhooks events as the job changes state."),
     field("Metadata", controls.metadata, "Stored with the job and sent in webhooks."),
     summary, h("div", { className: "actions" }, submit));
 
   if (models.length) {
+    adapters.show(chosenModel());
     model.addEventListener("change", () => {
       const chosen = models.find((m) => m.id === model.value);
+      adapters.show(chosenModel());
       for (const [name, value] of Object.entries((chosen && chosen.defaults) || {})) if (controls[name] && value !== null && typeof value !== "object") controls[name].value = value;
       for (const [name, limit] of Object.entries((chosen && chosen.limits) || {})) {
         const [key, bound] = name.startsWith("max_") ? [name.slice(4), "max"] : name.startsWith("min_") ? [name.slice(4), "min"] : [name, null];
@@ -98,7 +107,7 @@ export async function render(main, { go, notify, signal, params }) {
     const body = {};
     const data = new FormData(form);
     for (const [name, value] of data) {
-      if (name.startsWith("loras.") || name === "metadata" || value === "" || images[name]) continue;
+      if (name.startsWith("loras.") || name === "metadata" || value === "" || images[name] || isAdapterField(name)) continue;
       const control = controls[name];
       body[name] = control && control.type === "number" ? Number(value) : value;
     }
@@ -110,6 +119,7 @@ export async function render(main, { go, notify, signal, params }) {
       await drop.ready();
       if (drop.value()) body[name] = drop.value();
     }
+    await adapters.add(body);
     if (metadata.length) body.metadata = Object.fromEntries(metadata.map((line) => { const i = line.indexOf("="); return i < 0 ? [line, ""] : [line.slice(0, i).trim(), line.slice(i + 1).trim()]; }));
     try {
       const job = await api("/v1/jobs", { method: "POST", body, signal });
@@ -128,7 +138,7 @@ function showErrors(form, error, summary) {
   const unplaced = [];
   for (const item of error.fields || []) {
     const name = item.field.replace(/^loras\.(\d+)\.(\w+)$/, "lora-$1-$2").replace(/^metadata\..*/, "metadata")
-      .replace(/^(image|mask_image)\..*/, "$1");
+      .replace(/^(image|mask_image|controlnets\.\d+\.image|ip_adapter\.image)\..*/, "$1");
     const control = form.querySelector(`#f-${CSS.escape(name)}`);
     const slot = control && form.querySelector(`#${CSS.escape(control.id)}-error`);
     if (slot) {
