@@ -9,7 +9,6 @@ waits. Counts by status are kept by the same Lua step that moves a job (lua/_mov
 
 from __future__ import annotations
 
-import io
 import json
 import time
 import uuid
@@ -20,9 +19,10 @@ from typing import Any
 
 import redis
 from pydantic import ValidationError
-from pydantic_core import from_json, to_json
+from pydantic_core import to_json
 
 from . import jobhash, keys
+from .batch_body import MAX_REPORTED_ERRORS, BatchValidationError
 from .broker import BATCH_ACTOR, GENERATE_ACTOR
 from .cost import CostCalculator
 from .doorbell import wake_channel
@@ -40,7 +40,6 @@ from .idempotency import body_hash
 from .jobhash import Pricer
 from .jobs import (
     CONTRACT_VERSION,
-    MAX_BATCH_ITEMS,
     BatchCounts,
     BatchCreated,
     BatchJobPage,
@@ -55,19 +54,7 @@ from .service import JobService
 from .store import QUOTA_RETRY_AFTER_S, Owner
 from .webhooks.ssrf import check_url_shape
 
-#: Field errors reported for one bad batch (the message still says how many items failed).
-MAX_REPORTED_ERRORS = 50
 _CHUNK = 2000
-
-
-class BatchValidationError(ValueError):
-    """Some items (or the body) are invalid; `fields` name each problem as `items.<index>.<field>`."""
-
-    def __init__(self, fields: list[dict[str, str]], *, bad_items: int = 0) -> None:
-        shown = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:3])
-        more = f" ({bad_items} items invalid)" if bad_items else ""
-        super().__init__(f"invalid batch{more}: {shown}; nothing was enqueued")
-        self.fields = fields
 
 
 class ReplayedError(Exception):
@@ -81,46 +68,6 @@ class ReplayedError(Exception):
 def new_batch_id() -> str:
     """A fresh, unguessable batch id (32 lowercase hex characters, like a job id)."""
     return uuid.uuid4().hex
-
-
-def parse_body(body: bytes, content_type: str) -> BatchRequest:
-    """A `BatchRequest` from a JSON object, a JSON array of items, or JSON Lines; raises `BatchValidationError`."""
-    if "ndjson" in content_type or "jsonl" in content_type:
-        items: list[Any] = []
-        defaults: Any = {}
-        # Line by line from the buffer (no list of every line first), and the item cap checked as each item is
-        # read: a 40 MB body of `{}` lines stops at item 10 001, not after 13 million dicts (~22x its size).
-        for number, line in enumerate(io.BytesIO(body), start=1):
-            if not line.strip():
-                continue
-            if len(items) >= MAX_BATCH_ITEMS:
-                message = f"at most {MAX_BATCH_ITEMS} items per batch (more at line {number}); split it"
-                raise BatchValidationError([{"field": "items", "message": message}])
-            try:
-                value = from_json(line)
-            except ValueError:
-                raise BatchValidationError([{"field": "body", "message": f"line {number} is not valid JSON"}]) from None
-            if not items and isinstance(value, dict) and set(value) == {"defaults"}:
-                defaults = value["defaults"]
-            else:
-                items.append(value)
-        raw: Any = {"items": items, "defaults": defaults}
-    else:
-        try:
-            raw = from_json(body)
-        except ValueError:
-            raise BatchValidationError([{"field": "body", "message": "request body is not valid JSON"}]) from None
-        if isinstance(raw, list):
-            raw = {"items": raw}
-    if not isinstance(raw, dict):
-        raise BatchValidationError([{"field": "body", "message": "must be an object, an array or JSON Lines"}])
-    if isinstance(raw.get("items"), list) and len(raw["items"]) > MAX_BATCH_ITEMS:
-        message = f"at most {MAX_BATCH_ITEMS} items per batch (got {len(raw['items'])}); split it"
-        raise BatchValidationError([{"field": "items", "message": message}])
-    try:
-        return BatchRequest.model_validate(raw)
-    except ValidationError as exc:
-        raise BatchValidationError([_field(e) for e in exc.errors()[:MAX_REPORTED_ERRORS]]) from None
 
 
 def validate_items(batch: BatchRequest) -> list[JobRequest]:

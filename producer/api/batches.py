@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio.from_thread
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from ..batches import BatchService, BatchValidationError, parse_body
+from ..batch_body import BatchValidationError, parse_stream
+from ..batches import BatchService
 from ..errors import BatchNotFoundError
 from ..jobs import MAX_BATCH_ITEMS, BatchCreated, BatchJobPage, BatchRecord, BatchRequest, is_job_id
 from .auth import CallerDep
@@ -43,6 +45,25 @@ def _service(http: Request) -> BatchService:
     return service
 
 
+class _BodyReader:
+    """The request body, chunk by chunk as it arrives, for a parser running in a worker thread: each `read` waits
+    on the event loop for the next chunk, so the body is never buffered whole, and a parser that stops early (the
+    item cap) leaves the rest unread (uvicorn discards it once the answer is sent)."""
+
+    def __init__(self, http: Request) -> None:
+        self._chunks = http.stream()
+
+    def read(self) -> bytes:
+        """The next chunk, b"" at the end; raises what reading raises (413 past the body limit, a disconnect)."""
+        return anyio.from_thread.run(self._next)
+
+    async def _next(self) -> bytes:
+        async for chunk in self._chunks:
+            if chunk:
+                return chunk
+        return b""
+
+
 def _id(batch_id: str) -> str:
     if not is_job_id(batch_id):  # batch ids have the job-id shape
         raise BatchNotFoundError(batch_id)
@@ -56,10 +77,12 @@ async def create(
     """Up to 10 000 jobs with shared `defaults`, as a JSON object, a JSON array of items or JSON Lines.
 
     Every item is validated before anything is enqueued: one bad item gives 422 naming `items.<index>.<field>`."""
-    body = await http.body()  # after `caller`: a request without a valid key is refused before its body is read
+    # Read only now, after `caller`: a request without a valid key is refused before its body is read.
+    body = _BodyReader(http)
     try:
-        # Parsing up to SDQ_MAX_BATCH_BYTES takes a while: in a thread, so other requests on this loop go on.
-        batch = await run_in_threadpool(parse_body, body, http.headers.get("content-type", ""))
+        # Parsed as it arrives, in a thread: other requests on this loop go on, and a body past the item cap is
+        # refused at once, its first ~10 000 items read and nothing more.
+        batch = await run_in_threadpool(parse_stream, body.read, http.headers.get("content-type", ""))
         batch = await run_in_threadpool(http.app.state.inputs.prepare_batch, batch, caller.tenant)
         created, new = await run_in_threadpool(
             _service(http).create, batch, owner=caller.owner, idempotency_key=idempotency_key

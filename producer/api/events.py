@@ -77,11 +77,12 @@ async def events(
         while not status.is_terminal and time.monotonic() < ends_at:
             if await http.is_disconnected():
                 return
-            await watching.next_tick()
+            await watching.next_tick(ends_at)  # woken only when something changed (or at the end)
             if watching.ended is not None:  # the key was revoked, or Redis failed
                 return
-            if watching.outlook is not None:  # read for every stream at once, at most once a second
-                places, pace = watching.outlook
+            outlook = watching.take_outlook()  # read for every stream at once, at most once a second
+            if outlook is not None:
+                places, pace = outlook
                 fresh_outlook = Forecaster.outlook_at(current, places.get(record.id), pace)
                 if _outlook(fresh_outlook) != _outlook(current):
                     current = fresh_outlook

@@ -1,22 +1,25 @@
 """One poller per API process (per event loop) for every open event stream, instead of one Redis poll per stream.
 
 Each tick (`TICK_S`) the hub reads the status and progress of every job any stream watches in one pipelined
-round trip, hands each stream its jobs' values and wakes it; every `StreamLimits.heartbeat_s` the same round trip
-also refreshes every stream's slot and re-reads its key's `revoked` field (`producer/streamslots.py`), so a
-revoked key's streams end within a heartbeat; and every `OUTLOOK_S` it reads the place in line of every job
-whose stream wants one (`outlooks`) and the fleet snapshot ETAs come from, so a queued job's stream needs no
-Redis call of its own to say where it stands. With 500 streams open that is ten round trips a second for the
-process, not 5,500. The hub runs only while some stream is subscribed.
+round trip and hands each stream its jobs' values, waking it only when they changed (an idle stream costs the
+process a dict comparison per tick, not a coroutine resumed ten times a second); every
+`StreamLimits.heartbeat_s` the same round trip also refreshes every stream's slot and re-reads its key's
+`revoked` field (`producer/streamslots.py`), so a revoked key's streams end within a heartbeat; and every
+`OUTLOOK_S` it reads the place in line of every job whose stream wants one (`outlooks`) and the fleet snapshot
+ETAs come from, so a queued job's stream needs no Redis call of its own to say where it stands. With 500 streams
+open that is ten round trips a second for the process, not 5,500. The hub runs only while some stream is
+subscribed; a hub task that died of a bug is started again by its own done callback while streams remain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import weakref
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from fastapi import Request
@@ -35,6 +38,8 @@ TICK_S = 0.1
 OUTLOOK_S = 1.0
 
 Raw = tuple[str | None, str | None]  # a job's (status, progress JSON) as the hash holds them; (None, None): gone
+Outlook = tuple[dict[str, int | None], Pace]
+_RUNNING = "running"
 
 
 class Subscription:
@@ -46,27 +51,47 @@ class Subscription:
         self.lease = lease
         self.outlooks = outlooks
         self.latest: dict[str, Raw] = {}
-        #: On the ticks that read them (every `OUTLOOK_S`, for a stream that wants `outlooks`): each job's place
-        #: in line (None: not in line) and the fleet snapshot; else None.
-        self.outlook: tuple[dict[str, int | None], Pace] | None = None
+        self._outlook: Outlook | None = None  # read by the hub, not yet taken by the stream
+        self._outlook_seen: tuple[object, ...] | None = None
         #: Why the stream must end now (its key was revoked, or Redis failed), else None.
         self.ended: str | None = None
+        #: How often `next_tick` returned: an idle stream's stays put while the hub ticks on (tests read it).
+        self.wakes = 0
         self._tick = asyncio.Event()
 
-    async def next_tick(self) -> None:
-        """Wait until the hub has read this stream's jobs again (or ended it)."""
-        while True:
-            try:
-                await asyncio.wait_for(self._tick.wait(), timeout=10 * TICK_S)
-                break
-            except TimeoutError:  # the hub's task died of a bug (it is logged): start another, never hang
-                self.hub._ensure_running()
+    async def next_tick(self, deadline: float | None = None) -> None:
+        """Wait until the hub found something new for this stream (its jobs' values, their places in line, the
+        fleet's pace) or ended it, or until `deadline` (`time.monotonic()`) has passed."""
+        if deadline is None:
+            await self._tick.wait()
+        elif not self._tick.is_set():
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._tick.wait(), timeout=max(0.0, deadline - time.monotonic()))
         self._tick.clear()
+        self.wakes += 1
 
-    def _deliver(self, values: dict[str, Raw], outlook: tuple[dict[str, int | None], Pace] | None) -> None:
-        self.latest = {job_id: values.get(job_id, (None, None)) for job_id in self.ids}
-        self.outlook = outlook if self.outlooks else None
-        self._tick.set()
+    def take_outlook(self) -> Outlook | None:
+        """For a stream that wants `outlooks`: each job's place in line (None: not in line) and the fleet snapshot,
+        once after the hub read them and found them changed; else None."""
+        outlook, self._outlook = self._outlook, None
+        return outlook
+
+    def _deliver(self, values: dict[str, Raw], outlook: Outlook | None) -> None:
+        latest = {job_id: values.get(job_id, (None, None)) for job_id in self.ids}
+        changed = latest != self.latest
+        self.latest = latest
+        if outlook is not None and self.outlooks:
+            places, pace = outlook
+            # A queued job's ETA depends on its place and the fleet's pace, not on when it was read; a running
+            # job's counts down, so its stream hears of every snapshot.
+            seen = (sorted((i, places.get(i)) for i in self.ids), dataclasses.replace(pace, at=0.0))
+            running = any(status == _RUNNING for status, _ in latest.values())
+            if running or seen != self._outlook_seen:
+                self._outlook_seen = seen
+                self._outlook = outlook
+                changed = True
+        if changed:
+            self._tick.set()
 
     def _end(self, reason: str) -> None:
         self.ended = reason
@@ -107,7 +132,14 @@ class StreamHub:
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="sdq-stream-hub")
-            self._task.add_done_callback(_log_death)
+            self._task.add_done_callback(self._died)
+
+    def _died(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("event streams: the poller failed", exc_info=task.exception())
+        if self._subs:  # streams wait on it and on nothing else: never leave them hanging
+            self._ensure_running()
 
     async def _run(self) -> None:
         refreshed = looked = time.monotonic()
@@ -140,7 +172,7 @@ class StreamHub:
 
     def _read(
         self, ids: list[str], leases: list[Lease], ranked: list[str] | None
-    ) -> tuple[dict[str, Raw], list[bool], tuple[dict[str, int | None], Pace] | None]:
+    ) -> tuple[dict[str, Raw], list[bool], Outlook | None]:
         """Every watched job's (status, progress), the leases' heartbeats and (`ranked`) places in line, in one
         pipelined round trip (the fleet snapshot, read at most once a second, is one more)."""
         pipe = self.client.pipeline(transaction=False)
@@ -158,11 +190,6 @@ class StreamHub:
         ranks = results[len(ids) + len(leases) :]
         places = {job_id: None if rank is None else int(rank) for job_id, rank in zip(ranked, ranks, strict=True)}
         return values, live, (places, self.forecaster.pace())
-
-
-def _log_death(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("event streams: the poller failed", exc_info=task.exception())
 
 
 def _text(value: Any) -> str | None:

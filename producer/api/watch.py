@@ -130,7 +130,9 @@ async def watch(
             if await http.is_disconnected():
                 return
             watching.ids = set(state.seen)
-            await watching.next_tick()
+            # Woken when a watched job changed, else when this stream's own timers are due.
+            due = [ends_at, *([looked + POLL_INTERVAL_S] if recent else []), refreshed + QUEUED_REFRESH_S]
+            await watching.next_tick(min(due))
             if watching.ended is not None:  # the key was revoked, or Redis failed
                 return
             for job_id, status, progress in state.polled(watching):

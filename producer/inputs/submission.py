@@ -9,7 +9,8 @@ field, which the API answers with 422. The same checks run again when the worker
 
 from __future__ import annotations
 
-from ..batches import BatchValidationError, validate_items
+from ..batch_body import BatchValidationError
+from ..batches import validate_items
 from ..errors import InvalidInputError, WebhookUrlError
 from ..jobs import BatchRequest, ImageRef, JobRequest
 from ..webhooks.ssrf import UrlPolicy, check_url_shape
