@@ -9,7 +9,7 @@ with `--jobs` queued through `POST /v1/batches` (10 000 items each) and no worke
 * `redis_bytes_per_queued_job` (used memory, client buffers left out, per job of 200-character prompt) and
   `redis_bytes_per_finished_job` (2 000 jobs finished by the worker's own claim and settle scripts, messages acked);
 * `controller_tick_ms_p50/p99` (`Controller.tick`: maintenance, janitor when due, the work count, a decision) and
-  `janitor_sweep_ms` (median of a few `Janitor.sweep` calls; the first one, which reads every message, separately);
+  `janitor_sweep_ms` (median of a few `Janitor.sweep` calls; the first one, which finds the counts agree, separately);
 * `post_job_p99_ms` (32 clients), `get_job_with_position_ms_p99` (the last job in line), `list_page_ms_p99`
   (`GET /v1/jobs?status=queued`, 50 a page) and `batch_jobs_page_ms_p99` (`GET /v1/batches/{id}/jobs`), over raw
   keep-alive HTTP (bench/api.py's load generator), and `batch_jobs_per_s`.

@@ -38,6 +38,11 @@ TENANT_BATCHES = PREFIX + "tenant:{tenant}:batches"
 #: index then (lua/expire.lua): members `job <id> <status> <tenant>` and `batch <id> <tenant>`, scored by the
 #: unix time their TTL ends. Without it, an expired id would leave an index only when someone listed its page.
 EXPIRING = PREFIX + "expiring"
+#: Set of the jobs canceled while queued whose message may still be on a queue (a worker drops it when it takes
+#: it): the janitor's count check (`producer.msgref.line_deficit`) does not count those messages as carrying a
+#: queued job. A claim of the job removes it (lua/claim.lua), the janitor prunes what is gone, and it expires a
+#: job TTL after the last cancel.
+STALE_MESSAGES = PREFIX + "line:stale"
 
 
 def job(job_id: str) -> str:
@@ -225,6 +230,7 @@ LUA_KEYS = {
     "K_batch_done": BATCH_DONE,
     "K_tenant_batches": TENANT_BATCHES,
     "K_expiring": EXPIRING,
+    "K_stale_messages": STALE_MESSAGES,
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -61,3 +62,34 @@ def unsent(client: redis.Redis, job_ids: Sequence[str], queues: Sequence[str], n
     script = client.register_script(lua_script("unsent"))
     found = script(keys=message_hashes(queues, namespace), args=list(job_ids))
     return [i.decode() if isinstance(i, bytes) else str(i) for i in found]
+
+
+@dataclass(frozen=True)
+class LineCounts:
+    """One atomic snapshot of what the lost-message check compares (lua/deficit.lua)."""
+
+    queued: int
+    running: int
+    stale: int  #: jobs canceled in line whose message may still be on a queue
+    messages: int  #: message bodies the queues hold (pending, fetched or delayed)
+
+    @property
+    def deficit(self) -> int:
+        """How many queued or running jobs at least have no message: every such job has one until its worker
+        acks it, so with nothing lost this is <= 0. Messages nobody counts (a cancel's, where the stale set
+        forgot it; a retry in flight) can hide a loss until they are gone, never invent one."""
+        return self.queued + self.running - (self.messages - min(self.stale, self.messages))
+
+
+def line_counts(client: redis.Redis, queues: Sequence[str], namespace: str) -> LineCounts:
+    """Count the line's jobs and the queues' messages (one round trip, O(1))."""
+    found = client.register_script(lua_script("deficit"))(keys=message_hashes(queues, namespace), args=[])
+    queued, running, stale, messages = (int(x) for x in found)
+    return LineCounts(queued=queued, running=running, stale=stale, messages=messages)
+
+
+def prune_stale(client: redis.Redis, queues: Sequence[str], namespace: str, *, cursor: int, count: int) -> int:
+    """One step of a walk over the jobs canceled in line, dropping those whose message is gone; returns the next
+    cursor (0: the walk is done)."""
+    step = client.register_script(lua_script("stale"))(keys=message_hashes(queues, namespace), args=[cursor, count])
+    return int(step[0])

@@ -8,10 +8,14 @@
   is re-enqueued. A job counts as lost only when two sweeps at least `lost_message_grace_s` apart found no
   message for it, so the instant between recording and sending a job never triggers a duplicate.
 
-Each sweep costs what it looks at, never a read of every queued message: the running jobs (as many as the fleet
-runs), the finished records that expired since (`JobStore.unindex_expired`), and two slices of the line: its front
-(what workers take next) and the next `lost_message_slice` jobs from a cursor that walks the whole line over
-successive sweeps. Whether a job has a message is one HMGET and a few HEXISTS (`producer.msgref`).
+Each sweep costs what changed, never a read of every queued message: the running jobs (as many as the fleet
+runs), the finished records that expired since (`JobStore.unindex_expired`), and one count check
+(`producer.msgref.line_counts`, O(1)): every queued or running job has a message until its worker acks it, so
+while the queues hold at least as many messages as there are such jobs (less those of jobs canceled in line),
+nothing is lost and the sweep looks at no job. Only when they hold fewer does it look, the line's front first
+(what workers take next), then the next `lost_message_slice` jobs from a cursor that walks the line over
+successive sweeps, until it has found as many as are missing. Whether a job has a message is one HMGET and a few
+HEXISTS (`producer.msgref.unsent`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from .. import keys
 from ..broker import BATCH_ACTOR, send
 from ..errors import JobNotFoundError
 from ..jobs import JobMessage, JobStatus
-from ..msgref import unsent
+from ..msgref import line_counts, prune_stale, unsent
 from ..outcomes import ReapOutcome
 from ..store import JobStore
 from .work import NAMESPACE
@@ -106,6 +110,8 @@ class Janitor:
         self.line_front = line_front
         self._suspects: dict[str, float] = {}  # job id → when a sweep first found it without a message
         self._cursor: float | None = None  # the score in line the walk goes on from (None: from the start)
+        self._stale_cursor = 0  # where the prune of the canceled-in-line set goes on from
+        self._walk = False  # this sweep's count check found messages missing: look at the line
 
     def sweep(self, *, dry_run: bool = False) -> JanitorReport:
         """One pass over running and queued jobs."""
@@ -116,9 +122,27 @@ class Janitor:
         self._find_lost(report, reaped, dry_run=dry_run)
         return report
 
+    def _messages_missing(self, *, dry_run: bool) -> bool:
+        """Whether more jobs lack a message than the suspects already found explain (O(1) counts; a prune step
+        over the jobs canceled in line first, when their messages could be what the count is short of)."""
+        client, queues = self.store.client, self._queues()
+        counts = line_counts(client, queues, self.broker.namespace)
+        if counts.deficit > len(self._suspects) and counts.stale and not dry_run:
+            self._stale_cursor = prune_stale(
+                client, queues, self.broker.namespace, cursor=self._stale_cursor, count=self.lost_message_slice
+            )
+            counts = line_counts(client, queues, self.broker.namespace)
+        return counts.deficit > len(self._suspects)
+
+    def _queues(self) -> list[str]:
+        return [q for q in (self.queue, self.batch_queue) if q]
+
     def _to_check(self, reaped: Iterable[str]) -> list[str]:
-        """This sweep's jobs to look for a message: the line's front, the walk's next slice, the suspects, and the
-        jobs just requeued."""
+        """This sweep's jobs to look for a message: the suspects and the jobs just requeued, and, only when the
+        count check said messages are missing (`_walk`), the line's front and the walk's next slice."""
+        known = list(dict.fromkeys([*self._suspects, *reaped]))
+        if not self._walk:
+            return known
         client = self.store.client
         line_key = keys.index(JobStatus.QUEUED.value)
         front = client.zrange(line_key, 0, self.line_front - 1)
@@ -129,7 +153,7 @@ class Janitor:
         )
         self._cursor = rows[-1][1] if len(rows) >= self.lost_message_slice else None  # the end: start over
         found = [m.decode() for m in cast(list[bytes], front)] + [m.decode() for m, _ in rows]
-        return list(dict.fromkeys([*found, *self._suspects, *reaped]))
+        return list(dict.fromkeys([*found, *known]))
 
     def _reap_expired(self, report: JanitorReport, *, dry_run: bool) -> set[str]:
         client = self.store.client
@@ -160,11 +184,12 @@ class Janitor:
         return reaped
 
     def _find_lost(self, report: JanitorReport, reaped: Iterable[str], *, dry_run: bool) -> None:
-        queues = [q for q in (self.queue, self.batch_queue) if q]
-        missing = unsent(self.store.client, self._to_check(reaped), queues, self.broker.namespace)
+        reaped = set(reaped)
+        self._walk = self._messages_missing(dry_run=dry_run)
+        checked = self._to_check(reaped)
+        missing = unsent(self.store.client, checked, self._queues(), self.broker.namespace)
         now = time.monotonic()
         self._suspects = {job_id: self._suspects.get(job_id, now) for job_id in missing}
-        reaped = set(reaped)
         for job_id, first_seen in list(self._suspects.items()):
             # A job the janitor itself just requeued has no producer about to send its message: no grace needed.
             if job_id not in reaped and now - first_seen < self.lost_message_grace_s:

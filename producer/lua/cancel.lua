@@ -11,6 +11,9 @@ if status == "queued" then
   local id, seq = redis.call("HGET", job, "id"), redis.call("HGET", job, "seq")
   local t = redis.call("TIME")
   sdq_moved(job, id, seq, status, "canceled", ttl_s)
+  -- Its message stays on the queue until a worker takes it (and drops it): the janitor must not count it.
+  redis.call("SADD", K_stale_messages, id)
+  redis.call("EXPIRE", K_stale_messages, ttl_s)
   redis.call("HSET", job, "status", "canceled", "finished_at", tostring(tonumber(t[1]) + tonumber(t[2]) / 1000000))
   redis.call("EXPIRE", job, ttl_s)
   return "canceled"

@@ -9,6 +9,8 @@ local ttl_s = tonumber(ARGV[4])
 local t = redis.call("TIME")
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 
+-- A worker took this job's message: if the job was canceled in line, that message is no longer on a queue.
+redis.call("SREM", K_stale_messages, string.sub(job, #K_job("") + 1))
 local status = redis.call("HGET", job, "status")
 if not status then return {"skip", "missing"} end
 if status == "succeeded" or status == "failed" or status == "canceled" then return {"skip", status} end

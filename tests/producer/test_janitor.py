@@ -249,3 +249,76 @@ def test_a_lost_message_deep_in_a_long_line_is_found_by_the_walk_each_sweep_look
     assert deep in {m.decode() for m in redis_client.hkeys(f"dramatiq:{QUEUE}.msgs")} or any(
         redis_client.hget(f"sdq:job:{deep}", "rmsg") == k for k in redis_client.hkeys(f"dramatiq:{QUEUE}.msgs")
     )  # it has a message again (under the id its record notes)
+
+
+class _Counting(Janitor):
+    """A janitor that notes how many jobs each sweep looked at."""
+
+    looked: list[int]
+
+    def _to_check(self, reaped: Iterable[str]) -> list[str]:
+        checked = super()._to_check(reaped)
+        self.looked.append(len(checked))
+        return checked
+
+
+def _counting(store: JobStore, broker: RedisBroker) -> _Counting:
+    janitor = _Counting(
+        store,
+        broker,
+        queue=QUEUE,
+        batch_queue=BATCH_QUEUE,
+        max_attempts=3,
+        lease_grace_s=0.0,
+        lost_message_grace_s=0.0,
+        lost_message_slice=10,
+        line_front=5,
+    )
+    janitor.looked = []
+    return janitor
+
+
+def test_a_sweep_of_a_line_whose_messages_are_all_there_looks_at_no_job_and_a_loss_starts_the_walk(
+    service: JobService, store: JobStore, broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    jobs = [_submit(service) for _ in range(40)]
+    janitor = _counting(store, broker)
+    assert [janitor.sweep().reenqueued for _ in range(3)] == [[], [], []]
+    assert janitor.looked == [0, 0, 0]  # the counts agree: nothing changed, nothing read
+    redis_client.hdel(f"dramatiq:{QUEUE}.msgs", jobs[30])  # Redis lost one body deep in the line
+    found = [janitor.sweep().reenqueued for _ in range(5)]
+    assert [job for sweep in found for job in sweep] == [jobs[30]]  # found by the walk, once
+    assert janitor.looked[-1] == 0 and max(janitor.looked) <= 15  # once found, the sweeps look at nothing again
+
+
+def test_a_job_canceled_in_line_does_not_hide_another_job_s_lost_message(
+    service: JobService, store: JobStore, broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    canceled, lost, kept = _submit(service), _submit(service), _submit(service)
+    service.cancel(canceled)  # its message stays queued until a worker takes it: as many messages as jobs, + 1
+    redis_client.hdel(f"dramatiq:{QUEUE}.msgs", lost)  # now as many as the queued jobs: the count alone would agree
+    janitor = _counting(store, broker)
+    assert janitor.sweep().reenqueued == [lost]
+    assert janitor.sweep().reenqueued == [] and janitor.looked[-1] == 0
+    assert store.get(kept).status is JobStatus.QUEUED
+
+
+def test_a_canceled_job_s_message_leaves_the_count_when_a_worker_takes_it_or_it_is_gone(
+    service: JobService, store: JobStore, broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    taken, dropped, lost, kept = (_submit(service) for _ in range(4))
+    service.cancel(taken)
+    service.cancel(dropped)
+    stale = "sdq:line:stale"
+    assert redis_client.smembers(stale) == {taken.encode(), dropped.encode()}
+    assert 0 < redis_client.ttl(stale) <= 3600  # it never outlives the records it names by more than their TTL
+    assert store.claim(taken, worker="w1", lease_s=30, max_attempts=3).outcome == "skip"  # a worker took it
+    assert redis_client.smembers(stale) == {dropped.encode()}
+    redis_client.hdel(f"dramatiq:{QUEUE}.msgs", taken)  # and acked it
+    # The other canceled job's message went without a claim (dead-lettered, say), and another job's was lost.
+    redis_client.hdel(f"dramatiq:{QUEUE}.msgs", dropped, lost)
+    janitor = _counting(store, broker)
+    assert janitor.sweep().reenqueued == [lost]
+    assert redis_client.scard(stale) == 0  # pruned: it no longer stands for a message
+    assert janitor.sweep().reenqueued == [] and janitor.looked[-1] == 0  # the counts agree again
+    assert store.get(kept).status is JobStatus.QUEUED
