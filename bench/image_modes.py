@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import statistics
 import time
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 MODES = ("text", "img2img", "inpaint", "controlnet")
@@ -145,3 +147,20 @@ def _as_uploads(request: Any, ids: dict[str, str]) -> dict[str, Any]:
             for index, unit in enumerate(request.controlnets)
         )
     return update
+
+
+def stored_resolution_cost(
+    mode: str, request: Any, s3: Any, root: Path, *, bucket: str, head_inference_s: float
+) -> dict[str, float]:
+    """`resolution_cost` against the benchmark's storage (its S3 server, else files under `root`), and its share
+    of a job whose inference took `head_inference_s`."""
+    from storage import open_store
+
+    if mode == "text":
+        return {}
+    if s3 is not None:
+        os.environ.update(s3.env)  # this process reads the same S3 server as the worker, with its credentials
+    store = open_store(s3.url(bucket, "bench-inputs") if s3 is not None else root.as_uri())
+    cost = resolution_cost(mode, request, store)
+    first_s = cost["input_first_attempt_ms"] / 1000
+    return {**cost, "input_share_of_job": first_s / (first_s + head_inference_s)}

@@ -340,7 +340,14 @@ def main() -> None:
                 system[b] = system_run(stack, client, cache, args, b)
                 if b == args.batch and args.mode == "text":  # the hand-written loop is text-to-image only
                     naive = naive_images_per_s(cache, args, s3, max(1, args.jobs // args.rounds))
-            inputs = _resolution_cost(args, s3, root, head_inference_s=system[args.batch]["inference_s_mean"])
+            inputs = image_modes.stored_resolution_cost(
+                args.mode,
+                _request(args, 1),
+                s3,
+                root / "bench-inputs",
+                bucket=BUCKET,
+                head_inference_s=system[args.batch]["inference_s_mean"],
+            )
 
     head = system[args.batch]
     floor = import_floor_s()
@@ -383,20 +390,6 @@ def main() -> None:
         **{k: round(v, 4) for k, v in head.items() if isinstance(v, float) and k not in _HEADLINE},
     }
     print(json.dumps(result))
-
-
-def _resolution_cost(args: argparse.Namespace, s3: Any, root: Path, *, head_inference_s: float) -> dict[str, float]:
-    """`bench.image_modes.resolution_cost` against the benchmark's storage, and its share of a job."""
-    from storage import open_store
-
-    if args.mode == "text":
-        return {}
-    if s3 is not None:
-        os.environ.update(s3.env)  # this process reads the same S3 server as the worker, with its credentials
-    store = open_store(s3.url(BUCKET, "bench-inputs") if s3 is not None else (root / "bench-inputs").as_uri())
-    cost = image_modes.resolution_cost(args.mode, _request(args, 1), store)
-    first_s = cost["input_first_attempt_ms"] / 1000
-    return {**cost, "input_share_of_job": first_s / (first_s + head_inference_s)}
 
 
 #: Figures of the headline batch size already printed under their own names.
