@@ -154,7 +154,7 @@ class ModelCache:
     def acquire_adapter(self, name: str) -> CacheLease:
         """The local folder of a ControlNet or IP-Adapter `name` (a tiny one, a path, a hub id or a storage URL),
         installing it first if needed, with a lease on it."""
-        ref = ModelRef.parse(name)
+        ref = ModelRef.parse(name, subpaths=True)
         if ref.source is ModelSource.TINY:
             return self.acquire(name)
         if ref.source is ModelSource.LOCAL:

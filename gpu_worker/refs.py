@@ -5,7 +5,9 @@ A reference is `tiny` (the built-in test pipeline, SD 1.x; `tiny-inpaint` is its
 are their tiny ControlNets and IP-Adapters), an absolute directory on the worker, a Hugging Face Hub id
 (`org/name`, optionally `@revision`), or a storage URL (`s3://`, `gs://`, `az://`, `file://`). LoRAs may also be a
 bare name (`my-style`), which the cache looks up under `<cache>/loras/<name>` (or pulls from the worker's LoRA
-storage prefix).
+storage prefix). A LoRA, ControlNet or IP-Adapter on the Hub may name a file or folder inside its repository,
+`org/name[@revision]/path`, as repositories that hold several do (`h94/IP-Adapter/models/ip-adapter_sd15.safetensors`):
+only that (and, beside a file, its `image_encoder/` folder) is fetched.
 """
 
 from __future__ import annotations
@@ -44,28 +46,37 @@ class ModelRef:
     source: ModelSource
     location: str
     revision: str | None = None
+    subpath: str | None = None  #: a file or folder inside a Hub repository (LoRAs and adapters only)
 
     @classmethod
-    def parse(cls, model: str) -> ModelRef:
-        """Parse a job's `model` string. Raises `ModelNotFoundError` for a string that cannot name a model."""
+    def parse(cls, model: str, *, subpaths: bool = False) -> ModelRef:
+        """Parse a job's `model` string (with `subpaths`, a LoRA's or adapter's, which may name a path inside a Hub
+        repository). Raises `ModelNotFoundError` for a string that cannot name a model."""
         if model in TINY_MODELS or model in TINY_ADAPTERS:
             return cls(ModelSource.TINY, model)
         if model.startswith("/"):
             return cls(ModelSource.LOCAL, model)
         if "://" in model:
             return cls(ModelSource.STORAGE, model)
-        repo_id, at, revision = model.partition("@")
-        parts = repo_id.split("/")
-        if len(parts) > 2 or not all(parts) or (at and not revision):
-            raise ModelNotFoundError(f"{model!r} is not a model reference: expected 'org/name', 'org/name@revision'")
-        return cls(ModelSource.HUB, repo_id, revision or None)
+        parts = model.split("/")
+        repo, inside = "/".join(parts[:2]), parts[2:]  # the '@revision' ends the repository id
+        repo_id, at, revision = repo.partition("@")
+        if (
+            not all(parts)
+            or (at and (not revision or "/" in revision))
+            or (inside and not subpaths)
+            or any(p in (".", "..") for p in inside)
+        ):
+            shapes = "'org/name', 'org/name@revision'" + (" or 'org/name[@revision]/path'" if subpaths else "")
+            raise ModelNotFoundError(f"{model!r} is not a model reference: expected {shapes}")
+        return cls(ModelSource.HUB, repo_id, revision or None, "/".join(inside) or None)
 
     @classmethod
     def parse_lora(cls, name: str) -> ModelRef:
         """Parse a LoRA reference: like a model reference, except that a bare name is a name in the cache."""
         if _BARE_NAME.fullmatch(name) and name not in TINY_MODELS + TINY_ADAPTERS and "@" not in name:
             return cls(ModelSource.NAMED, name)
-        ref = cls.parse(name)
+        ref = cls.parse(name, subpaths=True)
         if ref.source is ModelSource.TINY:
             raise ModelNotFoundError(f"{name!r} is a model, not a LoRA")
         return ref
@@ -80,4 +91,5 @@ class ModelRef:
         return "--".join((self.source.value, readable, *suffixes, digest))
 
     def __str__(self) -> str:
-        return f"{self.location}@{self.revision}" if self.revision else self.location
+        text = f"{self.location}@{self.revision}" if self.revision else self.location
+        return f"{text}/{self.subpath}" if self.subpath else text

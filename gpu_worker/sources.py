@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import posixpath
 import re
+import shutil
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -141,7 +143,9 @@ def download_hub(
         sizes = {sibling.rfilename: sibling.size or 0 for sibling in info.siblings or ()}
         commit = info.sha or ref.revision
         if lora:
-            wanted = [name for name in files if name.endswith((".safetensors", ".json"))]
+            wanted = adapter_files(files, ref.subpath)
+            if not wanted:
+                raise ModelNotFoundError(f"no {ref.subpath or 'safetensors'} file in the repository")
         elif MODEL_INDEX not in files:
             raise ModelNotFoundError(f"not a diffusers pipeline repository (it has no {MODEL_INDEX})")
         else:
@@ -154,12 +158,50 @@ def download_hub(
         snapshot_download(
             ref.location, revision=commit, local_dir=staging, allow_patterns=wanted, max_workers=concurrency
         )
+        if lora and ref.subpath:
+            _hoist(staging, _root_of(files, ref.subpath))
     except ModelNotFoundError as exc:
         raise ModelNotFoundError(f"{ref}: {exc}") from exc
     except ModelLoadError:
         raise
     except Exception as exc:
         raise translate_hub_error(ref, exc) from exc
+
+
+def adapter_files(files: Iterable[str], subpath: str | None) -> list[str]:
+    """What a LoRA, ControlNet or IP-Adapter download fetches from a Hub repository's `files`: its safetensors
+    weights and JSON configs; under `subpath` only, when the reference names a folder inside the repository; the
+    file itself and the `image_encoder/` folder beside it (an IP-Adapter's), when it names a file."""
+    files = list(files)
+    plain_dirs = {posixpath.dirname(n) for n in files if n.endswith(".safetensors") and weight_variant(n) is None}
+    loadable = [  # a precision variant beside plain weights is never what the loader reads: not fetched
+        name
+        for name in files
+        if name.endswith((".safetensors", ".json"))
+        and not (weight_variant(name) is not None and posixpath.dirname(name) in plain_dirs)
+    ]
+    if subpath is None:
+        return loadable
+    if subpath in files:
+        encoder = f"{posixpath.dirname(subpath)}/image_encoder/".lstrip("/")
+        return [subpath, *(name for name in loadable if name.startswith(encoder))]
+    return [name for name in loadable if name.startswith(subpath.rstrip("/") + "/")]
+
+
+def _root_of(files: Iterable[str], subpath: str) -> str:
+    """The folder a subpath download is rooted at: the folder named, or the one holding the file named."""
+    return posixpath.dirname(subpath) if subpath in set(files) else subpath.rstrip("/")
+
+
+def _hoist(staging: Path, root: str) -> None:
+    """Make `staging/root` the top of `staging` (what the loaders read), dropping huggingface_hub's bookkeeping."""
+    if not root:
+        return
+    inner = staging / root
+    hoisted = staging.with_name(staging.name + ".hoist")
+    inner.rename(hoisted)
+    shutil.rmtree(staging)
+    hoisted.rename(staging)
 
 
 def translate_hub_error(ref: ModelRef, exc: BaseException) -> Exception:

@@ -92,7 +92,42 @@ for precision in ("fp16", "fp32"):
         dtypes = {name: str(pipe.components[name].dtype) for name in ("unet", "vae", "text_encoder")}
         line = {"model": precision, "path": str(lease.path), "dtypes": dtypes, "checker": pipe.safety_checker}
         print(json.dumps(line))
+from gpu_worker.ip_adapter import IpAdapters
+for adapter in ("sdq-tests/ip-adapters/models/ip-adapter_tiny.safetensors", "sdq-tests/controlnet"):
+    with cache.acquire_adapter(adapter) as lease:
+        files = sorted(p.relative_to(lease.path).as_posix() for p in lease.path.rglob("*") if p.is_file())
+    print(json.dumps({"model": adapter, "files": files}))
+adapters = IpAdapters(pipe, cache.acquire_adapter)  # the real loader, on what the hub install left
+adapters.use("sdq-tests/ip-adapters/models/ip-adapter_tiny.safetensors", 0.5)
+print(json.dumps({"model": "ip-adapter-loaded", "loaded": adapters.loaded, "active": adapters.active}))
 """
+
+
+def hub_shaped_adapters(root: Path) -> dict[str, Path]:
+    """An IP-Adapter repository laid out as h94/IP-Adapter is (several adapters, each folder with its image
+    encoder) and a ControlNet one as lllyasviel's are (fp32 and fp16 safetensors, pickled weights)."""
+    from gpu_worker.tiny_adapters import IMAGE_ENCODER_FOLDER, IP_ADAPTER_WEIGHTS, build_controlnet, build_ip_adapter
+
+    built = root / "built-ip-adapter"
+    build_ip_adapter(built, "sd")
+    ipa = root / "ip-adapters"
+    (ipa / "models").mkdir(parents=True)
+    shutil.copy(built / IP_ADAPTER_WEIGHTS, ipa / "models" / "ip-adapter_tiny.safetensors")
+    shutil.copytree(built / IMAGE_ENCODER_FOLDER, ipa / "models" / "image_encoder")
+    (ipa / "models" / "image_encoder" / "pytorch_model.bin").write_bytes(os.urandom(2000))
+    (ipa / "models" / "ip-adapter-plus_tiny.safetensors").write_bytes(os.urandom(30_000))
+    (ipa / "sdxl_models" / "image_encoder").mkdir(parents=True)
+    (ipa / "sdxl_models" / "ip-adapter_sdxl.safetensors").write_bytes(os.urandom(30_000))
+    (ipa / "sdxl_models" / "image_encoder" / "model.safetensors").write_bytes(os.urandom(30_000))
+    (ipa / "sdxl_models" / "image_encoder" / "config.json").write_text("{}")
+    (ipa / "README.md").write_text("# h94-shaped\n")
+    controlnet = root / "controlnet"
+    build_controlnet(controlnet, "sd")
+    plain = controlnet / "diffusion_pytorch_model.safetensors"
+    half = {key: tensor.half() for key, tensor in load_file(plain).items()}
+    save_file(half, controlnet / "diffusion_pytorch_model.fp16.safetensors", metadata={"format": "pt"})
+    (controlnet / "diffusion_pytorch_model.bin").write_bytes(os.urandom(3000))
+    return {"sdq-tests/ip-adapters": ipa, "sdq-tests/controlnet": controlnet}
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +140,7 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> tuple[H
     lora_like.mkdir()
     (lora_like / "pytorch_lora_weights.safetensors").write_bytes(os.urandom(100))
     repos = {"sdq-tests/sd15-fp16": repo, "sdq-tests/sd15-fp32": repo, "sdq-tests/not-a-pipeline": lora_like}
+    repos |= hub_shaped_adapters(tmp)
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "0",
@@ -162,3 +198,23 @@ def test_a_hub_repo_that_is_not_a_pipeline_or_not_there_is_not_found(
     assert not hub.downloads("sdq-tests/not-a-pipeline")
     assert "not a diffusers pipeline" in printed["sdq-tests/not-a-pipeline"]["error"]
     assert "sdq-tests/no-such-repo: not found on the Hugging Face Hub" in printed["sdq-tests/no-such-repo"]["error"]
+
+
+def test_an_adapter_named_inside_a_hub_repository_fetches_only_its_file_and_image_encoder_and_loads(
+    hub_run: tuple[HubServer, Path, dict[str, Any]],
+) -> None:
+    hub, _, printed = hub_run
+    ipa = "sdq-tests/ip-adapters/models/ip-adapter_tiny.safetensors"
+    wanted = ["models/image_encoder/config.json", "models/image_encoder/model.safetensors"]
+    assert sorted(hub.downloads("sdq-tests/ip-adapters")) == sorted(["models/ip-adapter_tiny.safetensors", *wanted])
+    # Rooted at the file's folder, as the IP-Adapter loader reads it: one weights file beside `image_encoder/`.
+    expected = ["image_encoder/config.json", "image_encoder/model.safetensors", "ip-adapter_tiny.safetensors"]
+    assert printed[ipa]["files"] == sorted([*expected, META_FILE])
+    assert printed["ip-adapter-loaded"] == {"model": "ip-adapter-loaded", "loaded": [ipa], "active": ipa}
+
+
+def test_a_hub_controlnet_fetches_one_precision_of_its_weights(hub_run: tuple[HubServer, Path, dict[str, Any]]) -> None:
+    hub, _, printed = hub_run
+    fetched = ["config.json", "diffusion_pytorch_model.safetensors"]  # not the fp16 copy, not the pickle
+    assert sorted(hub.downloads("sdq-tests/controlnet")) == fetched
+    assert printed["sdq-tests/controlnet"]["files"] == sorted([*fetched, META_FILE])

@@ -135,9 +135,19 @@ def test_a_controlnet_or_ip_adapter_its_model_does_not_list_is_refused_naming_th
     said = "'tiny' takes the ControlNets tiny-controlnet, canny; 'depth' is not one of them"
     assert fields["controlnets.0.model"] == said
     assert "'tiny' takes the IP-Adapters tiny-ip-adapter;" in fields["ip_adapter.model"]
-    with pytest.raises(ModelLimitError) as caught:  # sd15 lists no IP-Adapter: it takes none, not even a hub id
-        builtin.apply(_controlled("sd15", ip_adapter="h94/IP-Adapter"))
+    # A model that lists no IP-Adapter takes none, not even a hub id (sd15 as a catalog without its list has it).
+    bare = builtin.model_copy(
+        update={"models": {**builtin.models, "sd15": builtin.models["sd15"].model_copy(update={"ip_adapters": {}})}}
+    )
+    with pytest.raises(ModelLimitError) as caught:
+        bare.apply(_controlled("sd15", ip_adapter="h94/IP-Adapter"))
     assert _fields(caught) == {"ip_adapter.model": "'sd15' takes no IP-Adapter: the catalog lists none for it"}
+    # The built-in sd15 takes h94's SD 1.5 IP-Adapter by name, loaded from inside the hub repository.
+    assert builtin.apply(_controlled("sd15", ip_adapter="ip-adapter")).ip_adapter.model == "ip-adapter"
+    assert (
+        builtin.adapter_source("sd15", "ip_adapters", "ip-adapter")
+        == "h94/IP-Adapter/models/ip-adapter_sd15.safetensors"
+    )
 
 
 def test_a_raw_adapter_source_passes_unless_the_catalog_binds_adapters(builtin: Catalog) -> None:

@@ -192,11 +192,12 @@ ADAPTER_REFUSED = {
         "'tiny' takes the ControlNets tiny-controlnet, canny;",
     ),
     "a hub id under @catalog": ("sdxl", {"controlnets": [_unit("org/cn")]}, "controlnets.0.model", "canny, depth"),
-    "a model that lists no ip-adapter": (
+    # (A model listing no IP-Adapter takes none: tests/producer/test_catalog.py; every built-in SD model lists one.)
+    "a raw ip-adapter hub id under @catalog": (
         "sd15",
         {"ip_adapter": {"model": "h94/IP-Adapter", "image": "IMG"}},
         "ip_adapter.model",
-        "'sd15' takes no IP-Adapter",
+        "'sd15' takes the IP-Adapters ip-adapter; 'h94/IP-Adapter' is not one of them",
     ),
 }
 
@@ -232,7 +233,8 @@ def test_the_models_list_shows_each_models_controlnets_and_ip_adapters(http: htt
     assert listed["sdxl"]["controlnets"]["canny"] == "diffusers/controlnet-canny-sdxl-1.0"
     assert listed["tiny"]["controlnets"] == {"tiny-controlnet": "tiny-controlnet", "canny": "tiny-controlnet"}
     assert listed["tiny-sdxl"]["ip_adapters"] == {"tiny-sdxl-ip-adapter": "tiny-sdxl-ip-adapter"}
-    assert listed["flux-dev"]["controlnets"] == {} and listed["sd15"]["ip_adapters"] == {}
+    assert listed["flux-dev"]["controlnets"] == {} and listed["flux-dev"]["ip_adapters"] == {}
+    assert listed["sd15"]["ip_adapters"] == {"ip-adapter": "h94/IP-Adapter/models/ip-adapter_sd15.safetensors"}
 
 
 def test_sdq_models_prints_each_models_controlnet_and_ip_adapter_names(stack: Stack) -> None:
@@ -248,5 +250,5 @@ def test_sdq_models_prints_each_models_controlnet_and_ip_adapter_names(stack: St
     assert header.split() == ["MODEL", "FAMILY", "HELD", "DEFAULTS", "CONTROLNETS", "IP-ADAPTERS", "SOURCE"]
     rows = {line.split()[0]: line.split() for line in lines}
     assert rows["tiny"][-3:] == ["tiny-controlnet,canny", "tiny-ip-adapter", "tiny"]
-    assert rows["sd15"][-3:-1] == ["canny,depth,openpose,canny-v1", "-"]
+    assert rows["sd15"][-3:-1] == ["canny,depth,openpose,canny-v1", "ip-adapter"]
     assert rows["flux-dev"][-3:-1] == ["-", "-"]
