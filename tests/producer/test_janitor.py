@@ -217,40 +217,6 @@ def test_batch_jobs_count_as_having_a_message_on_the_batch_queue_and_return_ther
     assert b'"actor_name":"generate_batch"' in body.replace(b" ", b"")
 
 
-def test_a_lost_message_deep_in_a_long_line_is_found_by_the_walk_each_sweep_looking_at_a_slice(
-    service: JobService, store: JobStore, broker: RedisBroker, redis_client: redis.Redis
-) -> None:
-    jobs = [_submit(service) for _ in range(60)]
-    deep = jobs[47]
-    redis_client.hdel(f"dramatiq:{QUEUE}.msgs", deep)  # its body gone (Redis lost it), the rest intact
-    looked: list[int] = []
-
-    class Counting(Janitor):
-        def _to_check(self, reaped: Iterable[str]) -> list[str]:
-            checked = super()._to_check(reaped)
-            looked.append(len(checked))
-            return checked
-
-    janitor = Counting(
-        store,
-        broker,
-        queue=QUEUE,
-        batch_queue=BATCH_QUEUE,
-        max_attempts=3,
-        lease_grace_s=0.0,
-        lost_message_grace_s=0.0,
-        lost_message_slice=10,
-        line_front=5,
-    )
-    sweeps = [janitor.sweep().reenqueued for _ in range(6)]
-    # 5 from the front and 10 from the cursor a sweep: the walk reaches place 47 on its fifth slice, once.
-    assert sweeps == [[], [], [], [], [deep], []]
-    assert max(looked) <= 15  # never the whole line
-    assert deep in {m.decode() for m in redis_client.hkeys(f"dramatiq:{QUEUE}.msgs")} or any(
-        redis_client.hget(f"sdq:job:{deep}", "rmsg") == k for k in redis_client.hkeys(f"dramatiq:{QUEUE}.msgs")
-    )  # it has a message again (under the id its record notes)
-
-
 class _Counting(Janitor):
     """A janitor that notes how many jobs each sweep looked at."""
 
@@ -276,6 +242,22 @@ def _counting(store: JobStore, broker: RedisBroker) -> _Counting:
     )
     janitor.looked = []
     return janitor
+
+
+def test_a_lost_message_deep_in_a_long_line_is_found_by_the_walk_each_sweep_looking_at_a_slice(
+    service: JobService, store: JobStore, broker: RedisBroker, redis_client: redis.Redis
+) -> None:
+    jobs = [_submit(service) for _ in range(60)]
+    deep = jobs[47]
+    redis_client.hdel(f"dramatiq:{QUEUE}.msgs", deep)  # its body gone (Redis lost it), the rest intact
+    janitor = _counting(store, broker)
+    sweeps = [janitor.sweep().reenqueued for _ in range(6)]
+    # 5 from the front and 10 from the cursor a sweep: the walk reaches place 47 on its fifth slice, once.
+    assert sweeps == [[], [], [], [], [deep], []]
+    assert max(janitor.looked) <= 15  # never the whole line
+    assert deep in {m.decode() for m in redis_client.hkeys(f"dramatiq:{QUEUE}.msgs")} or any(
+        redis_client.hget(f"sdq:job:{deep}", "rmsg") == k for k in redis_client.hkeys(f"dramatiq:{QUEUE}.msgs")
+    )  # it has a message again (under the id its record notes)
 
 
 def test_a_sweep_of_a_line_whose_messages_are_all_there_looks_at_no_job_and_a_loss_starts_the_walk(
