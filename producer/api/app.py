@@ -39,9 +39,10 @@ from . import (
 from . import fleet as fleet_api
 from . import hooks as hooks_api
 from .aredis import async_redis
-from .auth import Authenticator
+from .auth import CALLERS, Authenticator
 from .deps import Deps
 from .hooks import HookConfig
+from .keyed_submit import KeyedSubmit
 from .limits import BodyLimit
 from .scaling import Fleet
 from .ui import router as ui_router
@@ -101,7 +102,8 @@ def create_app(
     )
     app.state.stream_slots = StreamSlots(service.store.client, streams or StreamLimits())
     app.state.stream_hubs = weakref.WeakKeyDictionary()  # event loop → its StreamHub (streamhub.py)
-    app.state.auth = auth or Authenticator(None, None, Limits(0, 1, 0))
+    app.state.auth = auth = auth or Authenticator(None, None, Limits(0, 1, 0))
+    app.state.keyed_submit = KeyedSubmit(CALLERS, auth.defaults)  # POST /v1/jobs in one Redis call
     app.state.hooks = hooks or HookConfig()
     app.state.batches = BatchService(service, queue=batch_queue, cost=fleet.costs)
     limits = inputs or InputLimits()

@@ -1,0 +1,110 @@
+"""`POST /v1/jobs`, the hot route: a direct path for the common submission in front of FastAPI's general one.
+
+FastAPI's request handling for the route (its signature in api/jobs.py: the body, the `Idempotency-Key` header,
+the caller) documents it in OpenAPI and answers every case, but solving its parameters costs more than the rest
+of a submission (bench/api.py, docs/submit-profile.md). `SubmitRoute` answers the common case itself: a text-only
+job as `application/json`, with a well-formed key or in open mode, body valid, model and webhook allowed. It
+validates the body exactly as FastAPI does (`json.loads`, then the model in Python mode), and makes one Redis call
+(api/keyed_submit.py: the key check and the create together). Everything else goes to the general path, which
+answers as it always has: an invalid body, header or model (there the key is checked first, so a bad key is a 401
+whatever the body), image inputs, a queue in another Redis. The general path reads the body the direct path read
+(Starlette keeps it on the request).
+
+A request without a key, or with one that is not even shaped like a key, is answered 401 before its body is read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import redis
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+
+from ..apikeys import token_key_id
+from ..errors import AuthenticationError, ProducerError, QueueUnavailableError
+from ..idempotency import body_hash
+from ..jobs import JobRequest
+from ..service import JobService
+from ..store import Created, Idempotency
+from .auth import Authenticator, bearer_token
+from .deps import Deps
+from .keyed_submit import KeyedSubmit
+
+#: The `Idempotency-Key` header's pattern (api/jobs.py declares it; an invalid one is the general path's 422).
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_NO_KEY = "this server requires an API key: send `Authorization: Bearer sdq_…`"
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class SubmitRoute(APIRoute):
+    """The route class of `POST /v1/jobs`: the direct path, else FastAPI's handler of the declared endpoint."""
+
+    def get_route_handler(self) -> Handler:
+        general = super().get_route_handler()
+
+        async def handle(http: Request) -> Response:
+            answer = await direct_submit(http)
+            return answer if answer is not None else await general(http)
+
+        return handle
+
+
+async def direct_submit(http: Request) -> Response | None:
+    """The answer to a common submission, or None for the general path to answer."""
+    state = http.app.state
+    auth: Authenticator = state.auth
+    service: JobService = Deps.of(http).service
+    aclient, keyed = state.aredis, state.keyed_submit
+    if aclient is None or not service.one_redis or http.headers.get("content-type") != "application/json":
+        return None
+    token, key_id = bearer_token(http), None
+    if auth.keys is not None:
+        if auth.limiter is None:
+            return None
+        if not token:
+            raise AuthenticationError(_NO_KEY)
+        key_id = token_key_id(token)
+        if key_id is None:
+            raise AuthenticationError("invalid or revoked API key")
+    idempotency_key = http.headers.get("idempotency-key")
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        return None
+    try:
+        request = JobRequest.model_validate(json.loads(await http.body()))
+    except (ValueError, RecursionError, ValidationError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    if request.has_inputs:
+        return None
+    try:
+        new = service.prepare(request)
+    except ProducerError:
+        return None
+    idempotency = None
+    if idempotency_key is not None:  # the hash of the body as the client sent it (before anything was resolved)
+        idempotency = Idempotency(idempotency_key, body_hash(request.model_dump_json().encode()))
+    if key_id is None or token is None:  # open mode: nobody to admit
+        try:
+            created = await service.store.create_async(
+                aclient, new.job_id, new.request, idempotency=idempotency, message=new.message
+            )
+        except redis.RedisError as exc:
+            raise QueueUnavailableError(f"the job store is unreachable; nothing was enqueued: {exc}") from exc
+    else:
+        assert isinstance(keyed, KeyedSubmit)
+        created = await keyed.submit(aclient, key_id, token, new, idempotency)
+    return accepted(created)
+
+
+def accepted(created: Created) -> Response:
+    """The 202 of a submission: the record (already a validated `JobRecord`, serialised once: no response-model
+    pass), its `Location`, and `Idempotent-Replayed` when an Idempotency-Key replayed it."""
+    headers = {"Location": f"/v1/jobs/{created.record.id}"}
+    if not created.created:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(created.record.model_dump_json(), status_code=202, media_type="application/json", headers=headers)
