@@ -248,20 +248,6 @@ def record(fields: Mapping[str, str], price: Pricer | None = None, *, rank: int 
     return JobRecord(**values)
 
 
-def fresh_record(
-    fields: Mapping[str, str], request: JobRequest, *, tenant: str | None = None, rank: int | None = None
-) -> JobRecord:
-    """`record` of a job just written from `fields` (`new_job`), given the request model they were encoded from:
-    nothing written is decoded again (a submission answers with it). `tenant`: the owner the write found (lua/
-    submit.lua learns it from the API key), when `fields` do not hold it."""
-    values = {name: codec.decode(fields.get(codec.field)) for name, codec in CODECS.items() if name != "request"}
-    values["request"] = request
-    if tenant is not None:
-        values["tenant"] = tenant or None
-    values["queue_position"] = line.position(values["status"], rank)
-    return JobRecord(**values)
-
-
 def usage(fields: Mapping[str, str]) -> Usage | None:
     """The job's usage from its hash (None until a worker recorded GPU time for it)."""
     gpu_s, day = fields.get(JobField.GPU_S), fields.get(JobField.USAGE_DAY)
@@ -349,6 +335,25 @@ def new_job(
     if hooks:
         fields[_HOOKS] = hooks
     return fields
+
+
+def fresh_record(
+    fields: Mapping[str, str], request: JobRequest, *, tenant: str | None = None, rank: int | None = None
+) -> JobRecord:
+    """`record` of a job `new_job` just made `fields` for, given the request model they were encoded from: what
+    was written is not decoded again (a submission answers with it). `tenant`: the owner the write found (lua/
+    submit.lua learns it from the API key), when `fields` do not hold it."""
+    warnings = fields.get(_WARNINGS)
+    return JobRecord(
+        id=fields[_ID],
+        status=JobStatus.QUEUED,
+        request=request,
+        created_at=datetime.fromtimestamp(float(fields[_CREATED_AT]), tz=timezone.utc),
+        warnings=json.loads(warnings) if warnings else [],
+        tenant=(fields.get(_TENANT) if tenant is None else tenant) or None,
+        batch_id=fields.get(_BATCH_ID) or None,
+        queue_position=line.position(JobStatus.QUEUED, rank),
+    )
 
 
 #: The two fields a live watcher polls (`GET /v1/jobs/{id}/events`): a cheap HMGET, and what changes while it runs.

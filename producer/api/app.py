@@ -116,6 +116,7 @@ def create_app(
         per_path={"/v1/batches": max_batch_bytes, "/v1/jobs": limits.max_job_body_bytes},
         per_prefix={FILES_PATH: limits.max_upload_bytes},
     )
+    jobs.install_submit(app)  # first: the hot route
     app.include_router(jobs.router)
     app.include_router(batch_list.router)  # before `batches`: GET /v1/batches, /v1/batches/{id}/items
     app.include_router(events.router)

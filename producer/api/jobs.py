@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from ..errors import JobNotFoundError
@@ -52,16 +52,21 @@ async def submit(
     return accepted(created)
 
 
-# The direct path for common submissions (api/submit_route.py) in front of FastAPI's handler of `submit`.
-router.add_api_route(
-    "",
-    submit,
-    methods=["POST"],
-    status_code=202,
-    response_model=JobRecord,
-    summary="Submit a job",
-    route_class_override=SubmitRoute,
-)
+def install_submit(app: FastAPI) -> None:
+    """`POST /v1/jobs` on the app's own router, ahead of every included one (matched first, not through the
+    routers' matching), with the direct path for common submissions (api/submit_route.py) in front of FastAPI's
+    handler of `submit`. Call it before including the routers."""
+    app.router.add_api_route(
+        router.prefix,
+        submit,
+        methods=["POST"],
+        status_code=202,
+        response_model=JobRecord,
+        summary="Submit a job",
+        tags=list(router.tags),
+        responses=ERROR_RESPONSES,
+        route_class_override=SubmitRoute,
+    )
 
 
 @router.get("/{job_id}", response_model=JobRecord, summary="Get a job")

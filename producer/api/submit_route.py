@@ -23,6 +23,7 @@ from typing import Any
 import redis
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
 
 from ..apikeys import token_key_id
@@ -31,12 +32,13 @@ from ..idempotency import body_hash
 from ..jobs import JobRequest
 from ..service import JobService
 from ..store import Created, Idempotency
-from .auth import Authenticator, bearer_token
+from .auth import Authenticator
 from .deps import Deps
 from .keyed_submit import KeyedSubmit
 
 #: The `Idempotency-Key` header's pattern (api/jobs.py declares it; an invalid one is the general path's 422).
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_READ = frozenset({b"content-type", b"authorization", b"idempotency-key"})
 _NO_KEY = "this server requires an API key: send `Authorization: Bearer sdq_…`"
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -61,9 +63,12 @@ async def direct_submit(http: Request) -> Response | None:
     auth: Authenticator = state.auth
     service: JobService = Deps.of(http).service
     aclient, keyed = state.aredis, state.keyed_submit
-    if aclient is None or not service.one_redis or http.headers.get("content-type") != "application/json":
+    headers = _headers(http.scope["headers"])
+    if aclient is None or not service.one_redis or headers.get(b"content-type") != "application/json":
         return None
-    token, key_id = bearer_token(http), None
+    scheme, credentials = get_authorization_scheme_param(headers.get(b"authorization"))
+    token = credentials if scheme.lower() == "bearer" and credentials else None  # as `HTTPBearer` reads it
+    key_id = None
     if auth.keys is not None:
         if auth.limiter is None:
             return None
@@ -72,7 +77,7 @@ async def direct_submit(http: Request) -> Response | None:
         key_id = token_key_id(token)
         if key_id is None:
             raise AuthenticationError("invalid or revoked API key")
-    idempotency_key = http.headers.get("idempotency-key")
+    idempotency_key = headers.get(b"idempotency-key")
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         return None
     try:
@@ -99,6 +104,15 @@ async def direct_submit(http: Request) -> Response | None:
         assert isinstance(keyed, KeyedSubmit)
         created = await keyed.submit(aclient, key_id, token, new, idempotency)
     return accepted(created)
+
+
+def _headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
+    """The first value of each header the direct path reads (one pass; the server lower-cases names)."""
+    found: dict[bytes, str] = {}
+    for name, value in raw:
+        if name in _READ and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
 
 
 def accepted(created: Created) -> Response:
