@@ -44,6 +44,7 @@ from .deps import Deps
 from .hooks import HookConfig
 from .keyed_submit import KeyedSubmit
 from .limits import BodyLimit
+from .mux import scripts_for
 from .scaling import Fleet
 from .ui import router as ui_router
 
@@ -76,12 +77,16 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Made in the server's event loop, which its connections belong to.
         app.state.aredis = async_redis(redis_url) if redis_url else None
+        # The direct path of POST /v1/jobs: one multiplexed connection (api/mux.py).
+        app.state.scripts = scripts_for(redis_url, app.state.aredis) if redis_url else None
         try:
             yield
         finally:
+            if app.state.scripts is not None:
+                await app.state.scripts.aclose()
             if app.state.aredis is not None:
                 await app.state.aredis.aclose()
-            app.state.aredis = None
+            app.state.aredis = app.state.scripts = None
             if on_shutdown is not None:
                 on_shutdown()
 
@@ -91,7 +96,7 @@ def create_app(
         summary="Asynchronous text-to-image jobs on (spot) GPU workers.",
         lifespan=lifespan,
     )
-    app.state.aredis = None
+    app.state.aredis = app.state.scripts = None
     app.state.fleet = fleet = fleet or Fleet.default(service, batch_queue=batch_queue)
     app.state.deps = Deps(
         service=service,

@@ -13,8 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-import redis.asyncio
-from redis.commands.core import AsyncScript
 
 from .. import jobhash, keys
 from ..apikeys import Role, token_digest
@@ -24,6 +22,7 @@ from ..scripts import lua_script
 from ..service import NewJob
 from ..store import Created, Idempotency, create_call, create_refusal
 from .auth import KeyCheck
+from .mux import Scripts
 
 _SOURCE = lua_script("submit", helpers=("_create",), inline=GCRA_LUA + ADMIT_LUA)
 
@@ -34,11 +33,10 @@ class KeyedSubmit:
     def __init__(self, check: KeyCheck, defaults: Limits) -> None:
         self.check = check
         self.defaults = defaults
-        self._scripts: dict[int, AsyncScript] = {}
 
     async def submit(
         self,
-        aclient: redis.asyncio.Redis,
+        scripts: Scripts,
         key_id: str,
         token: str,
         new: NewJob,
@@ -59,11 +57,8 @@ class KeyedSubmit:
             idempotency.key if idempotency else "",
             *call.args,
         ]
-        script = self._scripts.get(id(aclient))
-        if script is None:
-            script = self._scripts[id(aclient)] = aclient.register_script(_SOURCE)
         try:
-            answer = await script(keys=[keys.api_key(key_id), keys.rate(key_id), job, queue, msgs], args=args)
+            answer = await scripts.run(_SOURCE, [keys.api_key(key_id), keys.rate(key_id), job, queue, msgs], args)
         except redis.RedisError as exc:
             raise QueueUnavailableError(f"the job store is unreachable; nothing was enqueued: {exc}") from exc
         if not answer:
@@ -79,6 +74,6 @@ class KeyedSubmit:
             raise self.check.refused(Role(jobhash.text(answer[1])))
         detail = jobhash.text(answer[1])
         if outcome == "existing":  # rare: a retried request; read the first job's record
-            raw = await aclient.hgetall(keys.job(detail))
+            raw = await scripts.hgetall(keys.job(detail))
             return Created(jobhash.record(jobhash.decode(raw)), created=False)
         raise create_refusal(outcome, detail)

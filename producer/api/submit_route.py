@@ -62,9 +62,14 @@ async def direct_submit(http: Request) -> Response | None:
     state = http.app.state
     auth: Authenticator = state.auth
     service: JobService = Deps.of(http).service
-    aclient, keyed = state.aredis, state.keyed_submit
+    aclient, scripts, keyed = state.aredis, state.scripts, state.keyed_submit
     headers = _headers(http.scope["headers"])
-    if aclient is None or not service.one_redis or headers.get(b"content-type") != "application/json":
+    if (
+        aclient is None
+        or scripts is None
+        or not service.one_redis
+        or headers.get(b"content-type") != "application/json"
+    ):
         return None
     scheme, credentials = get_authorization_scheme_param(headers.get(b"authorization"))
     token = credentials if scheme.lower() == "bearer" and credentials else None  # as `HTTPBearer` reads it
@@ -102,7 +107,7 @@ async def direct_submit(http: Request) -> Response | None:
             raise QueueUnavailableError(f"the job store is unreachable; nothing was enqueued: {exc}") from exc
     else:
         assert isinstance(keyed, KeyedSubmit)
-        created = await keyed.submit(aclient, key_id, token, new, idempotency)
+        created = await keyed.submit(scripts, key_id, token, new, idempotency)
     return accepted(created)
 
 
