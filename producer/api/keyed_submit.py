@@ -25,6 +25,7 @@ from .auth import KeyCheck
 from .mux import Scripts
 
 _SOURCE = lua_script("submit", helpers=("_create",), inline=GCRA_LUA + ADMIT_LUA)
+_CREATE = lua_script("create", helpers=("_create",))
 
 
 class KeyedSubmit:
@@ -64,16 +65,33 @@ class KeyedSubmit:
         if not answer:
             raise AuthenticationError("invalid or revoked API key")
         outcome = jobhash.text(answer[0])
-        if outcome == "created":
-            _, _, rank, tenant = (jobhash.text(x) for x in answer)
-            record = jobhash.fresh_record(call.fields, new.resolved(), tenant=tenant, rank=int(rank))
-            return Created(record, created=True)
         if outcome == "limited":  # the key's fields, as the key check alone answers them
             admitted([answer[1], 0, answer[2]], defaults)
         if outcome == "forbidden":
             raise self.check.refused(Role(jobhash.text(answer[1])))
-        detail = jobhash.text(answer[1])
-        if outcome == "existing":  # rare: a retried request; read the first job's record
+        return await _created(scripts, new, call.fields, answer)
+
+    async def create(self, scripts: Scripts, new: NewJob, idempotency: Idempotency | None) -> Created:
+        """Record and enqueue `new` with no owner (open mode: no keys), lua/create.lua on the same connection."""
+        call = create_call(new.job_id, new.request, (), None, idempotency, new.message, None)
+        try:
+            answer = await scripts.run(_CREATE, call.keys, call.args)
+        except redis.RedisError as exc:
+            raise QueueUnavailableError(f"the job store is unreachable; nothing was enqueued: {exc}") from exc
+        return await _created(scripts, new, call.fields, [*answer, ""])
+
+
+async def _created(scripts: Scripts, new: NewJob, fields: dict[str, str], answer: list[Any]) -> Created:
+    """The job lua/_create.lua answered for: {"created", seq, place in line, tenant} (the record built from what
+    was written), {"existing", id} (read back), or the error of a refusal."""
+    outcome, detail = jobhash.text(answer[0]), jobhash.text(answer[1])
+    if outcome == "created":
+        rank, tenant = jobhash.text(answer[2]), jobhash.text(answer[3])
+        return Created(jobhash.fresh_record(fields, new.resolved(), tenant=tenant, rank=int(rank)), created=True)
+    if outcome == "existing":  # rare: a retried request; read the first job's record
+        try:
             raw = await scripts.hgetall(keys.job(detail))
-            return Created(jobhash.record(jobhash.decode(raw)), created=False)
-        raise create_refusal(outcome, detail)
+        except redis.RedisError as exc:
+            raise QueueUnavailableError(f"the job store is unreachable: {exc}") from exc
+        return Created(jobhash.record(jobhash.decode(raw)), created=False)
+    raise create_refusal(outcome, detail)

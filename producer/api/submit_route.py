@@ -20,14 +20,14 @@ import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import redis
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from ..apikeys import token_key_id
-from ..errors import AuthenticationError, ProducerError, QueueUnavailableError
+from ..errors import AuthenticationError, ProducerError
 from ..idempotency import body_hash
 from ..jobs import JobRequest
 from ..service import JobService
@@ -62,14 +62,9 @@ async def direct_submit(http: Request) -> Response | None:
     state = http.app.state
     auth: Authenticator = state.auth
     service: JobService = Deps.of(http).service
-    aclient, scripts, keyed = state.aredis, state.scripts, state.keyed_submit
+    scripts, keyed = state.scripts, state.keyed_submit
     headers = _headers(http.scope["headers"])
-    if (
-        aclient is None
-        or scripts is None
-        or not service.one_redis
-        or headers.get(b"content-type") != "application/json"
-    ):
+    if scripts is None or not service.one_redis or headers.get(b"content-type") != "application/json":
         return None
     scheme, credentials = get_authorization_scheme_param(headers.get(b"authorization"))
     token = credentials if scheme.lower() == "bearer" and credentials else None  # as `HTTPBearer` reads it
@@ -86,7 +81,11 @@ async def direct_submit(http: Request) -> Response | None:
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         return None
     try:
-        request = JobRequest.model_validate(json.loads(await http.body()))
+        body = await http.body()  # an oversized chunked body raises out of here: BodyLimit answers 413
+    except ClientDisconnect:
+        return None  # answered as FastAPI answers it
+    try:
+        request = JobRequest.model_validate(json.loads(body))
     except (ValueError, RecursionError, ValidationError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return None
     if request.has_inputs:
@@ -98,15 +97,10 @@ async def direct_submit(http: Request) -> Response | None:
     idempotency = None
     if idempotency_key is not None:  # the hash of the body as the client sent it (before anything was resolved)
         idempotency = Idempotency(idempotency_key, body_hash(request.model_dump_json().encode()))
+    assert isinstance(keyed, KeyedSubmit)
     if key_id is None or token is None:  # open mode: nobody to admit
-        try:
-            created = await service.store.create_async(
-                aclient, new.job_id, new.request, idempotency=idempotency, message=new.message
-            )
-        except redis.RedisError as exc:
-            raise QueueUnavailableError(f"the job store is unreachable; nothing was enqueued: {exc}") from exc
+        created = await keyed.create(scripts, new, idempotency)
     else:
-        assert isinstance(keyed, KeyedSubmit)
         created = await keyed.submit(scripts, key_id, token, new, idempotency)
     return accepted(created)
 

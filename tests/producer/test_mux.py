@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 import redis.asyncio
 
 from producer.api.mux import MuxRedis, RedisPyScripts, scripts_for
+from producer.embedded import EmbeddedRedis
 
 pytestmark = pytest.mark.redis
 
@@ -103,3 +105,13 @@ def test_urls_it_does_not_speak_go_through_redis_py(url: str) -> None:
     for other in ("rediss://127.0.0.1:6379/0", url + "?socket_timeout=5"):
         assert isinstance(scripts_for(other, aclient), RedisPyScripts)
     assert isinstance(scripts_for("unix:///tmp/sdq-redis.sock?db=2", aclient), MuxRedis)
+
+
+def test_it_speaks_over_a_unix_socket_with_a_database(tmp_path: Path) -> None:
+    # The embedded Redis `sdq api` starts by itself listens on a Unix socket only.
+    with EmbeddedRedis(tmp_path) as embedded:
+        url = embedded.url + "?db=2"
+        assert asyncio.run(_once(url, "SET", "mux:unix", "1")) == b"OK"
+        client = redis.Redis.from_url(url)
+        assert client.get("mux:unix") == b"1" and redis.Redis.from_url(embedded.url).get("mux:unix") is None
+        client.close()
