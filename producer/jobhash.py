@@ -337,6 +337,25 @@ def new_job(
     return fields
 
 
+def fresh_record(
+    fields: Mapping[str, str], request: JobRequest, *, tenant: str | None = None, rank: int | None = None
+) -> JobRecord:
+    """`record` of a job `new_job` just made `fields` for, given the request model they were encoded from: what
+    was written is not decoded again (a submission answers with it). `tenant`: the owner the write found (lua/
+    submit.lua learns it from the API key), when `fields` do not hold it."""
+    warnings = fields.get(_WARNINGS)
+    return JobRecord(
+        id=fields[_ID],
+        status=JobStatus.QUEUED,
+        request=request,
+        created_at=datetime.fromtimestamp(float(fields[_CREATED_AT]), tz=timezone.utc),
+        warnings=json.loads(warnings) if warnings else [],
+        tenant=(fields.get(_TENANT) if tenant is None else tenant) or None,
+        batch_id=fields.get(_BATCH_ID) or None,
+        queue_position=line.position(JobStatus.QUEUED, rank),
+    )
+
+
 #: The two fields a live watcher polls (`GET /v1/jobs/{id}/events`): a cheap HMGET, and what changes while it runs.
 WATCHED_FIELDS = (JobField.STATUS.value, JobField.PROGRESS.value)
 

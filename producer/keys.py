@@ -30,6 +30,8 @@ API_KEY = PREFIX + "apikey:{key_id}"
 #: A counter, not a set of ids (an entry per queued job would cost ~150 bytes each; bench/scale.py). Renamed from
 #: `:queued`, the sorted set it replaces.
 KEY_QUEUED = API_KEY + ":queued_count"
+#: What an `Idempotency-Key` of a tenant already produced on one route (`scope`: jobs, batches).
+IDEMPOTENCY = PREFIX + "idem:{scope}:{tenant}:{key}"
 BATCH = PREFIX + "batch:{batch_id}"
 BATCH_JOBS = BATCH + ":jobs"
 BATCH_DONE = BATCH + ":done"
@@ -92,7 +94,7 @@ def key_queued(key_id: str) -> str:
 
 def idempotency(tenant: str, scope: str, key: str) -> str:
     """What an `Idempotency-Key` of a tenant already produced on one route (`scope`: jobs, batches)."""
-    return f"{PREFIX}idem:{scope}:{tenant}:{key}"
+    return IDEMPOTENCY.format(scope=scope, tenant=tenant, key=key)
 
 
 def batch(batch_id: str) -> str:
@@ -225,6 +227,7 @@ LUA_KEYS = {
     "K_tenant_index": TENANT_JOBS_BY_STATUS,
     "K_api_key": API_KEY,
     "K_key_queued": KEY_QUEUED,
+    "K_idempotency": IDEMPOTENCY,
     "K_batch": BATCH,
     "K_batch_jobs": BATCH_JOBS,
     "K_batch_done": BATCH_DONE,

@@ -37,29 +37,40 @@ end
 _GCRA = GCRA_LUA + "return sdq_gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))"
 
 
-# The key check of every request, in one round trip: read the key, check the presented token's digest, and only
-# then count the request against the key's rate (so a wrong secret cannot spend a key's budget).
+# The key check of every request: read the key, check the presented token's digest, and only then count the
+# request against the key's rate (so a wrong secret cannot spend a key's budget). A Lua function, shared by the key
+# check alone (`_ADMIT`) and the one-call submission (lua/submit.lua, `producer.keyed_submit`).
+ADMIT_LUA = """
+-- sdq_admit(api_key, rate_state, token_digest, default_rate_per_s, default_burst): nil for an unknown, revoked or
+-- mismatched key; else its fields (flat), the same as a table, allowed 0|1 and retry_after_s.
+local function sdq_admit(api_key, rate_state, digest, default_rate, default_burst)
+  local f = redis.call("HGETALL", api_key)
+  if #f == 0 then return nil end
+  local h = {}
+  for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
+  if h["revoked"] == "1" then return nil end
+  if h["digest"] ~= digest then
+    -- the token it replaced, while their overlap lasts (sdq keys rotate --token --overlap)
+    local t = redis.call("TIME")
+    local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+    if h["prev_digest"] ~= digest or tonumber(h["prev_digest_until"] or "0") <= now then return nil end
+  end
+  local rate = tonumber(h["rate_per_s"] or default_rate)
+  local burst = tonumber(h["burst"] or default_burst)
+  if rate <= 0 then return f, h, 1, "0" end
+  local verdict = sdq_gcra(rate_state, 1 / rate, math.max(burst, 1))
+  return f, h, verdict[1], verdict[2]
+end
+"""
+# admit(KEYS=[api_key, rate_state], ARGV=[token_digest, default_rate_per_s, default_burst])
+# {} for an unknown, revoked or mismatched key; else {fields, allowed 0|1, retry_after_s}
 _ADMIT = (
     GCRA_LUA
+    + ADMIT_LUA
     + """
--- admit(KEYS=[api_key, rate_state], ARGV=[token_digest, default_rate_per_s, default_burst])
--- {} for an unknown, revoked or mismatched key; else {fields, allowed 0|1, retry_after_s}
-local f = redis.call("HGETALL", KEYS[1])
-if #f == 0 then return {} end
-local h = {}
-for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
-if h["revoked"] == "1" then return {} end
-if h["digest"] ~= ARGV[1] then
-  -- the token it replaced, while their overlap lasts (sdq keys rotate --token --overlap)
-  local t = redis.call("TIME")
-  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-  if h["prev_digest"] ~= ARGV[1] or tonumber(h["prev_digest_until"] or "0") <= now then return {} end
-end
-local rate = tonumber(h["rate_per_s"] or ARGV[2])
-local burst = tonumber(h["burst"] or ARGV[3])
-if rate <= 0 then return {f, 1, "0"} end
-local verdict = sdq_gcra(KEYS[2], 1 / rate, math.max(burst, 1))
-return {f, verdict[1], verdict[2]}
+local f, _, allowed, retry_after = sdq_admit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+if f == nil then return {} end
+return {f, allowed, retry_after}
 """
 )
 
@@ -116,7 +127,7 @@ class RateLimiter:
         if key_id is None:
             return None
         found = self._admit(keys=_admit_keys(key_id), args=_admit_args(token, defaults))
-        return _admitted(found, defaults)
+        return admitted(found, defaults)
 
     async def admit_async(
         self, aclient: redis.asyncio.Redis, token: str, defaults: Limits
@@ -128,7 +139,7 @@ class RateLimiter:
         script = self._async.get(id(aclient))
         if script is None:
             script = self._async[id(aclient)] = aclient.register_script(_ADMIT)
-        return _admitted(await script(keys=_admit_keys(key_id), args=_admit_args(token, defaults)), defaults)
+        return admitted(await script(keys=_admit_keys(key_id), args=_admit_args(token, defaults)), defaults)
 
 
 def _admit_keys(key_id: str) -> list[str]:
@@ -139,7 +150,9 @@ def _admit_args(token: str, defaults: Limits) -> list[Any]:
     return [token_digest(token), defaults.rate_per_s, max(defaults.burst, 1)]
 
 
-def _admitted(found: Any, defaults: Limits) -> tuple[ApiKey, Limits] | None:
+def admitted(found: Any, defaults: Limits) -> tuple[ApiKey, Limits] | None:
+    """The key and limits of an `admit` answer ({fields, allowed, retry_after_s}; None for {}), or its
+    `RateLimitedError` when the key is over its rate."""
     if not found:
         return None
     flat, allowed, retry_after = found

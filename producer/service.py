@@ -29,6 +29,15 @@ class NewJob:
     job_id: str
     request: dict[str, Any]
     message: Encoded | None
+    #: The request as validated and shaped, before `resolution` (a fresh model and seed) was applied to its dump.
+    shaped: JobRequest | None = None
+    resolution: dict[str, Any] | None = None
+
+    def resolved(self) -> JobRequest:
+        """The request the record holds, as a model: the shaped one with its resolution (no re-validation of the
+        dump that was written; `JobRequest.resolved` does the same)."""
+        assert self.shaped is not None and self.resolution is not None
+        return self.shaped.model_copy(update=self.resolution)
 
     @property
     def payload(self) -> JobMessage:
@@ -66,6 +75,12 @@ class JobService:
         #: before every delivery.
         self.url_policy = url_policy or UrlPolicy()
         self._one_redis = _same_redis(store.client, broker.client)
+
+    @property
+    def one_redis(self) -> bool:
+        """Whether the job store and the queue share one Redis (every deployment `open_backends` makes): a job's
+        record and its message are then written in one atomic step."""
+        return self._one_redis
 
     def submit(
         self, request: JobRequest, *, owner: Owner | None = None, idempotency_key: str | None = None
@@ -151,9 +166,10 @@ class JobService:
             check_url_shape(request.webhook_url, self.url_policy)  # WebhookUrlError: 422 on `webhook_url`
         job_id = new_job_id()
         resolved = request.model_dump(mode="json")
-        resolved.update(request.resolution(self.default_model))
+        resolution = request.resolution(self.default_model)
+        resolved.update(resolution)
         if not encode_message:
-            return NewJob(job_id, resolved, None)
+            return NewJob(job_id, resolved, None, request, resolution)
         message = encode(
             self.broker,
             queue or self.queue,
@@ -162,7 +178,7 @@ class JobService:
             redis_id=job_id if message_id_is_job_id else None,
             timestamp_ms=timestamp_ms,
         )
-        return NewJob(job_id, resolved, message)
+        return NewJob(job_id, resolved, message, request, resolution)
 
     def shape(self, request: JobRequest) -> JobRequest:
         """`request` for a model this deployment serves, its model named and its catalog model's defaults in the

@@ -18,7 +18,7 @@ from redis.commands.core import AsyncScript
 
 from . import jobhash, keys, line
 from .broker import Encoded
-from .errors import IdempotencyConflictError, JobNotFoundError, QuotaExceededError
+from .errors import IdempotencyConflictError, JobNotFoundError, ProducerError, QuotaExceededError
 from .jobhash import JobField, Pricer
 from .jobs import JobPage, JobRecord, JobRequest, JobStatus, Progress
 from .outcomes import Claim, ClaimOutcome, Reap, ReapOutcome, SettleOutcome, Touch, TouchOutcome
@@ -27,12 +27,15 @@ from .scripts import lua_script
 __all__ = [
     "QUOTA_RETRY_AFTER_S",
     "Claim",
+    "CreateCall",
     "Created",
     "Idempotency",
     "JobStore",
     "Owner",
     "Reap",
     "Touch",
+    "create_call",
+    "create_refusal",
     "lua_script",
 ]
 
@@ -74,7 +77,7 @@ class JobStore:
     def __init__(self, client: redis.Redis, *, ttl_s: int) -> None:
         self.client = client
         self.ttl_s = ttl_s
-        self._scripts = {name: client.register_script(lua_script(name)) for name in _SCRIPTS}
+        self._scripts = {name: client.register_script(_script(name)) for name in _SCRIPTS}
         self._async_scripts: dict[int, AsyncScript] = {}
 
     def create(
@@ -96,7 +99,7 @@ class JobStore:
         (`created=False`) when the body hash matches, and raises `IdempotencyConflictError` when it does not.
         With `message`, the job's Dramatiq message is enqueued in the same step.
         """
-        call = _create_call(job_id, request, warnings, owner, idempotency, message, batch_id)
+        call = create_call(job_id, request, warnings, owner, idempotency, message, batch_id)
         outcome, detail, *rank = (jobhash.text(x) for x in self._scripts["create"](keys=call.keys, args=call.args))
         return self._created(call, outcome, detail, self.get, rank)
 
@@ -113,8 +116,8 @@ class JobStore:
         """`create` over an asyncio client (the API's hot path: no thread hop, no blocked event loop)."""
         script = self._async_scripts.get(id(aclient))
         if script is None:
-            script = self._async_scripts[id(aclient)] = aclient.register_script(lua_script("create"))
-        call = _create_call(job_id, request, (), owner, idempotency, message, None)
+            script = self._async_scripts[id(aclient)] = aclient.register_script(_script("create"))
+        call = create_call(job_id, request, (), owner, idempotency, message, None)
         outcome, detail, *rank = (jobhash.text(x) for x in await script(keys=call.keys, args=call.args))
         if outcome == "existing":  # rare: a retried request; read the first job's record
             raw = await aclient.hgetall(keys.job(detail))
@@ -123,20 +126,13 @@ class JobStore:
 
     @staticmethod
     def _created(
-        call: _CreateCall, outcome: str, detail: str, get: Callable[[str], JobRecord], rank: Sequence[str] = ()
+        call: CreateCall, outcome: str, detail: str, get: Callable[[str], JobRecord], rank: Sequence[str] = ()
     ) -> Created:
         if outcome == "created":  # with its place in line, which the same step read
             return Created(jobhash.record(call.fields, rank=int(rank[0]) if rank else None), created=True)
         if outcome == "existing":
             return Created(get(detail), created=False)
-        if outcome == "mismatch":
-            raise IdempotencyConflictError(
-                f"Idempotency-Key was already used for job {detail} with a different request body"
-            )
-        raise QuotaExceededError(
-            f"this API key already has {detail} queued jobs, its quota; retry when some have started",
-            retry_after_s=QUOTA_RETRY_AFTER_S,
-        )
+        raise create_refusal(outcome, detail)
 
     def discard(self, job_id: str, *, idempotency_key: str | None = None) -> None:
         """Remove a record that was never enqueued (enqueueing failed), so no half-created job remains."""
@@ -320,14 +316,32 @@ class JobStore:
         return self._scripts[script](keys=[keys.job(job_id)], args=list(args))
 
 
+def create_refusal(outcome: str, detail: str) -> ProducerError:
+    """The error for lua/_create.lua's `mismatch` (another body under the Idempotency-Key) or `quota` answer."""
+    if outcome == "mismatch":
+        return IdempotencyConflictError(
+            f"Idempotency-Key was already used for job {detail} with a different request body"
+        )
+    return QuotaExceededError(
+        f"this API key already has {detail} queued jobs, its quota; retry when some have started",
+        retry_after_s=QUOTA_RETRY_AFTER_S,
+    )
+
+
+def _script(name: str) -> str:
+    return lua_script(name, helpers=("_create",) if name == "create" else ())
+
+
 @dataclass(frozen=True)
-class _CreateCall:
+class CreateCall:
+    """What lua/create.lua is called with for one job (`keys`, `args`), and the record `fields` it writes."""
+
     keys: list[str]
     args: list[Any]
     fields: dict[str, str]
 
 
-def _create_call(
+def create_call(
     job_id: str,
     request: JobRequest | Mapping[str, Any],
     warnings: Iterable[str],
@@ -335,7 +349,7 @@ def _create_call(
     idempotency: Idempotency | None,
     message: Encoded | None,
     batch_id: str | None,
-) -> _CreateCall:
+) -> CreateCall:
     """The keys and arguments of lua/create.lua for one job, and the record fields it writes."""
     owner = owner or Owner()
     fields = jobhash.new_job(
@@ -366,4 +380,4 @@ def _create_call(
         message.wake_channel if message else "",
         *(item for pair in fields.items() for item in pair),
     ]
-    return _CreateCall(call_keys, args, fields)
+    return CreateCall(call_keys, args, fields)

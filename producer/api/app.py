@@ -39,10 +39,12 @@ from . import (
 from . import fleet as fleet_api
 from . import hooks as hooks_api
 from .aredis import async_redis
-from .auth import Authenticator
+from .auth import CALLERS, Authenticator
 from .deps import Deps
 from .hooks import HookConfig
+from .keyed_submit import KeyedSubmit
 from .limits import BodyLimit
+from .mux import scripts_for
 from .scaling import Fleet
 from .ui import router as ui_router
 
@@ -75,12 +77,16 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Made in the server's event loop, which its connections belong to.
         app.state.aredis = async_redis(redis_url) if redis_url else None
+        # The direct path of POST /v1/jobs: one multiplexed connection (api/mux.py).
+        app.state.scripts = scripts_for(redis_url, app.state.aredis) if redis_url else None
         try:
             yield
         finally:
+            if app.state.scripts is not None:
+                await app.state.scripts.aclose()
             if app.state.aredis is not None:
                 await app.state.aredis.aclose()
-            app.state.aredis = None
+            app.state.aredis = app.state.scripts = None
             if on_shutdown is not None:
                 on_shutdown()
 
@@ -90,7 +96,7 @@ def create_app(
         summary="Asynchronous text-to-image jobs on (spot) GPU workers.",
         lifespan=lifespan,
     )
-    app.state.aredis = None
+    app.state.aredis = app.state.scripts = None
     app.state.fleet = fleet = fleet or Fleet.default(service, batch_queue=batch_queue)
     app.state.deps = Deps(
         service=service,
@@ -101,7 +107,8 @@ def create_app(
     )
     app.state.stream_slots = StreamSlots(service.store.client, streams or StreamLimits())
     app.state.stream_hubs = weakref.WeakKeyDictionary()  # event loop → its StreamHub (streamhub.py)
-    app.state.auth = auth or Authenticator(None, None, Limits(0, 1, 0))
+    app.state.auth = auth = auth or Authenticator(None, None, Limits(0, 1, 0))
+    app.state.keyed_submit = KeyedSubmit(CALLERS, auth.defaults)  # POST /v1/jobs in one Redis call
     app.state.hooks = hooks or HookConfig()
     app.state.batches = BatchService(service, queue=batch_queue, cost=fleet.costs)
     limits = inputs or InputLimits()
@@ -114,6 +121,7 @@ def create_app(
         per_path={"/v1/batches": max_batch_bytes, "/v1/jobs": limits.max_job_body_bytes},
         per_prefix={FILES_PATH: limits.max_upload_bytes},
     )
+    jobs.install_submit(app)  # first: the hot route
     app.include_router(jobs.router)
     app.include_router(batch_list.router)  # before `batches`: GET /v1/batches, /v1/batches/{id}/items
     app.include_router(events.router)

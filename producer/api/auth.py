@@ -10,7 +10,6 @@ and every view.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -18,7 +17,8 @@ import redis
 import redis.asyncio
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from ..apikeys import ApiKey, KeyStore, Role
 from ..errors import AuthenticationError, ForbiddenError, ProducerError
@@ -26,7 +26,7 @@ from ..ratelimit import Limits, RateLimiter
 from ..settings import ApiSettings
 from ..store import Owner
 
-_bearer = HTTPBearer(auto_error=False, description="An API key from `sdq keys create`: `sdq_<id>_<secret>`.")
+_BEARER = "An API key from `sdq keys create`: `sdq_<id>_<secret>`."
 
 
 @dataclass(frozen=True)
@@ -82,12 +82,15 @@ class Authenticator:
         return Caller(key, Limits.of(key, self.defaults))
 
 
-async def current_caller(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Caller:
-    """FastAPI dependency: the caller of this request (401 without a valid key, 429 over its rate)."""
+def bearer_token(request: Request) -> str | None:
+    """The credentials of an `Authorization: Bearer …` header (as `HTTPBearer` reads them), else None."""
+    scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))
+    return credentials if scheme.lower() == "bearer" and credentials else None
+
+
+async def current_caller(request: Request, token: str | None) -> Caller:
+    """The caller of this request (401 without a valid key, 429 over its rate)."""
     authenticator: Authenticator = request.app.state.auth
-    token = credentials.credentials if credentials else None
     aclient: redis.asyncio.Redis | None = getattr(request.app.state, "aredis", None)
     if authenticator.keys is None or not token or authenticator.limiter is None:
         return authenticator.authenticate(token)  # no Redis call
@@ -99,24 +102,38 @@ async def current_caller(
     return Caller(*admitted)
 
 
-def allowing(*roles: Role) -> Callable[..., Awaitable[Caller]]:
-    """A dependency: the caller, if its key has one of `roles` (open mode always passes), else 403."""
-    names = " or ".join(f"`{role.value}`" for role in roles)
+class KeyCheck(HTTPBearer):
+    """A flat FastAPI dependency: the bearer token, the key check and the role check in one call (no chain of
+    dependencies to solve on every request), documented in OpenAPI as the `HTTPBearer` scheme it extends.
 
-    async def allowed(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
-        if caller.key is not None and caller.key.role not in roles:
-            raise ForbiddenError(f"this route needs a key with role {names}; this key's role is {caller.key.role}")
+    The caller, if its key has one of `roles` (open mode always passes), else 403."""
+
+    def __init__(self, *roles: Role) -> None:
+        super().__init__(auto_error=False, scheme_name="HTTPBearer", description=_BEARER)
+        self.roles = frozenset(roles)
+        #: `roles` as lua/submit.lua takes them (space-separated names).
+        self.role_names = " ".join(sorted(role.value for role in roles))
+        self._names = " or ".join(f"`{role.value}`" for role in roles)
+
+    async def __call__(self, request: Request) -> Caller:  # type: ignore[override]
+        caller = await current_caller(request, bearer_token(request))
+        if caller.key is not None and caller.key.role not in self.roles:
+            raise self.refused(caller.key.role)
         return caller
 
-    return allowed
+    def refused(self, role: Role) -> ForbiddenError:
+        """The 403 for a key of `role`."""
+        return ForbiddenError(f"this route needs a key with role {self._names}; this key's role is {role}")
 
 
+#: Who may call the job and batch routes: a `tenant` or `admin` key.
+CALLERS = KeyCheck(Role.TENANT, Role.ADMIN)
 #: Use as a route parameter type: `caller: CallerDep` (a `tenant` or `admin` key: jobs, batches, their costs).
-CallerDep = Annotated[Caller, Depends(allowing(Role.TENANT, Role.ADMIN))]
+CallerDep = Annotated[Caller, Depends(CALLERS)]
 #: Fleet-wide views (every tenant's data): `admin` keys only.
-AdminDep = Annotated[Caller, Depends(allowing(Role.ADMIN))]
+AdminDep = Annotated[Caller, Depends(KeyCheck(Role.ADMIN))]
 #: `GET /v1/scaling`: `admin`, or the read-only `scaling` key KEDA holds.
-ScalingDep = Annotated[Caller, Depends(allowing(Role.ADMIN, Role.SCALING))]
+ScalingDep = Annotated[Caller, Depends(KeyCheck(Role.ADMIN, Role.SCALING))]
 
 
 def authenticator(settings: ApiSettings, client: redis.Redis) -> Authenticator:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from ..errors import JobNotFoundError
@@ -13,6 +13,7 @@ from .auth import CallerDep
 from .deps import Deps
 from .errors import ERROR_RESPONSES
 from .params import QueryInt
+from .submit_route import SubmitRoute, accepted
 
 #: The optional `Idempotency-Key` request header (1–255 visible ASCII characters).
 IdempotencyKey = Annotated[
@@ -33,7 +34,6 @@ def _id(job_id: str) -> str:
     return job_id
 
 
-@router.post("", status_code=202, response_model=JobRecord, summary="Submit a job")
 async def submit(
     request: JobRequest, http: Request, caller: CallerDep, idempotency_key: IdempotencyKey = None
 ) -> Response:
@@ -49,12 +49,24 @@ async def submit(
         created = await run_in_threadpool(
             service.submit_once, request, owner=caller.owner, idempotency_key=idempotency_key
         )
-    headers = {"Location": f"/v1/jobs/{created.record.id}"}
-    if not created.created:
-        headers["Idempotent-Replayed"] = "true"
-    # The record is already a validated JobRecord: serialise it once, skipping FastAPI's response-model pass.
-    body = created.record.model_dump_json()
-    return Response(body, status_code=202, media_type="application/json", headers=headers)
+    return accepted(created)
+
+
+def install_submit(app: FastAPI) -> None:
+    """`POST /v1/jobs` on the app's own router, ahead of every included one (matched first, not through the
+    routers' matching), with the direct path for common submissions (api/submit_route.py) in front of FastAPI's
+    handler of `submit`. Call it before including the routers."""
+    app.router.add_api_route(
+        router.prefix,
+        submit,
+        methods=["POST"],
+        status_code=202,
+        response_model=JobRecord,
+        summary="Submit a job",
+        tags=list(router.tags),
+        responses=ERROR_RESPONSES,
+        route_class_override=SubmitRoute,
+    )
 
 
 @router.get("/{job_id}", response_model=JobRecord, summary="Get a job")

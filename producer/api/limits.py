@@ -43,12 +43,16 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self._limit(scope["path"])
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await self._too_large(send, limit)
+        declared = _content_length(scope["headers"])
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > limit:
+                await self._too_large(send, limit)
+                return
+            # The server reads exactly Content-Length bytes (HTTP/1.1 framing): nothing to count, nothing to wrap.
+            await self.app(scope, receive, send)
             return
-        # Counted as the app reads it, never buffered here: the route authenticates first (its dependencies run
-        # before it reads the body), so a caller without a key is answered 401 with the body left unread.
+        # A body without a length (chunked) is counted as the app reads it, never buffered here: the route can
+        # answer first (`POST /v1/jobs` answers a request without a key 401 with the body left unread).
         received, started = 0, False
 
         async def counted() -> Message:
@@ -84,3 +88,8 @@ class BodyLimit:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    # The ASGI server lower-cases header names.
+    return next((value for name, value in headers if name == b"content-length"), None)

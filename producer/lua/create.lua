@@ -1,45 +1,7 @@
 -- create(KEYS=[job, idempotency_or_empty, queue_or_empty, queue_msgs],
 --        ARGV=[id, tenant, key_id, body_hash, max_queued, idem_ttl_s, message_id, message, wake_channel,
 --              f1, v1, ...])
--- Records a new queued job with all its indexes and, given a queue, its Dramatiq message (written as Dramatiq's
--- own enqueue writes it, then rings the queue's doorbell), in one atomic step: there is never a record without a
--- message or the reverse. Unless
---   the Idempotency-Key already produced a job:  {"existing", id} (same body) or {"mismatch", id} (another body)
---   the API key's queued jobs reached its quota: {"quota", queued}
--- Otherwise {"created", seq, its place in line}. The key functions (K_...) are prepended by store.py.
-local job, idem, queue, queue_msgs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local id, tenant, key_id, body_hash = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local max_queued, idem_ttl_s = tonumber(ARGV[5]), tonumber(ARGV[6])
-if idem ~= "" then
-  local prior = redis.call("GET", idem)
-  if prior then
-    local prior_id, prior_hash = string.match(prior, "^(%S+) (%S+)$")
-    -- A key whose job has expired is free again.
-    if prior_id and redis.call("EXISTS", K_job(prior_id)) == 1 then
-      if prior_hash ~= body_hash then return {"mismatch", prior_id} end
-      return {"existing", prior_id}
-    end
-  end
-end
-local queued_count = K_key_queued(key_id)
-if key_id ~= "" and max_queued > 0 then
-  local queued = tonumber(redis.call("GET", queued_count) or "0")
-  if queued >= max_queued then return {"quota", tostring(queued)} end
-end
-local seq = redis.call("INCR", K_seq)
-redis.call("HSET", job, "seq", seq, unpack(ARGV, 10))
-redis.call("ZADD", K_jobs, seq, id)
--- In line (producer/line.py): a job of a batch behind every interactive one.
-redis.call("ZADD", K_index("queued"), sdq_line_score(redis.call("HGET", job, "batch_id"), seq), id)
-if tenant ~= "" then
-  redis.call("ZADD", K_tenant_jobs(tenant), seq, id)
-  redis.call("ZADD", K_tenant_index(tenant, "queued"), seq, id)
-end
-if key_id ~= "" then redis.call("INCR", queued_count) end
-if idem ~= "" then redis.call("SET", idem, id .. " " .. body_hash, "EX", idem_ttl_s) end
-if queue ~= "" then
-  redis.call("HSET", queue_msgs, ARGV[7], ARGV[8])
-  redis.call("RPUSH", queue, ARGV[7])
-  redis.call("PUBLISH", ARGV[9], "1")  -- idle workers fetch now, not at their next poll (doorbell.py)
-end
-return {"created", tostring(seq), tostring(redis.call("ZRANK", K_index("queued"), id))}
+-- One new job (lua/_create.lua, which says what it writes and answers), its owner given by the caller.
+-- The key functions (K_...) are prepended by store.py.
+return sdq_create(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]),
+                  tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9], 10, false)

@@ -206,3 +206,15 @@ def test_a_new_record_from_the_request_or_its_dump_is_the_same(request: JobReque
     assert jobhash.record(from_model).request == resolved
     wants_hooks = resolved.webhook_url is not None
     assert (JobField.HOOKS.value in from_model) is wants_hooks
+
+
+@given(request=requests, rank=st.one_of(st.none(), st.integers(0, 10**6)), noted=st.lists(st.text(max_size=5)))
+def test_a_fresh_record_is_the_record_its_fields_decode_to(request: JobRequest, rank: int | None, noted: list) -> None:
+    # A submission answers without decoding what it wrote: the same record as reading it back.
+    resolved = request.resolved("tiny")
+    fields = jobhash.new_job(new_job_id(), resolved, created_at=1.25, warnings=noted, batch_id="b" * 32)
+    assert jobhash.fresh_record(fields, resolved, tenant="acme", rank=rank) == jobhash.record(
+        {**fields, JobField.TENANT.value: "acme"}, rank=rank
+    )
+    owned = jobhash.new_job(new_job_id(), resolved, created_at=1.25, tenant="acme")
+    assert jobhash.fresh_record(owned, resolved, rank=rank) == jobhash.record(owned, rank=rank)

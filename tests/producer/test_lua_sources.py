@@ -51,7 +51,7 @@ def test_no_lua_source_names_or_builds_a_key(where: str, lua: str) -> None:
 def test_the_scan_finds_every_script_and_would_catch_a_built_key() -> None:
     names = {Path(where).name for where, _ in SOURCES}
     assert {"claim.lua", "touch.lua", "settle.lua", "cancel.lua", "reap.lua", "create.lua", "batch.lua"} <= names
-    assert {"usage.lua", "_moved.lua"} <= names
+    assert {"usage.lua", "_moved.lua", "_create.lua", "submit.lua"} <= names
     assert any(where.endswith("ratelimit.py") for where, _ in SOURCES)  # inline Lua is scanned too
     for built in (
         'redis.call("ZADD", "sdq:" .. "jobs", 1, id)',
@@ -76,7 +76,7 @@ def test_the_prelude_makes_the_same_names_as_keys_py(redis_client: redis.Redis) 
     probe = (
         "return {K_job('j1'), K_index('queued'), K_tenant_jobs('acme'), K_tenant_index('acme', 'running'),"
         " K_api_key('k1'), K_key_queued('k1'), K_batch('b1'), K_batch_jobs('b1'), K_batch_done('b1'),"
-        " K_tenant_batches('acme'), K_seq, K_jobs, K_events, K_progress_events}"
+        " K_tenant_batches('acme'), K_seq, K_jobs, K_events, K_progress_events, K_idempotency('jobs', 'acme', 'k')}"
     )
     got = [v.decode() for v in redis_client.eval(keys.lua_prelude() + probe, 0)]  # type: ignore[union-attr]
     assert got == [
@@ -94,6 +94,7 @@ def test_the_prelude_makes_the_same_names_as_keys_py(redis_client: redis.Redis) 
         keys.INDEX_ALL,
         keys.EVENTS,
         keys.PROGRESS_EVENTS,
+        keys.idempotency("acme", "jobs", "k"),
     ]
     assert lua_script("claim").startswith(keys.lua_prelude())
 

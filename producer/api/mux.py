@@ -1,0 +1,204 @@
+"""One multiplexed Redis connection for the hot route: every request of the event loop shares it.
+
+redis-py's asyncio client takes a connection from a pool for each command (a condition, a timeout) and writes it
+with a system call of its own. Under load `POST /v1/jobs` spent about a fifth of its CPU there (docs/
+submit-profile.md). `MuxRedis` keeps one connection per server process: commands are written back to back and
+replies come back in the same order (Redis answers each connection in order), so a reply goes to the oldest
+waiting request. The commands of every request that ran in one turn of the event loop leave in one write.
+
+It speaks RESP2 over TCP or a Unix socket, with the URL's password, user and database. Other URLs (TLS, socket
+options in the query) get `RedisPyScripts`, the same calls through redis-py's asyncio client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import deque
+from typing import Any, Protocol, cast
+
+import hiredis
+import redis
+import redis.asyncio
+from redis.asyncio.connection import UnixDomainSocketConnection, parse_url
+from redis.commands.core import AsyncScript
+
+_PLAIN = frozenset({"host", "port", "db", "username", "password", "path"})
+
+
+class Scripts(Protocol):
+    """What the direct submission path needs of Redis."""
+
+    async def run(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """Run the Lua script `source` (loading it on first use)."""
+        ...
+
+    async def hgetall(self, key: str) -> dict[bytes, bytes]:
+        """The hash at `key`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close its connections."""
+        ...
+
+
+def scripts_for(url: str, aclient: redis.asyncio.Redis) -> Scripts:
+    """A `MuxRedis` for `url` when it is a plain TCP or Unix-socket URL, else `aclient`'s `RedisPyScripts`."""
+    options: dict[str, Any] = dict(parse_url(url))
+    unix = options.pop("connection_class", None)
+    if unix not in (None, UnixDomainSocketConnection) or not set(options) <= _PLAIN:
+        return RedisPyScripts(aclient)
+    return MuxRedis(options)
+
+
+class RedisPyScripts:
+    """`Scripts` through a redis-py asyncio client (which the app closes)."""
+
+    def __init__(self, aclient: redis.asyncio.Redis) -> None:
+        self.aclient = aclient
+        self._scripts: dict[str, AsyncScript] = {}
+
+    async def run(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.aclient.register_script(source)
+        return await script(keys=keys, args=args)
+
+    async def hgetall(self, key: str) -> dict[bytes, bytes]:
+        found: dict[bytes, bytes] = await self.aclient.hgetall(key)  # type: ignore[assignment]
+        return found
+
+    async def aclose(self) -> None:
+        pass
+
+
+class MuxRedis:
+    """One pipelined connection (opened on first use, again after it drops) shared by every caller of one event
+    loop. `options`: `redis.asyncio.connection.parse_url`'s, plain TCP or Unix socket."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+        self._link: _Link | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._shas: dict[str, str] = {}
+
+    async def run(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        sha = self._shas.get(source)
+        if sha is None:
+            sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest()
+        try:
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:  # first use, or the server lost its scripts (restart, flush)
+            await self.execute("SCRIPT", "LOAD", source)
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+
+    async def hgetall(self, key: str) -> dict[bytes, bytes]:
+        flat = await self.execute("HGETALL", key)
+        return dict(zip(flat[0::2], flat[1::2], strict=True))
+
+    async def execute(self, *args: Any) -> Any:
+        """One command's reply; raises `redis.ResponseError` (its subclass for NOSCRIPT) or `redis.ConnectionError`."""
+        link = self._link
+        if link is None or link.lost:
+            link = await self._connect()
+        reply = await link.send(hiredis.pack_command(args))
+        if isinstance(reply, redis.ResponseError):
+            raise _error(reply)
+        return reply
+
+    async def aclose(self) -> None:
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+
+    async def _connect(self) -> _Link:
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:  # one connection for all the callers that found none
+            if self._link is not None and not self._link.lost:
+                return self._link
+            loop = asyncio.get_running_loop()
+            try:
+                if "path" in self.options:
+                    _, link = await loop.create_unix_connection(_Link, self.options["path"])
+                else:
+                    host, port = self.options.get("host", "localhost"), self.options.get("port", 6379)
+                    _, link = await loop.create_connection(_Link, host, port)
+            except OSError as exc:
+                raise redis.ConnectionError(f"cannot connect to Redis: {exc}") from exc
+            await self._handshake(link)
+            self._link = link
+            return link
+
+    async def _handshake(self, link: _Link) -> None:
+        password, user, db = self.options.get("password"), self.options.get("username"), self.options.get("db")
+        steps: list[tuple[Any, ...]] = []
+        if password:
+            steps.append(("AUTH", user, password) if user else ("AUTH", password))
+        if db:
+            steps.append(("SELECT", db))
+        for step in steps:
+            reply = await link.send(hiredis.pack_command(step))
+            if isinstance(reply, redis.ResponseError):
+                link.close()
+                raise _error(reply)
+
+
+def _error(reply: redis.ResponseError) -> redis.RedisError:
+    text = str(reply)
+    if text.startswith("NOSCRIPT"):
+        return redis.exceptions.NoScriptError(text)
+    if text.startswith(("WRONGPASS", "NOAUTH", "NOPERM")):
+        return redis.AuthenticationError(text)
+    return reply
+
+
+class _Link(asyncio.Protocol):
+    """The connection: commands out in one write per turn of the event loop, replies matched to callers in order."""
+
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader(replyError=redis.ResponseError)
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.outgoing: list[bytes] = []
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport
+
+    def send(self, packed: bytes | list[bytes]) -> asyncio.Future[Any]:
+        if self.lost:
+            raise redis.ConnectionError("the connection to Redis was lost")
+        loop = asyncio.get_running_loop()
+        reply = loop.create_future()
+        self.waiting.append(reply)
+        if not self.outgoing:  # the first command of this turn: send them all at its end
+            loop.call_soon(self._flush)
+        if isinstance(packed, bytes):
+            self.outgoing.append(packed)
+        else:
+            self.outgoing.extend(packed)
+        return reply
+
+    def _flush(self) -> None:
+        if self.transport is not None and not self.lost and self.outgoing:
+            self.transport.write(b"".join(self.outgoing))
+        self.outgoing.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            waiter = self.waiting.popleft()
+            if not waiter.done():  # a caller that gave up (cancelled) still had its reply in line
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(redis.ConnectionError(f"the connection to Redis was lost: {exc or 'closed'}"))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

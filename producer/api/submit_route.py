@@ -1,0 +1,123 @@
+"""`POST /v1/jobs`, the hot route: a direct path for the common submission in front of FastAPI's general one.
+
+FastAPI's request handling for the route (its signature in api/jobs.py: the body, the `Idempotency-Key` header,
+the caller) documents it in OpenAPI and answers every case, but solving its parameters costs more than the rest
+of a submission (bench/api.py, docs/submit-profile.md). `SubmitRoute` answers the common case itself: a text-only
+job as `application/json`, with a well-formed key or in open mode, body valid, model and webhook allowed. It
+validates the body exactly as FastAPI does (`json.loads`, then the model in Python mode), and makes one Redis call
+(api/keyed_submit.py: the key check and the create together). Everything else goes to the general path, which
+answers as it always has: an invalid body, header or model (there the key is checked first, so a bad key is a 401
+whatever the body), image inputs, a queue in another Redis. The general path reads the body the direct path read
+(Starlette keeps it on the request).
+
+A request without a key, or with one that is not even shaped like a key, is answered 401 before its body is read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
+
+from ..apikeys import token_key_id
+from ..errors import AuthenticationError, ProducerError
+from ..idempotency import body_hash
+from ..jobs import JobRequest
+from ..service import JobService
+from ..store import Created, Idempotency
+from .auth import Authenticator
+from .deps import Deps
+from .keyed_submit import KeyedSubmit
+
+#: The `Idempotency-Key` header's pattern (api/jobs.py declares it; an invalid one is the general path's 422).
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_READ = frozenset({b"content-type", b"authorization", b"idempotency-key"})
+_NO_KEY = "this server requires an API key: send `Authorization: Bearer sdq_…`"
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class SubmitRoute(APIRoute):
+    """The route class of `POST /v1/jobs`: the direct path, else FastAPI's handler of the declared endpoint."""
+
+    def get_route_handler(self) -> Handler:
+        general = super().get_route_handler()
+
+        async def handle(http: Request) -> Response:
+            answer = await direct_submit(http)
+            return answer if answer is not None else await general(http)
+
+        return handle
+
+
+async def direct_submit(http: Request) -> Response | None:
+    """The answer to a common submission, or None for the general path to answer."""
+    state = http.app.state
+    auth: Authenticator = state.auth
+    service: JobService = Deps.of(http).service
+    scripts, keyed = state.scripts, state.keyed_submit
+    headers = _headers(http.scope["headers"])
+    if scripts is None or not service.one_redis or headers.get(b"content-type") != "application/json":
+        return None
+    scheme, credentials = get_authorization_scheme_param(headers.get(b"authorization"))
+    token = credentials if scheme.lower() == "bearer" and credentials else None  # as `HTTPBearer` reads it
+    key_id = None
+    if auth.keys is not None:
+        if auth.limiter is None:
+            return None
+        if not token:
+            raise AuthenticationError(_NO_KEY)
+        key_id = token_key_id(token)
+        if key_id is None:
+            raise AuthenticationError("invalid or revoked API key")
+    idempotency_key = headers.get(b"idempotency-key")
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        return None
+    try:
+        body = await http.body()  # an oversized chunked body raises out of here: BodyLimit answers 413
+    except ClientDisconnect:
+        return None  # answered as FastAPI answers it
+    try:
+        request = JobRequest.model_validate(json.loads(body))
+    except (ValueError, RecursionError, ValidationError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    if request.has_inputs:
+        return None
+    try:
+        new = service.prepare(request)
+    except ProducerError:
+        return None
+    idempotency = None
+    if idempotency_key is not None:  # the hash of the body as the client sent it (before anything was resolved)
+        idempotency = Idempotency(idempotency_key, body_hash(request.model_dump_json().encode()))
+    assert isinstance(keyed, KeyedSubmit)
+    if key_id is None or token is None:  # open mode: nobody to admit
+        created = await keyed.create(scripts, new, idempotency)
+    else:
+        created = await keyed.submit(scripts, key_id, token, new, idempotency)
+    return accepted(created)
+
+
+def _headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
+    """The first value of each header the direct path reads (one pass; the server lower-cases names)."""
+    found: dict[bytes, str] = {}
+    for name, value in raw:
+        if name in _READ and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
+
+
+def accepted(created: Created) -> Response:
+    """The 202 of a submission: the record (already a validated `JobRecord`, serialised once: no response-model
+    pass), its `Location`, and `Idempotent-Replayed` when an Idempotency-Key replayed it."""
+    headers = {"Location": f"/v1/jobs/{created.record.id}"}
+    if not created.created:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(created.record.model_dump_json(), status_code=202, media_type="application/json", headers=headers)

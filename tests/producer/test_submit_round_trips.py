@@ -1,0 +1,150 @@
+"""A keyed `POST /v1/jobs` is one Redis round trip (the key check and the create in one script), and it answers
+what the two separate steps answered. Commands are watched with MONITOR on a real redis-server: it shows each
+command a client sent, and apart from those ("lua") the commands scripts ran."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from producer.apikeys import KeyStore, Role
+from tests.support import make_app
+
+pytestmark = pytest.mark.redis
+
+JOB = {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2}
+_END = "sdq-test-end-of-commands"
+
+
+def _sent(redis_server: str, act: Callable[[], Any]) -> list[str]:
+    """The commands clients sent to Redis (not those scripts ran) while `act` ran, by name."""
+    watcher, marker = redis.Redis.from_url(redis_server), redis.Redis.from_url(redis_server)
+    marker.ping()  # connected before: its handshake is not among the commands watched
+    try:
+        with watcher.monitor() as monitor:
+            act()
+            marker.echo(_END)
+            sent = []
+            while (command := monitor.next_command())["command"] != f"ECHO {_END}":
+                if command["client_type"] != "lua":
+                    sent.append(command["command"].split(" ", 1)[0].upper())
+            return sent
+    finally:
+        watcher.close()
+        marker.close()
+
+
+@pytest.fixture
+def api(redis_server: str, redis_client: redis.Redis, tmp_path: Path) -> Iterator[TestClient]:
+    redis_client.flushdb()
+    with TestClient(make_app(redis_server, tmp_path, max_queued_jobs=2)) as client:
+        yield client
+
+
+def _auth(token: str, **headers: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **headers}
+
+
+def test_a_keyed_submission_is_one_round_trip(api: TestClient, redis_server: str, redis_client: redis.Redis) -> None:
+    _, token = KeyStore(redis_client).create("acme", rate_per_s=1000, burst=1000, max_queued_jobs=100)
+    assert api.post("/v1/jobs", json=JOB, headers=_auth(token)).status_code == 202  # loads the script once
+    answers = []
+
+    def submit() -> None:
+        answers.append(api.post("/v1/jobs", json=JOB, headers=_auth(token)))
+        answers.append(api.post("/v1/jobs", json=JOB, headers=_auth(token, **{"Idempotency-Key": "order-7"})))
+
+    assert _sent(redis_server, submit) == ["EVALSHA", "EVALSHA"]
+    assert [a.status_code for a in answers] == [202, 202]
+    record = answers[1].json()
+    assert record["tenant"] == "acme" and record["status"] == "queued" and record["queue_position"] == 2
+    # What was written is what was answered: the GET reads it back from the hash.
+    stored = api.get(answers[1].headers["location"], headers=_auth(token)).json()
+    assert {**stored, "eta_s": None} == {**record, "eta_s": None}
+    fields = redis_client.hgetall(f"sdq:job:{record['id']}")
+    assert fields[b"tenant"] == b"acme" and fields[b"key_id"] == token.split("_")[1].encode()
+    assert redis_client.get(f"sdq:apikey:{token.split('_')[1]}:queued_count") == b"3"
+    claim = redis_client.get("sdq:idem:jobs:acme:order-7")  # scoped by the tenant the script read from the key
+    assert claim is not None and claim.split(b" ")[0] == record["id"].encode()
+
+
+def test_a_replayed_idempotency_key_answers_the_first_job(api: TestClient, redis_client: redis.Redis) -> None:
+    _, token = KeyStore(redis_client).create("acme")
+    headers = _auth(token, **{"Idempotency-Key": "k1"})
+    first, again = (api.post("/v1/jobs", json=JOB, headers=headers) for _ in range(2))
+    assert first.status_code == again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"] and redis_client.llen("dramatiq:sdq-generate") == 1
+    other = api.post("/v1/jobs", json={**JOB, "prompt": "another"}, headers=headers)
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_no_key_or_a_malformed_one_is_401_without_redis_or_reading_the_body(api: TestClient, redis_server: str) -> None:
+    answers = []
+
+    def submit() -> None:
+        answers.append(api.post("/v1/jobs", json=JOB))
+        answers.append(api.post("/v1/jobs", json=JOB, headers=_auth("not-a-key")))
+        answers.append(api.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}))
+
+    assert _sent(redis_server, submit) == []
+    assert [a.status_code for a in answers] == [401, 401, 401]
+    assert all(a.json()["error"]["code"] == "unauthenticated" for a in answers)
+    assert answers[0].headers["www-authenticate"] == "Bearer"
+
+
+def test_revoked_wrong_and_unknown_keys_are_401_in_one_round_trip(
+    api: TestClient, redis_server: str, redis_client: redis.Redis
+) -> None:
+    store = KeyStore(redis_client)
+    _, live = store.create("acme")
+    assert api.post("/v1/jobs", json=JOB, headers=_auth(live)).status_code == 202  # loads the script once
+    revoked, token = store.create("acme")
+    store.revoke(revoked.id)
+    wrong = live[:-4] + ("AAAA" if not live.endswith("AAAA") else "BBBB")
+    unknown = "sdq_" + "0" * 16 + "_" + "a" * 43
+    answers: list[Any] = []
+
+    def submit() -> None:
+        answers.extend(api.post("/v1/jobs", json=JOB, headers=_auth(t)) for t in (token, wrong, unknown))
+
+    assert _sent(redis_server, submit) == ["EVALSHA"] * 3
+    assert [a.status_code for a in answers] == [401, 401, 401]
+    assert {a.json()["error"]["message"] for a in answers} == {"invalid or revoked API key"}
+    assert redis_client.llen("dramatiq:sdq-generate") == 1
+
+
+def test_rate_quota_and_role_refusals_keep_their_answers(api: TestClient, redis_client: redis.Redis) -> None:
+    store = KeyStore(redis_client)
+    _, slow = store.create("acme", rate_per_s=0.01, burst=1)
+    assert api.post("/v1/jobs", json=JOB, headers=_auth(slow)).status_code == 202
+    limited = api.post("/v1/jobs", json=JOB, headers=_auth(slow))
+    assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limited"
+    assert "rate limit of 0.01 requests/s (burst 1) exceeded" in limited.json()["error"]["message"]
+    assert int(limited.headers["retry-after"]) >= 1
+    _, quota = store.create("beta")  # the server's default quota: 2 queued jobs
+    assert [api.post("/v1/jobs", json=JOB, headers=_auth(quota)).status_code for _ in range(3)] == [202, 202, 429]
+    refused = api.post("/v1/jobs", json=JOB, headers=_auth(quota))
+    assert refused.json()["error"]["code"] == "quota_exceeded" and "already has 2 queued jobs" in refused.text
+    _, scaling = store.create("keda", role=Role.SCALING)
+    forbidden = api.post("/v1/jobs", json=JOB, headers=_auth(scaling))
+    assert forbidden.status_code == 403 and forbidden.json()["error"]["code"] == "forbidden"
+    assert forbidden.json()["error"]["message"] == (
+        "this route needs a key with role `tenant` or `admin`; this key's role is scaling"
+    )
+    assert redis_client.llen("dramatiq:sdq-generate") == 3
+
+
+def test_a_bad_key_with_a_bad_body_is_still_401(api: TestClient, redis_client: redis.Redis) -> None:
+    store = KeyStore(redis_client)
+    revoked, token = store.create("acme")
+    store.revoke(revoked.id)
+    for body in ({"prompt": ""}, {"prompt": "p", "model": "not-allowed/x" * 50}, {"prompt": "p", "width": 7}):
+        assert api.post("/v1/jobs", json=body, headers=_auth(token)).status_code == 401
+    _, live = store.create("acme")
+    invalid = api.post("/v1/jobs", json={"prompt": "p", "width": 7}, headers=_auth(live))
+    assert invalid.status_code == 422 and invalid.json()["error"]["fields"][0]["field"] == "width"
