@@ -72,7 +72,10 @@ def run_webhooks(
             consumer=f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}",
             progress_interval_s=settings.webhook_progress_interval_s,
         )
-        worker = Worker(backends.broker, queues={queue}, worker_threads=settings.webhook_threads, worker_timeout=100)
+        # A delivery's message rings the queue's doorbell (producer.doorbell), so an idle consumer wakes for it at
+        # once; the timeout only bounds how often an idle one fetches anyway (and when a due retry is seen):
+        # 100 ms cost an idle `sdq webhooks` 2 % of a core, 1 s costs 0.3 %.
+        worker = Worker(backends.broker, queues={queue}, worker_threads=settings.webhook_threads, worker_timeout=1000)
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             log.info("signal %d: stopping", signum)
