@@ -68,14 +68,18 @@ FAMILY_MODELS = ("tiny", "tiny-sdxl", "tiny-sd3", "tiny-flux")
 
 @pytest.fixture(scope="session")
 def family_pipes(model_cache: Path) -> Callable[[str], Any]:
-    """Load a tiny family's pipeline (built into the session's model cache on first use) once per session."""
+    """Load a tiny family's pipeline (built into the session's model cache on first use) once per session; each
+    call hands it out with its own default scheduler, whatever scheduler an earlier test's job left on it."""
     from gpu_worker.pipelines import load_pipeline
+    from gpu_worker.schedulers import apply_scheduler
+    from producer.jobs import Scheduler
 
     loaded: dict[str, Any] = {}
 
     def get(model: str) -> Any:
         if model not in loaded:
             loaded[model] = load_pipeline(model, cache_dir=model_cache, device="cpu")
+        apply_scheduler(loaded[model], Scheduler.DEFAULT)
         return loaded[model]
 
     return get

@@ -42,6 +42,7 @@ def _listed(stack: Stack, worker_id: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # one report a second, counted against the wall clock: alone, not beside other tests
 def test_a_worker_reports_within_seconds_and_its_idle_timer_runs(stack: Stack) -> None:
     worker = stack.start_worker(SDQ_WORKER_ID="w-status", SDQ_IDLE_TIMEOUT_S="600", SDQ_STATUS_INTERVAL_S="1")
     wait_for(lambda: _listed(stack, "w-status"), timeout_s=120, interval_s=0.2)  # the model loads first

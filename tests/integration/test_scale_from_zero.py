@@ -39,6 +39,8 @@ def aws() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
+    # moto keeps its state per process, across servers: another module's group and template may still be there.
+    httpx.post(f"{url}/moto-api/reset").raise_for_status()
     ec2 = boto3.client("ec2", endpoint_url=url, region_name="us-east-1", **_keys())
     ec2.create_launch_template(
         LaunchTemplateName="sdq-gpu", LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "g5.xlarge"}

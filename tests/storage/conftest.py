@@ -64,16 +64,20 @@ def s3_bucket(moto_endpoint: str, aws_session: boto3.session.Session) -> str:
 
 
 @pytest.fixture
-def s3_store(moto_endpoint: str, aws_session: boto3.session.Session, s3_bucket: str) -> S3Store:
-    """An S3 store under a fresh prefix, so tests never see each other's objects."""
-    return S3Store(
-        s3_bucket,
-        f"tests/{uuid.uuid4().hex}",
-        session=aws_session,
-        endpoint_url=moto_endpoint,
-        region=REGION,
-        addressing_style="path",
-    )
+def s3_store(moto_endpoint: str, aws_session: boto3.session.Session, s3_bucket: str) -> Iterator[S3Store]:
+    """An S3 store under a fresh prefix, so tests never see each other's objects; closed afterwards (its pooled
+    connections to the session's moto server would otherwise be collected, with a ResourceWarning, in a later test)."""
+    with closing(
+        S3Store(
+            s3_bucket,
+            f"tests/{uuid.uuid4().hex}",
+            session=aws_session,
+            endpoint_url=moto_endpoint,
+            region=REGION,
+            addressing_style="path",
+        )
+    ) as store:
+        yield store
 
 
 class _FileRoute(BaseHTTPRequestHandler):

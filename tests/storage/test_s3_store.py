@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -57,10 +58,11 @@ def test_put_sends_content_md5(s3_store: S3Store) -> None:
 def test_a_missing_bucket_is_a_config_error(moto_endpoint: str, aws_session: boto3.session.Session) -> None:
     store = S3Store("no-such-bucket", session=aws_session, endpoint_url=moto_endpoint, addressing_style="path")
 
-    with pytest.raises(StorageConfigError, match="does not exist"):
-        store.put("a.txt", b"a", content_type="text/plain")
-    with pytest.raises(StorageConfigError, match="does not exist"):
-        store.get("a.txt")
+    with closing(store):
+        with pytest.raises(StorageConfigError, match="does not exist"):
+            store.put("a.txt", b"a", content_type="text/plain")
+        with pytest.raises(StorageConfigError, match="does not exist"):
+            store.get("a.txt")
 
 
 def _client_error(code: str, status: int) -> ClientError:
