@@ -10,6 +10,9 @@ import httpx
 import pytest
 
 REGION = "us-east-1"
+#: The clients `make_group` handed out, closed when the moto server stops (a client collected later, in another
+#: test, would warn of its unclosed sockets there).
+_CLIENTS: list[Any] = []
 
 
 def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
@@ -27,6 +30,8 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     url = f"http://{host}:{port}"
     httpx.post(f"{url}/moto-api/reset").raise_for_status()  # moto keeps its state per process, across servers
     yield url
+    while _CLIENTS:
+        _CLIENTS.pop().close()
     server.stop()
 
 
@@ -46,6 +51,8 @@ def make_group(moto_url: str, *, desired: int = 2) -> tuple[Any, list[str]]:
         DesiredCapacity=desired,
         AvailabilityZones=[f"{REGION}a"],
     )
+    ec2.close()
+    _CLIENTS.append(autoscaling)
     return autoscaling, [i["InstanceId"] for i in group(autoscaling)["Instances"]]
 
 

@@ -91,5 +91,6 @@ def test_an_idle_worker_retires_its_instance_from_the_auto_scaling_group(
     assert after["DesiredCapacity"] == 0 and after["Instances"] == []
     ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=moto_url)
     state = ec2.describe_instances(InstanceIds=instances)["Reservations"][0]["Instances"][0]["State"]["Name"]
+    ec2.close()
     assert state in ("shutting-down", "terminated")
     assert "retired: aws:" in (tmp_path / "logs" / "worker-0.log").read_text()

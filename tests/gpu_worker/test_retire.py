@@ -39,6 +39,7 @@ def test_aws_terminates_this_instance_and_lowers_desired_capacity(moto_url: str,
     assert instances[0] not in remaining and instances[1] in remaining  # only itself, never a busy neighbour
     ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=moto_url)
     state = ec2.describe_instances(InstanceIds=[instances[0]])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    ec2.close()
     assert state in ("shutting-down", "terminated")
 
 

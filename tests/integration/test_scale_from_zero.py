@@ -45,8 +45,15 @@ def aws() -> Iterator[str]:
     ec2.create_launch_template(
         LaunchTemplateName="sdq-gpu", LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "g5.xlarge"}
     )
+    ec2.close()
     yield url
+    while _CLIENTS:  # closed here, not collected later in another test (which would warn of unclosed sockets)
+        _CLIENTS.pop().close()
     server.stop()
+
+
+#: The Auto Scaling clients `_group` handed out, closed when the moto server stops.
+_CLIENTS: list[Any] = []
 
 
 def _keys() -> dict[str, str]:
@@ -65,6 +72,7 @@ def _group(aws: str, name: str) -> Any:
         DesiredCapacity=0,
         AvailabilityZones=["us-east-1a"],
     )
+    _CLIENTS.append(client)
     return client
 
 

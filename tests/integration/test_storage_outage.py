@@ -27,8 +27,15 @@ def test_jobs_survive_an_s3_outage(redis_server: str, model_cache: Path, tmp_pat
     endpoint = f"http://127.0.0.1:{port}"
     s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     s3.start()
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket="outage")  # fmt: skip
+    s3_client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    s3_client.create_bucket(Bucket="outage")
+    s3_client.close()
     url = f"s3://outage/sdq?endpoint_url={endpoint}&region=us-east-1&addressing_style=path"
     stack = start_stack(tmp_path, redis_server, model_cache, SDQ_STORAGE_URL=url, **CREDENTIALS)
     try:
