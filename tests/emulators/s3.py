@@ -44,8 +44,11 @@ class S3Server:
     def create_bucket(self, bucket: str) -> None:
         """Create `bucket` unless it exists."""
         client = self.client()
-        with suppress(client.exceptions.BucketAlreadyOwnedByYou):  # type: ignore[attr-defined]
-            client.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+        try:
+            with suppress(client.exceptions.BucketAlreadyOwnedByYou):  # type: ignore[attr-defined]
+                client.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
+        finally:
+            client.close()  # type: ignore[attr-defined]
 
     def url(self, bucket: str, prefix: str = "") -> str:
         """The `s3://` storage URL of `bucket/prefix` on this server."""

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,7 +57,11 @@ def seaweedfs() -> Iterator[S3Server]:
     def ready() -> bool:
         # The S3 port opens before the filer can store anything: wait for a real write.
         server.create_bucket("sdq-probe")
-        server.client().put_object(Bucket="sdq-probe", Key="probe", Body=b"ok")  # type: ignore[attr-defined]
+        client: Any = server.client()
+        try:
+            client.put_object(Bucket="sdq-probe", Key="probe", Body=b"ok")
+        finally:
+            client.close()
         return True
 
     try:

@@ -59,7 +59,8 @@ def aws_session() -> boto3.session.Session:
 @pytest.fixture(scope="session")
 def s3_bucket(moto_endpoint: str, aws_session: boto3.session.Session) -> str:
     """Name of a bucket that exists on the moto server."""
-    aws_session.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=BUCKET)
+    with closing(aws_session.client("s3", endpoint_url=moto_endpoint)) as client:
+        client.create_bucket(Bucket=BUCKET)
     return BUCKET
 
 

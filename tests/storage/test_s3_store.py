@@ -33,8 +33,8 @@ pytestmark = pytest.mark.s3
 def test_keys_live_under_the_prefix(s3_store: S3Store, aws_session: boto3.session.Session) -> None:
     s3_store.put("a.txt", b"a", content_type="text/plain")
 
-    raw = aws_session.client("s3", endpoint_url=s3_store._client.meta.endpoint_url)
-    assert raw.get_object(Bucket=s3_store.bucket, Key=f"{s3_store.prefix}/a.txt")["Body"].read() == b"a"
+    with closing(aws_session.client("s3", endpoint_url=s3_store._client.meta.endpoint_url)) as raw:
+        assert raw.get_object(Bucket=s3_store.bucket, Key=f"{s3_store.prefix}/a.txt")["Body"].read() == b"a"
 
 
 def test_presigned_url_is_sigv4_with_the_asked_lifetime(s3_store: S3Store) -> None:
