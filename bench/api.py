@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from fastapi import FastAPI, Response
 
 from producer.apikeys import KeyStore
 from producer.localstack import LocalStack, free_port
+from producer.serve import listeners
 
 log = logging.getLogger("bench.api")
 JOB = {"prompt": "a lighthouse at dusk", "width": 64, "height": 64, "steps": 2}
@@ -176,25 +176,34 @@ def noop_app() -> FastAPI:
     return app
 
 
+def serve_noop(workers: int, port: int) -> None:
+    """`bench.api:noop_app` on `workers` processes, served as `sdq api` serves (producer/serve.py)."""
+    from producer.serve import serve
+
+    serve(
+        "bench.api:noop_app",
+        factory=True,
+        workers=workers,
+        host="127.0.0.1",
+        port=port,
+        access_log=False,
+        log_level="warning",
+    )
+
+
 @contextmanager
 def _noop_server(workers: int, logs: Path) -> Iterator[int]:
-    """`uvicorn bench.api:noop_app` with `workers` processes, the way `sdq api` runs; yields its port."""
+    """The no-op app with `workers` processes, the way `sdq api` runs; yields its port."""
     port = free_port()
-    args = ["--factory", "--workers", str(workers), "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    code = f"import bench.api; bench.api.serve_noop({workers}, {port})"
     with logs.open("wb") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bench.api:noop_app", *args], stdout=handle, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen([sys.executable, "-c", code], stdout=handle, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the no-op server did not come up; see {logs}") from None
-                time.sleep(0.05)
+        while (listeners(port) or 0) < workers:  # every server process on its socket, as LocalStack waits
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the no-op server did not come up; see {logs}")
+            time.sleep(0.05)
         yield port
     finally:
         process.send_signal(signal.SIGTERM)

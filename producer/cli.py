@@ -84,10 +84,9 @@ def api(
     """Run the HTTP API (with several workers: one process each, sharing the port; SIGTERM stops them all)."""
     import os
 
-    import uvicorn
-
     from .api.factory import APP_FACTORY
     from .embedded import EmbeddedRedis
+    from .serve import serve
 
     configure_logging(log_level)
     overrides = {k: v for k, v in {"host": host, "port": port, "api_workers": workers}.items() if v is not None}
@@ -99,7 +98,7 @@ def api(
     if embedded is not None:  # started (or joined) here, so it outlives every worker and is stopped once
         os.environ["SDQ_REDIS_URL"] = embedded.start()
     try:
-        uvicorn.run(
+        serve(  # uvicorn, each server process on its own socket (producer/serve.py)
             APP_FACTORY,
             factory=True,
             workers=settings.resolved_api_workers,
@@ -110,6 +109,7 @@ def api(
             # Beyond this many connections (and tasks) per process uvicorn answers 503 itself, before the app.
             limit_concurrency=settings.api_limit_concurrency,
             backlog=settings.api_backlog,
+            reuse_port=settings.api_reuse_port,
         )
     finally:
         if embedded is not None:

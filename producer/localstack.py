@@ -17,6 +17,8 @@ from types import TracebackType
 
 import httpx
 
+from .serve import listeners
+
 
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
@@ -55,9 +57,12 @@ class LocalStack:
         for _ in range(workers):
             self.start_worker()
         deadline = time.monotonic() + timeout_s
+        # Healthy, and every server process listening: connections made before a process has bound its socket
+        # all go to the others and stay there (keep-alive), which would skew a benchmark's first seconds.
+        servers = int(self.env.get("SDQ_API_WORKERS") or 1)
         while True:
             try:
-                if httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200 and self._listening(servers):
                     return self
             except httpx.TransportError:
                 pass
@@ -65,6 +70,10 @@ class LocalStack:
                 self.stop()
                 raise StackError(f"the API did not come up; see {self.logs / 'api.log'}")
             time.sleep(0.05)
+
+    def _listening(self, servers: int) -> bool:
+        count = listeners(self.port)
+        return count is None or count >= servers
 
     def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
         """Start one more worker process (extra `SDQ_*` settings in `env`)."""

@@ -229,7 +229,8 @@ class ApiSettings(CommonSettings, FleetSettings, InputSettings):
         default=None,
         ge=1,
         le=256,
-        description="SDQ_API_WORKERS: API server processes sharing the port (each one event loop); default 1 on a"
+        description="SDQ_API_WORKERS: API server processes sharing the port (each one event loop, each its own socket:"
+        " the kernel spreads connections over them); default 1 on a"
         " loopback address or with the embedded Redis, else one per CPU this process may use (set it explicitly"
         " under a CPU quota, e.g. a Kubernetes CPU limit, which the default cannot see).",
     )
@@ -264,6 +265,13 @@ class ApiSettings(CommonSettings, FleetSettings, InputSettings):
         default=2048,
         ge=1,
         description="SDQ_API_BACKLOG: connections waiting to be accepted (the listen backlog, uvicorn's `backlog`).",
+    )
+    api_reuse_port: bool = Field(
+        default=True,
+        description="SDQ_API_REUSE_PORT: with several API processes, each listens on its own socket (SO_REUSEPORT,"
+        " Linux) and the kernel spreads connections evenly over them; off, they share one socket and the process"
+        " that wakes first takes every waiting connection (uneven under keep-alive clients, but a process that"
+        " stalls gets no new connections). See producer/serve.py.",
     )
 
     def stream_limits(self) -> StreamLimits:

@@ -1,6 +1,7 @@
 """Building the API from its settings, once per server process: the app factory `sdq api` hands to uvicorn.
 
-With `SDQ_API_WORKERS` > 1 uvicorn starts that many processes sharing one listening socket, and each one calls
+With `SDQ_API_WORKERS` > 1 uvicorn starts that many processes, each on its own socket of the port (producer/serve.py),
+and each one calls
 `app_from_env` to build its own app: its own Redis connections (sync and asyncio), job service and authenticator.
 Nothing else is per process: keys, rate limits, quotas, idempotency records and jobs all live in Redis, and the
 link-signing key is one file under the data dir (made once, under a lock). The embedded Redis is started by the

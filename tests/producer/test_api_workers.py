@@ -1,9 +1,12 @@
-"""`sdq api --workers N`: N real server processes share the port, each serves jobs, SIGTERM stops them all."""
+"""`sdq api --workers N`: N real server processes share the port, each serves jobs, SIGTERM stops them all; each
+on its own socket (SO_REUSEPORT, the default), connections are spread over them, a dead one is replaced, and a
+second API cannot join the port."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +19,7 @@ import pytest
 import redis
 
 from producer.localstack import free_port
+from producer.serve import listeners
 from producer.settings import ApiSettings
 
 JOB = {"prompt": "a lighthouse at dusk", "width": 64, "height": 64, "steps": 2}
@@ -54,8 +58,10 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> Non
 
 
 @contextmanager
-def _api(env: dict[str, str], log: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
+def _api(
+    env: dict[str, str], log: Path, *args: str, port: int | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = port or free_port()
     with log.open("wb") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "producer.cli", "api", "--port", str(port), "--log-level", "info", *args],
@@ -97,7 +103,9 @@ def _stop(process: subprocess.Popen[bytes], children: set[int]) -> None:
 
 @pytest.mark.redis
 def test_two_workers_both_serve_and_sigterm_stops_all(redis_server: str, tmp_path: Path) -> None:
+    # One shared socket (SDQ_API_REUSE_PORT=false): a stopped process accepts nothing, so the other takes all.
     env = {"SDQ_REDIS_URL": redis_server, "SDQ_DATA_DIR": str(tmp_path), "SDQ_AUTH": "open"}
+    env["SDQ_API_REUSE_PORT"] = "false"
     with _api(env, tmp_path / "api.log", "--workers", "2") as (process, url):
         _wait_for(lambda: len(_children(process.pid)) == 2, 60, "two server processes")
         workers = _children(process.pid)
@@ -120,6 +128,91 @@ def test_two_workers_both_serve_and_sigterm_stops_all(redis_server: str, tmp_pat
             client.close()
         assert len(queued) >= 6
         _stop(process, _children(process.pid) | workers)
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(int(target[8:-1]))
+    return found
+
+
+def _served_connections(port: int) -> set[int]:
+    """The socket inodes of server-side established TCP connections on `port`."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 01: ESTABLISHED
+                found.add(int(fields[9]))
+    return found
+
+
+@pytest.mark.redis
+def test_connections_made_together_are_spread_over_the_workers(redis_server: str, tmp_path: Path) -> None:
+    """With one shared socket, 16 keep-alive connections opened at once all went to one process (measured with
+    bench/api.py's 32: one process at a full core, the other idle); each on its own socket, both get some."""
+    env = {"SDQ_REDIS_URL": redis_server, "SDQ_DATA_DIR": str(tmp_path), "SDQ_AUTH": "open"}
+    port = free_port()
+    with _api(env, tmp_path / "api.log", "--workers", "2", port=port) as (process, _url):
+        _wait_for(lambda: listeners(port) == 2, 60, "both server processes listening")
+        workers = _children(process.pid)
+        # Connected together, before any request (as a client pool or bench/api.py's load generator does).
+        connections = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(16)]
+        try:
+            for connection in connections:  # each one answered, and kept open
+                connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: sdq\r\n\r\n")
+                assert connection.recv(65536).startswith(b"HTTP/1.1 200")
+            served = _served_connections(port)
+            held = {pid: len(_socket_inodes(pid) & served) for pid in workers}
+            # 16 connections hashed over 2 sockets: all on one has a chance of 2 in 65 536.
+            assert sum(held.values()) == 16 and all(held.values()), held
+        finally:
+            for connection in connections:
+                connection.close()
+        _stop(process, workers)
+
+
+@pytest.mark.redis
+def test_a_dead_worker_is_replaced_on_its_own_socket(redis_server: str, tmp_path: Path) -> None:
+    env = {"SDQ_REDIS_URL": redis_server, "SDQ_DATA_DIR": str(tmp_path), "SDQ_AUTH": "open"}
+    port = free_port()
+    with _api(env, tmp_path / "api.log", "--workers", "2", port=port) as (process, url):
+        _wait_for(lambda: listeners(port) == 2, 60, "both server processes listening")
+        first = _children(process.pid)
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        _wait_for(lambda: victim not in _children(process.pid) and listeners(port) == 2, 60, "a replacement")
+        assert len(_children(process.pid) - first) == 1
+        assert len({_submit(url) for _ in range(8)}) == 8  # new connections, wherever they hash, are served
+        _stop(process, _children(process.pid))
+
+
+@pytest.mark.redis
+def test_a_second_api_cannot_join_the_port(redis_server: str, tmp_path: Path) -> None:
+    """SO_REUSEPORT lets sockets of one user share a port: a second `sdq api` there would quietly take half the
+    connections. The supervisor's plain bind first refuses it, as uvicorn does, and the first API goes on."""
+    env = {"SDQ_REDIS_URL": redis_server, "SDQ_DATA_DIR": str(tmp_path), "SDQ_AUTH": "open"}
+    port = free_port()
+    with _api(env, tmp_path / "api.log", "--workers", "2", port=port) as (process, url):
+        _wait_for(lambda: listeners(port) == 2, 60, "both server processes listening")
+        second = subprocess.run(
+            [sys.executable, "-m", "producer.cli", "api", "--port", str(port), "--workers", "2"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 3, second.stdout + second.stderr  # uvicorn's startup failure
+        assert "address already in use" in (second.stdout + second.stderr).lower()
+        assert listeners(port) == 2
+        _submit(url)
+        _stop(process, _children(process.pid))
 
 
 def test_workers_share_one_embedded_redis_stopped_on_exit(tmp_path: Path) -> None:
