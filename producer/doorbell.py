@@ -159,9 +159,15 @@ class _Listener(threading.Thread):
     def run(self) -> None:
         while not self._stopping.is_set():
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            subscribed: set[str] = set()
             try:
-                pubsub.psubscribe(f"{self.prefix}*{WAKE_SUFFIX}")
                 while not self._stopping.is_set():
+                    # Only the channels of the queues this process consumes (not a pattern of every queue's:
+                    # each submission would wake the webhook sender's listener too). A queue consumed later is
+                    # subscribed within a second; its consumer fetches first and polls until then.
+                    if wanted := {wake_channel(self.prefix + queue) for queue in list(self.bells)} - subscribed:
+                        pubsub.subscribe(*wanted)
+                        subscribed |= wanted
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self._ring(message["channel"])

@@ -136,3 +136,23 @@ def test_a_yielding_batch_queue_waits_for_every_waiting_interactive_job(redis_cl
         broker.close()
     assert len(started) == 60
     assert started[:30] == ["interactive"] * 30
+
+
+def test_a_process_listens_only_to_the_queues_it_consumes(idle_worker: Any, redis_client: redis.Redis) -> None:
+    """The listener subscribes to the wake channels of its own queues, not a pattern of every queue's: with one,
+    each job the API created woke `sdq webhooks` (which consumes only its delivery queue), 0.1 of a core under
+    bench/api.py's submit load. A queue consumed later is subscribed too, within a second."""
+    broker, _ = idle_worker
+    channels = {f"{broker.namespace}:{queue}.wake" for queue in ("q", "qb")}
+    assert int(redis_client.execute_command("PUBSUB", "NUMPAT")) == 0
+    counts = dict(redis_client.pubsub_numsub(*channels, f"{broker.namespace}:sdq-webhooks.wake"))
+    assert {channel.decode(): count for channel, count in counts.items()} == {
+        **dict.fromkeys(channels, 1),
+        f"{broker.namespace}:sdq-webhooks.wake": 0,
+    }
+    broker.consume("later")
+    later = f"{broker.namespace}:later.wake"
+    deadline = time.monotonic() + 5
+    while dict(redis_client.pubsub_numsub(later))[later.encode()] != 1:
+        assert time.monotonic() < deadline, "the queue consumed later was not subscribed"
+        time.sleep(0.05)
