@@ -10,7 +10,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -56,11 +56,16 @@ def aws_session() -> boto3.session.Session:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def s3_bucket(moto_endpoint: str, aws_session: boto3.session.Session) -> str:
-    """Name of a bucket that exists on the moto server."""
-    with closing(aws_session.client("s3", endpoint_url=moto_endpoint)) as client:
-        client.create_bucket(Bucket=BUCKET)
+    """Name of a bucket that exists on the moto server: made again for each test, because moto keeps its state per
+    process and the autoscaling tests reset it (under xdist, in the same process as storage tests)."""
+    client = aws_session.client("s3", endpoint_url=moto_endpoint)
+    try:
+        with suppress(client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
+            client.create_bucket(Bucket=BUCKET)
+    finally:
+        client.close()
     return BUCKET
 
 
