@@ -139,21 +139,22 @@ class Deliverer:
     def deliver(self, msg_id: str, ticket: str | None = None) -> None:
         """Attempt message `msg_id` if it is pending, `ticket` is its current one and no other attempt of it is in
         flight; defer it when its endpoint has no free slot."""
-        if not self.deliveries.lock(msg_id, hold_s=self.hold_s):
+        lock = self.deliveries.lock(msg_id, hold_s=self.hold_s)
+        if lock is None:
             return
         try:  # read under the lock: a redelivery (which changes the ticket) cannot slip in between
             fields = self.deliveries.fields(msg_id)
             current = fields.get("ticket", b"").decode() or None
             if not fields or fields.get("state") != DeliveryState.PENDING.value.encode() or current != ticket:
                 return
-            then = self._attempt_in_slot(msg_id, fields, ticket)
-        finally:
-            self.deliveries.unlock(msg_id)
+            then = self._attempt_in_slot(msg_id, fields, ticket, lock)
+        finally:  # mostly released already, with the attempt's record; this one releases only our own
+            self.deliveries.unlock(msg_id, lock)
         if then is not None:  # after unlocking, so that even an immediate retry finds the message free
             self.send(msg_id, *then)
 
     def _attempt_in_slot(
-        self, msg_id: str, fields: dict[str, bytes], ticket: str | None
+        self, msg_id: str, fields: dict[str, bytes], ticket: str | None, lock: str
     ) -> tuple[float, str | None] | None:
         """The attempt inside a slot of its endpoint; returns (delay, ticket) of the next queue message, if any."""
         url = fields["url"].decode()
@@ -161,13 +162,14 @@ class Deliverer:
             log.debug("webhook %s deferred: its endpoint has %d attempts in flight", msg_id, self.slots.limit)
             return self.defer_s * self._rng.uniform(0.5, 1.5), ticket
         try:
-            return self._attempt(msg_id, fields)
+            return self._attempt(msg_id, fields, lock)
         finally:
             if self.slots is not None:
                 self.slots.leave(url, msg_id)
 
-    def _attempt(self, msg_id: str, fields: dict[str, bytes]) -> tuple[float, str] | None:
-        """One attempt, logged; returns the delay before the next one and its ticket (None: no retry)."""
+    def _attempt(self, msg_id: str, fields: dict[str, bytes], lock: str) -> tuple[float, str] | None:
+        """One attempt, logged (and its `lock` released with the record); returns the delay before the next one
+        and its ticket (None: no retry)."""
         url, kind = fields["url"].decode(), WebhookEventType(fields["type"].decode())
         if self.deliveries.endpoint_disabled(url):
             self.deliveries.set_state(msg_id, DeliveryState.DISABLED)
@@ -194,7 +196,7 @@ class Deliverer:
         )
         next_at = time.time() + delay if delay is not None else None
         ticket = new_ticket() if delay is not None else None
-        self.deliveries.record_attempt(msg_id, attempt, outcome.state, next_at, ticket)
+        self.deliveries.record_attempt(msg_id, attempt, outcome.state, next_at, ticket, lock=lock)
         where = url.split("?", 1)[0]  # a query string may carry the receiver's token: keep it out of logs
         log.info("webhook %s %s → %s (%s)", msg_id, where, outcome.state.value, outcome.status_code or outcome.error)
         return None if delay is None or ticket is None else (delay, ticket)

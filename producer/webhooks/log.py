@@ -45,6 +45,13 @@ redis.call("DEL", KEYS[3])
 return 1
 """
 
+# Release a message's in-flight lock if it is still this attempt's (its token): an attempt that outlived its lock
+# must not free the lock of the attempt made after it. Returns 1 when released.
+_UNLOCK = """
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+return 0
+"""
+
 
 class DeliveryState(TextEnum):
     """Where a webhook message stands."""
@@ -104,6 +111,7 @@ class DeliveryLog:
         self.ttl_s = ttl_s
         self._create = client.register_script(_CREATE)
         self._reopen = client.register_script(_REOPEN)
+        self._unlock = client.register_script(_UNLOCK)
 
     def create(self, msg_id: str, job_id: str, kind: WebhookEventType, url: str, body: bytes, **extra: str) -> bool:
         """Record a new pending message; False when `msg_id` exists already (nothing is changed then)."""
@@ -147,9 +155,12 @@ class DeliveryLog:
         state: DeliveryState,
         next_at: float | None = None,
         ticket: str | None = None,
+        lock: str | None = None,
     ) -> int:
         """Append an attempt and set the message's state; returns how many attempts it has had. `ticket` is the
-        one the queue message of the next attempt carries (every older one is stale from now on)."""
+        one the queue message of the next attempt carries (every older one is stale from now on). `lock`: the
+        attempt's in-flight lock, released in the same step, so that nobody sees the outcome while the message
+        still looks in flight (a redelivery asked right after a delivery is seen done would be refused)."""
         log = json.loads(cast(bytes, self.client.hget(keys.delivery(msg_id), "log")) or b"[]")
         log = [*log, attempt.model_dump(mode="json")][-MAX_LOGGED_ATTEMPTS:]
         pipe = self.client.pipeline(transaction=True)
@@ -161,6 +172,8 @@ class DeliveryLog:
             pipe.hset(keys.delivery(msg_id), "next_at", repr(next_at))
         if ticket is not None:
             pipe.hset(keys.delivery(msg_id), "ticket", ticket)
+        if lock is not None:
+            self._unlock(keys=[keys.delivery_lock(msg_id)], args=[lock], client=pipe)
         return int(pipe.execute()[0])
 
     def set_state(self, msg_id: str, state: DeliveryState) -> None:
@@ -196,13 +209,17 @@ class DeliveryLog:
         """Whether `url` answered 410 Gone before."""
         return bool(self.client.exists(keys.disabled_endpoint(endpoint_digest(url))))
 
-    def lock(self, msg_id: str, hold_s: float) -> bool:
-        """Take the in-flight lock of a message (one attempt at a time, even if its queue message is doubled)."""
-        return bool(self.client.set(keys.delivery_lock(msg_id), "1", nx=True, px=max(1, int(hold_s * 1000))))
+    def lock(self, msg_id: str, hold_s: float) -> str | None:
+        """Take the in-flight lock of a message (one attempt at a time, even if its queue message is doubled);
+        returns its token (for `unlock`), or None while another attempt holds it."""
+        token = secrets.token_hex(8)
+        taken = self.client.set(keys.delivery_lock(msg_id), token, nx=True, px=max(1, int(hold_s * 1000)))
+        return token if taken else None
 
-    def unlock(self, msg_id: str) -> None:
-        """Release the in-flight lock."""
-        self.client.delete(keys.delivery_lock(msg_id))
+    def unlock(self, msg_id: str, token: str) -> None:
+        """Release the in-flight lock taken with `token` (not a later attempt's, should this one have outlived
+        it)."""
+        self._unlock(keys=[keys.delivery_lock(msg_id)], args=[token])
 
 
 def new_ticket() -> str:

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -181,9 +182,10 @@ def test_a_pending_message_can_be_redelivered_and_the_retry_it_had_scheduled_is_
         deliverer.deliver("msg_p")
         ((_, delay_s, scheduled),) = sent
         assert delay_s == 3600.0 and scheduled is not None  # a retry an hour from now
-        assert log.lock("msg_p", hold_s=5)  # an attempt in flight (its lock held): no redelivery
+        lock = log.lock("msg_p", hold_s=5)
+        assert lock  # an attempt in flight (its lock held): no redelivery
         assert log.reopen("msg_p") is None
-        log.unlock("msg_p")
+        log.unlock("msg_p", lock)
         again = log.reopen("msg_p")  # pending but not in flight: allowed
         assert again is not None and again != scheduled
         deliverer.deliver("msg_p", scheduled)  # the hour-later retry arrives: stale, no attempt
@@ -193,3 +195,28 @@ def test_a_pending_message_can_be_redelivered_and_the_retry_it_had_scheduled_is_
     found = log.get("msg_p")
     assert found is not None and found.state is DeliveryState.DELIVERED
     assert [a.status_code for a in found.attempts] == [500, 200]
+
+
+def test_an_attempts_outcome_and_the_end_of_its_lock_are_one_step(redis_client: redis.Redis) -> None:
+    """A client that sees a delivery done may redeliver it at once: the attempt's record releases its in-flight
+    lock in the same transaction. Before, the lock went a moment after the record, and a redelivery in between
+    got 409 "has an attempt in flight" (seen in the suite: the SDK's redeliver right after `delivered`). And a lock
+    is released only by the attempt that took it, never a later one's."""
+    from producer.webhooks.log import DeliveryAttempt
+
+    log = DeliveryLog(redis_client, ttl_s=600)
+    log.create("msg_l", "job", WebhookEventType.JOB_SUCCEEDED, "https://example.com/hook", b"{}")
+    first = log.lock("msg_l", hold_s=5)
+    assert first and log.lock("msg_l", hold_s=5) is None  # one attempt at a time
+    done = DeliveryAttempt(at=datetime.now(timezone.utc), status_code=200, duration_ms=1.0)
+    log.record_attempt("msg_l", done, DeliveryState.DELIVERED, lock=first)
+    assert not log.in_flight("msg_l")
+    assert log.reopen("msg_l") is not None  # redelivered at once
+
+    second = log.lock("msg_l", hold_s=5)
+    assert second
+    log.unlock("msg_l", first)  # the first attempt's late release, and its record: the second's lock stays
+    log.record_attempt("msg_l", done, DeliveryState.DELIVERED, lock=first)
+    assert log.in_flight("msg_l") and log.reopen("msg_l") is None
+    log.unlock("msg_l", second)
+    assert not log.in_flight("msg_l")
