@@ -46,6 +46,7 @@ from .keyed_submit import KeyedSubmit
 from .limits import BodyLimit
 from .mux import scripts_for
 from .scaling import Fleet
+from .submit_route import SubmitLane
 from .ui import router as ui_router
 
 
@@ -116,6 +117,9 @@ def create_app(
         Uploads(service.store.client, objects, limits), limits, input_url_policy or UrlPolicy()
     )
     errors.install(app)
+    # The direct path of POST /v1/jobs, ahead of Starlette's exception middleware and router, behind BodyLimit
+    # (the last added runs first).
+    app.add_middleware(SubmitLane, handlers=app.exception_handlers)
     app.add_middleware(
         BodyLimit,
         per_path={"/v1/batches": max_batch_bytes, "/v1/jobs": limits.max_job_body_bytes},

@@ -13,7 +13,7 @@ from .auth import CallerDep
 from .deps import Deps
 from .errors import ERROR_RESPONSES
 from .params import QueryInt
-from .submit_route import SubmitRoute, accepted
+from .submit_route import accepted
 
 #: The optional `Idempotency-Key` request header (1–255 visible ASCII characters).
 IdempotencyKey = Annotated[
@@ -54,8 +54,8 @@ async def submit(
 
 def install_submit(app: FastAPI) -> None:
     """`POST /v1/jobs` on the app's own router, ahead of every included one (matched first, not through the
-    routers' matching), with the direct path for common submissions (api/submit_route.py) in front of FastAPI's
-    handler of `submit`. Call it before including the routers."""
+    routers' matching); common submissions are answered before it, by `SubmitLane` (api/submit_route.py). Call it
+    before including the routers."""
     app.router.add_api_route(
         router.prefix,
         submit,
@@ -65,7 +65,6 @@ def install_submit(app: FastAPI) -> None:
         summary="Submit a job",
         tags=list(router.tags),
         responses=ERROR_RESPONSES,
-        route_class_override=SubmitRoute,
     )
 
 

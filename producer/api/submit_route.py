@@ -2,13 +2,14 @@
 
 FastAPI's request handling for the route (its signature in api/jobs.py: the body, the `Idempotency-Key` header,
 the caller) documents it in OpenAPI and answers every case, but solving its parameters costs more than the rest
-of a submission (bench/api.py, docs/submit-profile.md). `SubmitRoute` answers the common case itself: a text-only
-job as `application/json`, with a well-formed key or in open mode, body valid, model and webhook allowed. It
+of a submission (bench/api.py, docs/submit-profile.md), and so do Starlette's routing and middleware in front of
+it. `SubmitLane`, a middleware ahead of them, answers the common case itself: a text-only job as
+`application/json`, with a well-formed key or in open mode, body valid, model and webhook allowed. It
 validates the body exactly as FastAPI does (`json.loads`, then the model in Python mode), and makes one Redis call
 (api/keyed_submit.py: the key check and the create together). Everything else goes to the general path, which
 answers as it always has: an invalid body, header or model (there the key is checked first, so a bad key is a 401
 whatever the body), image inputs, a queue in another Redis. The general path reads the body the direct path read
-(Starlette keeps it on the request).
+(replayed to it).
 
 A request without a key, or with one that is not even shaped like a key, is answered 401 before its body is read.
 """
@@ -17,14 +18,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import Request, Response
-from fastapi.routing import APIRoute
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..apikeys import token_key_id
 from ..errors import AuthenticationError, ProducerError
@@ -41,20 +42,73 @@ IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _READ = frozenset({b"content-type", b"authorization", b"idempotency-key"})
 _NO_KEY = "this server requires an API key: send `Authorization: Bearer sdq_…`"
 
-Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+#: The route the lane serves.
+SUBMIT_PATH = "/v1/jobs"
 
 
-class SubmitRoute(APIRoute):
-    """The route class of `POST /v1/jobs`: the direct path, else FastAPI's handler of the declared endpoint."""
+class SubmitLane:
+    """ASGI middleware in front of the app's exception handling and router: the direct path of `POST /v1/jobs`.
 
-    def get_route_handler(self) -> Handler:
-        general = super().get_route_handler()
+    Starlette's own layers (its exception middleware, exit stack, routing, the route's request/response wrapper)
+    cost about as much as the rest of a submission: a no-op FastAPI route serves 21 600 requests/s on this
+    machine where a bare ASGI app serves 51 000 (bench/api.py's load). The lane answers the common submission
+    itself, with the handlers the app registered for its errors; anything it declines goes on to the route, with
+    the body it read replayed. Installed inside `BodyLimit`, and only for a request with a Content-Length (a
+    chunked body goes on unread, to be counted)."""
 
-        async def handle(http: Request) -> Response:
+    def __init__(self, app: ASGIApp, handlers: Mapping[Any, Callable[..., Any]]) -> None:
+        self.app = app
+        #: The app's exception handlers (`app.exception_handlers`: the same mapping, so later additions count).
+        self.handlers = handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != SUBMIT_PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        if not any(name == b"content-length" for name, _ in scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        recorded = _Recorded(receive)
+        http = Request(scope, recorded)
+        try:
             answer = await direct_submit(http)
-            return answer if answer is not None else await general(http)
+        except Exception as exc:  # answered by the app's handler for it, as the route would be
+            answer = await self._answer(http, exc)
+        if answer is None:
+            await self.app(scope, recorded.replay(), send)
+            return
+        await answer(scope, recorded, send)
 
-        return handle
+    async def _answer(self, http: Request, exc: Exception) -> Response:
+        handler = next((self.handlers[cls] for cls in type(exc).__mro__ if cls in self.handlers), None)
+        if handler is None:
+            raise exc
+        try:
+            response: Response = await handler(http, exc)
+        except Exception:  # the handler passed it on (a bug, not a client's condition): the server-error answer
+            response = await self.handlers[Exception](http, exc)
+        return response
+
+
+class _Recorded:
+    """A request's `receive`, keeping what the lane read so that the route it passes the request to reads it too."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.messages: list[Message] = []
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        self.messages.append(message)
+        return message
+
+    def replay(self) -> Receive:
+        pending = list(self.messages)
+
+        async def receive() -> Message:
+            return pending.pop(0) if pending else await self.receive()
+
+        return receive
 
 
 async def direct_submit(http: Request) -> Response | None:
