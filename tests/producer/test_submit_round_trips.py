@@ -148,3 +148,34 @@ def test_a_bad_key_with_a_bad_body_is_still_401(api: TestClient, redis_client: r
     _, live = store.create("acme")
     invalid = api.post("/v1/jobs", json={"prompt": "p", "width": 7}, headers=_auth(live))
     assert invalid.status_code == 422 and invalid.json()["error"]["fields"][0]["field"] == "width"
+
+
+def test_what_the_direct_path_declines_reaches_the_route_with_its_body(
+    api: TestClient, redis_client: redis.Redis
+) -> None:
+    """`SubmitLane` reads the body, then hands a submission it does not answer to FastAPI's route: the route
+    reads the same body (replayed) and names the field."""
+    _, token = KeyStore(redis_client).create("acme")
+    answer = api.post("/v1/jobs", json={**JOB, "width": 63}, headers=_auth(token))
+    assert answer.status_code == 422
+    assert [field["field"] for field in answer.json()["error"]["fields"]] == ["width"]
+    assert api.post("/v1/jobs", json=JOB, headers=_auth(token)).status_code == 202  # and the next one is answered
+
+
+def test_a_fault_in_the_direct_path_is_an_incident_and_enqueues_nothing(
+    api: TestClient, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error the direct path did not expect (a bug) gets the app's 500 answer, with an incident id, as it
+    would inside the route: not a bare server error, and no job."""
+    from producer.service import JobService
+
+    _, token = KeyStore(redis_client).create("acme")
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(JobService, "prepare", broken)
+    answer = api.post("/v1/jobs", json=JOB, headers=_auth(token))
+    assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal"
+    assert "incident" in answer.json()["error"]["message"]
+    assert redis_client.llen("dramatiq:sdq-generate") == 0 and not list(redis_client.scan_iter("sdq:job:*"))
