@@ -37,7 +37,9 @@ class Prepared:
     fetched: frozenset[str]
 
 
-def prepare_inputs(job_id: str, request: JobRequest, sources: InputSources) -> Prepared | None:
+def prepare_inputs(
+    job_id: str, request: JobRequest, sources: InputSources, *, never_claimed: bool = False
+) -> Prepared | None:
     """The job's inputs ready for its pipeline calls, or None for a job without images.
 
     Raises the worker's `InvalidInputError` (the job fails with `invalid_input`, no retry) for an unusable image,
@@ -46,7 +48,7 @@ def prepare_inputs(job_id: str, request: JobRequest, sources: InputSources) -> P
         return None
     started = time.perf_counter()
     try:
-        resolved = resolve_inputs(job_id, request, sources)
+        resolved = resolve_inputs(job_id, request, sources, never_claimed=never_claimed)
     except InputRejected as exc:
         raise InvalidInputError(f"{exc.field}: {exc.reason}") from exc
     resolve_s = time.perf_counter() - started

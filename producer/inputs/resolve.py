@@ -53,19 +53,23 @@ class ResolvedInputs:
         return self.images[name]
 
 
-def resolve_inputs(job_id: str, request: JobRequest, sources: InputSources) -> ResolvedInputs:
+def resolve_inputs(
+    job_id: str, request: JobRequest, sources: InputSources, *, never_claimed: bool = False
+) -> ResolvedInputs:
     """Every input image of the job, normalized; raises `InvalidInputError` (the job fails with `invalid_input`)
-    and `storage.StorageError` (a storage outage: worth a retry)."""
+    and `storage.StorageError` (a storage outage: worth a retry).
+
+    `never_claimed`: no attempt of the job has begun (its record counts no attempts), so no image generated yet
+    came from a stored copy: the origin is asked without first looking for one (a storage round trip less on
+    nearly every job). What a preparation that never claimed the job may have stored is replaced."""
     stored: dict[str, Image.Image] = {}
     originals: dict[str, tuple[str, Image.Image]] = {}
     for path, name, ref in request.input_images():
-        key = input_object_key(job_id, name)
-        try:
-            data = sources.store.get(key)
-        except ObjectNotFoundError:
+        data = None if never_claimed else _stored(sources.store, input_object_key(job_id, name))
+        if data is None:
             originals[name] = (path, _original(path, ref, sources))
-            continue
-        stored[name] = images.decode(data, field=path, max_pixels=sources.limits.max_image_pixels)
+        else:
+            stored[name] = images.decode(data, field=path, max_pixels=sources.limits.max_image_pixels)
     _check_mask(originals)
     prepared: dict[str, Image.Image] = {}
     for name, (path, image) in originals.items():
@@ -73,6 +77,13 @@ def resolve_inputs(job_id: str, request: JobRequest, sources: InputSources) -> R
         sources.store.put(input_object_key(job_id, name), images.encode_png(normalized), content_type="image/png")
         prepared[name] = normalized
     return ResolvedInputs(images={**stored, **prepared}, fetched=frozenset(originals))
+
+
+def _stored(store: ObjectStore, key: str) -> bytes | None:
+    try:
+        return store.get(key)
+    except ObjectNotFoundError:
+        return None
 
 
 def _original(path: str, ref: ImageRef, sources: InputSources) -> Image.Image:

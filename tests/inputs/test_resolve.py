@@ -171,3 +171,28 @@ def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_a_job_never_claimed_skips_the_look_for_stored_copies(store: LocalStore) -> None:
+    """The worker passes `never_claimed` when the job's record counts no attempt: no image was made from a stored
+    copy yet, so the origin is asked without a storage read first, and what it gives is stored again. Once an
+    attempt has begun, the stored copies win."""
+    store.put(upload_object_key(UPLOAD_ID), png(64, 64, color=(9, 9, 9)), content_type="image/png")
+    request = _request(image={"upload": UPLOAD_ID})
+    job_id = new_job_id()
+    reads: list[str] = []
+    get = store.get
+
+    def counted(key: str) -> bytes:
+        reads.append(key)
+        return get(key)
+
+    store.get = counted  # type: ignore[method-assign]
+    first = resolve_inputs(job_id, request, _sources(store), never_claimed=True)
+    assert first.fetched == {"image"} and reads == [upload_object_key(UPLOAD_ID)]  # the upload, nothing else
+    assert store.head(input_object_key(job_id, "image")).size > 0  # stored for the attempts after
+    reads.clear()
+    store.put(upload_object_key(UPLOAD_ID), png(64, 64, color=(200, 9, 9)), content_type="image/png")
+    again = resolve_inputs(job_id, request, _sources(store))  # an attempt has begun: the stored copy
+    assert again.fetched == frozenset() and reads == [input_object_key(job_id, "image")]
+    assert again["image"].tobytes() == first["image"].tobytes()
