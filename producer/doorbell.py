@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import redis
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Suffix of a queue key that names its wake channel (a queue key is `<namespace>:<queue name>`).
 WAKE_SUFFIX = ".wake"
+#: While Redis stays away, the listener says so once per this long (it retries every second).
+RECONNECT_WARN_S = 60.0
 #: How long a yielding consumer waits before it looks at the queue it yields to again (one LLEN per wait).
 YIELD_WAIT_S = 0.05
 
@@ -157,6 +160,8 @@ class _Listener(threading.Thread):
         self._stopping.set()
 
     def run(self) -> None:
+        down_since: float | None = None  # when Redis went away (the listener retries every second meanwhile)
+        warned_at = 0.0
         while not self._stopping.is_set():
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             subscribed: set[str] = set()
@@ -168,13 +173,23 @@ class _Listener(threading.Thread):
                     if wanted := {wake_channel(self.prefix + queue) for queue in list(self.bells)} - subscribed:
                         pubsub.subscribe(*wanted)
                         subscribed |= wanted
+                        if down_since is not None:
+                            log.info("doorbell listener reconnected after %.0f s", time.monotonic() - down_since)
+                            down_since = None
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self._ring(message["channel"])
             except Exception as exc:  # best effort: Redis down, or the client closed under us at shutdown
                 if self._stopping.is_set():
                     return
-                log.warning("doorbell listener reconnecting (workers poll meanwhile): %s", exc)
+                # Said when Redis goes away, then once a minute while it stays away: not every retry.
+                now = time.monotonic()
+                if down_since is None:
+                    down_since = warned_at = now
+                    log.warning("doorbell listener lost Redis, reconnecting (workers poll meanwhile): %s", exc)
+                elif now - warned_at >= RECONNECT_WARN_S:
+                    warned_at = now
+                    log.warning("doorbell listener still reconnecting after %.0f s: %s", now - down_since, exc)
                 for bell in list(self.bells.values()):  # something may have been enqueued meanwhile: look
                     bell.set()
                 self._stopping.wait(1.0)

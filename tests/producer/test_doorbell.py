@@ -156,3 +156,23 @@ def test_a_process_listens_only_to_the_queues_it_consumes(idle_worker: Any, redi
     while dict(redis_client.pubsub_numsub(later))[later.encode()] != 1:
         assert time.monotonic() < deadline, "the queue consumed later was not subscribed"
         time.sleep(0.05)
+
+
+def test_a_lost_redis_is_reported_once_not_every_retry(caplog: pytest.LogCaptureFixture) -> None:
+    """The listener retries every second while Redis is away; it warns when Redis goes, then once a minute (every
+    retry warned before: a flood in every process's log for the length of an outage)."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from producer.localstack import free_port
+
+    # No retries inside redis-py: each of the listener's own retries fails at once.
+    gone = redis.Redis(port=free_port(), socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    broker = make_broker(gone, heartbeat_timeout_s=60)
+    assert isinstance(broker, WakingRedisBroker)
+    with caplog.at_level("WARNING", logger="producer.doorbell"):
+        broker.consume("q")  # starts the listener
+        time.sleep(4.0)  # three retries or more
+        broker.close()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "producer.doorbell"]
+    assert len(warnings) == 1 and "lost Redis" in warnings[0], warnings
