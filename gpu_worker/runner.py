@@ -268,9 +268,7 @@ class JobRunner:
         run.warnings.extend(record.warnings)
         run.resume_from, run.handoffs = record.checkpoint, record.handoffs
         resume = self.handoff.load(job_id, record.checkpoint)
-        # Once: every pipeline call of this attempt takes the same object. A job no attempt has claimed yet gets its
-        # inputs from their origin without looking for stored copies first (none can have been used).
-        inputs = self._prepare_inputs(run, never_claimed=record.attempts == 0)
+        inputs = self._prepare_inputs(run, never_claimed=record.attempts == 0)  # once: every call of the attempt
         # The GPU runs the job, possibly in one cohort with others, and claims it as its cohort forms; this thread
         # waits, then encodes and uploads while the GPU moves on to the next cohort. The wait's limit is only a
         # backstop (the step callback enforces the time limit): the cohorts ahead of it and its own each stop then.
@@ -322,8 +320,8 @@ class JobRunner:
         return outputs
 
     def _prepare_inputs(self, run: _Run, *, never_claimed: bool) -> PreparedInputs | None:
-        """The job's image inputs, resolved (from their origin on its first attempt, from `inputs/<job>/` after);
-        an unusable image claims the job, so that its failure is recorded (`invalid_input`)."""
+        """The job's image inputs: from their origin on its first attempt (`never_claimed`: no stored copy looked
+        for), from `inputs/<job>/` after; an unusable image claims the job, so its `invalid_input` is recorded."""
         job_id = run.message.job_id
         try:
             prepared = prepare_inputs(job_id, run.request, self.input_sources, never_claimed=never_claimed)

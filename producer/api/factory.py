@@ -1,8 +1,8 @@
 """Building the API from its settings, once per server process: the app factory `sdq api` hands to uvicorn.
 
-With `SDQ_API_WORKERS` > 1 uvicorn starts that many processes, each on its own socket of the port (producer/serve.py),
-and each one calls
-`app_from_env` to build its own app: its own Redis connections (sync and asyncio), job service and authenticator.
+With `SDQ_API_WORKERS` > 1 uvicorn starts that many processes, each on its own socket of the port
+(producer/serve.py), and each one calls `app_from_env` to build its own app: its own Redis connections (sync and
+asyncio), job service and authenticator.
 Nothing else is per process: keys, rate limits, quotas, idempotency records and jobs all live in Redis, and the
 link-signing key is one file under the data dir (made once, under a lock). The embedded Redis is started by the
 `sdq api` parent before any worker exists and reaches them as `SDQ_REDIS_URL`, so no worker ever stops it.

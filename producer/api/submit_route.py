@@ -62,10 +62,12 @@ class SubmitLane:
         self.handlers = handlers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != SUBMIT_PATH or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        if not any(name == b"content-length" for name, _ in scope["headers"]):
+        if (
+            scope["type"] != "http"
+            or scope["path"] != SUBMIT_PATH
+            or scope["method"] != "POST"
+            or not any(name == b"content-length" for name, _ in scope["headers"])
+        ):
             await self.app(scope, receive, send)
             return
         recorded = _Recorded(receive)
