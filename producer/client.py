@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from .client_base import (
+    API_LIMITS,
     DEFAULT_API_URL,
     STREAM_ERRORS,
     ApiError,
@@ -66,7 +67,11 @@ class Client(BaseClient):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._http = httpx.Client(
-            base_url=base_url, headers=auth_headers(api_key), timeout=timeout_s, transport=transport
+            base_url=base_url,
+            headers=auth_headers(api_key),
+            timeout=timeout_s,
+            transport=transport,
+            limits=API_LIMITS,
         )
         self._storage: httpx.Client | None = None  # for presigned URLs only; made on first use
 
@@ -240,7 +245,11 @@ class AsyncClient(BaseClient):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._http = httpx.AsyncClient(
-            base_url=base_url, headers=auth_headers(api_key), timeout=timeout_s, transport=transport
+            base_url=base_url,
+            headers=auth_headers(api_key),
+            timeout=timeout_s,
+            transport=transport,
+            limits=API_LIMITS,
         )
         self._storage: httpx.AsyncClient | None = None  # for presigned URLs only; made on first use
 

@@ -213,6 +213,12 @@ def downloads(record: JobRecord, dest: Path) -> Iterator[tuple[str, Path]]:
         yield output.url, dest / f"{record.id}-{index}.{output.key.rsplit('.', 1)[-1]}"
 
 
+#: Idle keep-alive connections are dropped after this long, under the servers' own idle timeouts (uvicorn's is
+#: 5 s, as is httpx's default expiry): with both at 5 s, a request sent on a connection idle for about 5 s met the
+#: server's close, "Server disconnected without sending a response" (seen in the suite after a 5 s worker stop).
+API_LIMITS = httpx.Limits(keepalive_expiry=3.0)
+
+
 def storage_client_options(timeout: httpx.Timeout) -> dict[str, Any]:
     """How the client for storage URLs is built: no base URL, no headers, no auth, never a redirect followed.
 
