@@ -8,6 +8,11 @@ waiting request. The commands of every request that ran in one turn of the event
 
 It speaks RESP2 over TCP or a Unix socket, with the URL's password, user and database. Other URLs (TLS, socket
 options in the query) get `RedisPyScripts`, the same calls through redis-py's asyncio client.
+
+A Redis that stops answering (paused, a failover, a full network path) fails the calls waiting on it after
+`reply_timeout_s` (5 s, redis-py's default socket timeout, which every other client of the API has) with
+`redis.TimeoutError`, and the connection is dropped: replies still owed on it could no longer be matched to their
+callers. The next call connects again. One timer per connection watches the oldest call in line, not one per call.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from redis.asyncio.connection import UnixDomainSocketConnection, parse_url
 from redis.commands.core import AsyncScript
 
 _PLAIN = frozenset({"host", "port", "db", "username", "password", "path"})
+#: Seconds a call waits for its reply, and a connection attempt for the server: redis-py's defaults.
+REPLY_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 5.0
 
 
 class Scripts(Protocol):
@@ -74,10 +82,19 @@ class RedisPyScripts:
 
 class MuxRedis:
     """One pipelined connection (opened on first use, again after it drops) shared by every caller of one event
-    loop. `options`: `redis.asyncio.connection.parse_url`'s, plain TCP or Unix socket."""
+    loop. `options`: `redis.asyncio.connection.parse_url`'s, plain TCP or Unix socket; see the module's doc for
+    the timeouts."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        options: dict[str, Any],
+        *,
+        reply_timeout_s: float = REPLY_TIMEOUT_S,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> None:
         self.options = options
+        self.reply_timeout_s = reply_timeout_s
+        self.connect_timeout_s = connect_timeout_s
         self._link: _Link | None = None
         self._connecting: asyncio.Lock | None = None
         self._shas: dict[str, str] = {}
@@ -97,7 +114,8 @@ class MuxRedis:
         return dict(zip(flat[0::2], flat[1::2], strict=True))
 
     async def execute(self, *args: Any) -> Any:
-        """One command's reply; raises `redis.ResponseError` (its subclass for NOSCRIPT) or `redis.ConnectionError`."""
+        """One command's reply; raises `redis.ResponseError` (its subclass for NOSCRIPT), `redis.ConnectionError` or
+        `redis.TimeoutError` (no reply within `reply_timeout_s`)."""
         link = self._link
         if link is None or link.lost:
             link = await self._connect()
@@ -118,12 +136,19 @@ class MuxRedis:
             if self._link is not None and not self._link.lost:
                 return self._link
             loop = asyncio.get_running_loop()
+
+            def protocol() -> _Link:
+                return _Link(self.reply_timeout_s)
+
+            if "path" in self.options:
+                connecting = loop.create_unix_connection(protocol, self.options["path"])
+            else:
+                host, port = self.options.get("host", "localhost"), self.options.get("port", 6379)
+                connecting = loop.create_connection(protocol, host, port)
             try:
-                if "path" in self.options:
-                    _, link = await loop.create_unix_connection(_Link, self.options["path"])
-                else:
-                    host, port = self.options.get("host", "localhost"), self.options.get("port", 6379)
-                    _, link = await loop.create_connection(_Link, host, port)
+                _, link = await asyncio.wait_for(connecting, self.connect_timeout_s)
+            except TimeoutError:
+                raise redis.TimeoutError(f"cannot connect to Redis within {self.connect_timeout_s:g} s") from None
             except OSError as exc:
                 raise redis.ConnectionError(f"cannot connect to Redis: {exc}") from exc
             await self._handshake(link)
@@ -154,14 +179,19 @@ def _error(reply: redis.ResponseError) -> redis.RedisError:
 
 
 class _Link(asyncio.Protocol):
-    """The connection: commands out in one write per turn of the event loop, replies matched to callers in order."""
+    """The connection: commands out in one write per turn of the event loop, replies matched to callers in order;
+    the oldest call waiting longer than `reply_timeout_s` ends it (see the module's doc)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reply_timeout_s: float = REPLY_TIMEOUT_S) -> None:
         self.reader = hiredis.Reader(replyError=redis.ResponseError)
         self.waiting: deque[asyncio.Future[Any]] = deque()
+        #: When each call in `waiting` was sent (the event loop's clock), in the same order.
+        self.sent_at: deque[float] = deque()
         self.outgoing: list[bytes] = []
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self.reply_timeout_s = reply_timeout_s
+        self._watch: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport
@@ -172,6 +202,10 @@ class _Link(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         reply = loop.create_future()
         self.waiting.append(reply)
+        now = loop.time()
+        self.sent_at.append(now)
+        if self._watch is None:
+            self._watch = loop.call_at(now + self.reply_timeout_s, self._check_replies)
         if not self.outgoing:  # the first command of this turn: send them all at its end
             loop.call_soon(self._flush)
         if isinstance(packed, bytes):
@@ -189,15 +223,37 @@ class _Link(asyncio.Protocol):
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
             waiter = self.waiting.popleft()
+            self.sent_at.popleft()
             if not waiter.done():  # a caller that gave up (cancelled) still had its reply in line
                 waiter.set_result(reply)
 
+    def _check_replies(self) -> None:
+        """The watch timer: fail everything in line if its oldest call is overdue, else look again when it will be."""
+        self._watch = None
+        if not self.sent_at or self.lost:
+            return
+        loop = asyncio.get_running_loop()
+        due = self.sent_at[0] + self.reply_timeout_s
+        if loop.time() < due:
+            self._watch = loop.call_at(due, self._check_replies)
+            return
+        error = redis.TimeoutError(f"Redis did not answer within {self.reply_timeout_s:g} s")
+        self._fail_all(error)
+        self.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._fail_all(redis.ConnectionError(f"the connection to Redis was lost: {exc or 'closed'}"))
+
+    def _fail_all(self, error: redis.RedisError) -> None:
         self.lost = True
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        self.sent_at.clear()
         while self.waiting:
             waiter = self.waiting.popleft()
             if not waiter.done():
-                waiter.set_exception(redis.ConnectionError(f"the connection to Redis was lost: {exc or 'closed'}"))
+                waiter.set_exception(error)
 
     def close(self) -> None:
         if self.transport is not None:

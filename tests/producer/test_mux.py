@@ -5,6 +5,9 @@ connection fails what was in flight and the next call reconnects, and the URL's 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,3 +118,68 @@ def test_it_speaks_over_a_unix_socket_with_a_database(tmp_path: Path) -> None:
         client = redis.Redis.from_url(url)
         assert client.get("mux:unix") == b"1" and redis.Redis.from_url(embedded.url).get("mux:unix") is None
         client.close()
+
+
+def test_a_redis_that_stops_answering_fails_the_waiting_calls_in_time_and_the_next_call_reconnects(
+    tmp_path: Path,
+) -> None:
+    # A paused server (SIGSTOP: what a failover, a stalled host or a full network path look like to a client)
+    # accepts bytes and answers nothing. Before the timeout, a submission waited on it for as long as its client did.
+    with EmbeddedRedis(tmp_path) as embedded:
+        pid = int((tmp_path / "redis.pid").read_text())
+
+        async def main() -> tuple[list[object], float, object]:
+            options = {"path": str(embedded.socket)}
+            mux = MuxRedis(options, reply_timeout_s=0.5)
+            try:
+                assert await mux.execute("PING") == b"PONG"
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    started = time.monotonic()
+                    waited = await asyncio.gather(
+                        mux.execute("PING"), mux.execute("ECHO", "late"), return_exceptions=True
+                    )
+                    elapsed = time.monotonic() - started
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+                return waited, elapsed, await mux.execute("ECHO", "again")
+            finally:
+                await mux.aclose()
+
+        waited, elapsed, again = asyncio.run(main())
+    assert all(isinstance(result, redis.TimeoutError) for result in waited), waited
+    assert 0.4 < elapsed < 3.0
+    assert again == b"again"  # the replies owed on the old connection cannot reach the wrong caller
+
+
+def test_a_server_that_never_accepts_fails_the_connect_in_time() -> None:
+    # A TCP listener that never accepts, its accept queue full: Linux then drops the SYNs of further connections,
+    # and connect() hangs (retrying) instead of failing.
+    import socket
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(8):  # more than the queue holds: the ones past it are left connecting
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        time.sleep(0.2)
+
+        async def main() -> float:
+            mux = MuxRedis({"host": "127.0.0.1", "port": port}, connect_timeout_s=0.5)
+            started = time.monotonic()
+            with pytest.raises(redis.TimeoutError, match="cannot connect"):
+                await mux.execute("PING")
+            await mux.aclose()
+            return time.monotonic() - started
+
+        assert asyncio.run(main()) < 3.0
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
