@@ -46,7 +46,7 @@ class BodyLimit:
         declared = _content_length(scope["headers"])
         if declared is not None:
             if not declared.isdigit() or int(declared) > limit:
-                await self._too_large(send, limit)
+                await too_large(send, limit)
                 return
             # The server reads exactly Content-Length bytes (HTTP/1.1 framing): nothing to count, nothing to wrap.
             await self.app(scope, receive, send)
@@ -74,20 +74,20 @@ class BodyLimit:
         except _TooLarge:
             if started:  # pragma: no cover - a route that answers before reading its whole body
                 raise
-            await self._too_large(send, limit)
+            await too_large(send, limit)
 
     def _limit(self, path: str) -> int:
         if path in self.per_path:
             return self.per_path[path]
         return next((limit for prefix, limit in self.per_prefix.items() if path.startswith(prefix)), self.max_bytes)
 
-    async def _too_large(self, send: Send, limit: int) -> None:
-        body = json.dumps(
-            {"error": {"code": "payload_too_large", "message": f"request body over {limit} bytes"}}
-        ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+
+async def too_large(send: Send, limit: int) -> None:
+    """The 413 of a body over `limit` bytes, sent before any of it is read."""
+    body = json.dumps({"error": {"code": "payload_too_large", "message": f"request body over {limit} bytes"}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> bytes | None:

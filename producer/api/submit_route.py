@@ -2,8 +2,9 @@
 
 FastAPI's request handling for the route (its signature in api/jobs.py: the body, the `Idempotency-Key` header,
 the caller) documents it in OpenAPI and answers every case, but solving its parameters costs more than the rest
-of a submission (bench/api.py, docs/submit-profile.md), and so do Starlette's routing and middleware in front of
-it. `SubmitLane`, a middleware ahead of them, answers the common case itself: a text-only job as
+of a submission (bench/api.py, docs/submit-profile.md), and so do FastAPI's and Starlette's middleware and routing in
+front of it. `SubmitLane`, which the app (`api.app.SdqApi`) hands the route's requests ahead of all of them, answers
+the common case itself: a text-only job as
 `application/json`, with a well-formed key or in open mode, body valid, model and webhook allowed. It
 validates the body exactly as FastAPI does (`json.loads`, then the model in Python mode), and makes one Redis call
 (api/keyed_submit.py: the key check and the create together). Everything else goes to the general path, which
@@ -36,10 +37,11 @@ from ..store import Created, Idempotency
 from .auth import Authenticator
 from .deps import Deps
 from .keyed_submit import KeyedSubmit
+from .limits import too_large
 
 #: The `Idempotency-Key` header's pattern (api/jobs.py declares it; an invalid one is the general path's 422).
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
-_READ = frozenset({b"content-type", b"authorization", b"idempotency-key"})
+_READ = frozenset({b"content-length", b"content-type", b"authorization", b"idempotency-key"})
 _NO_KEY = "this server requires an API key: send `Authorization: Bearer sdq_…`"
 
 #: The route the lane serves.
@@ -47,33 +49,34 @@ SUBMIT_PATH = "/v1/jobs"
 
 
 class SubmitLane:
-    """ASGI middleware in front of the app's exception handling and router: the direct path of `POST /v1/jobs`.
+    """The direct path of `POST /v1/jobs`, in front of the whole app: `SdqApi` hands it the route's requests before
+    FastAPI's and Starlette's layers (telemetry, server-error and body-limit middleware, exception middleware, exit
+    stack, routing, the route's request/response wrapper). Those layers cost about as much as the rest of a
+    submission: a no-op FastAPI route serves 21 600 requests/s on this machine where a bare ASGI app serves 51 000
+    (bench/api.py's load). The lane answers the common submission itself, with the handlers the app registered for
+    its errors; anything it declines goes on to `app` (the whole stack, to the route), with the body it read
+    replayed. It refuses a declared body over `max_bytes` with 413 as `BodyLimit` does; a chunked body goes on
+    unread, for `BodyLimit` to count."""
 
-    Starlette's own layers (its exception middleware, exit stack, routing, the route's request/response wrapper)
-    cost about as much as the rest of a submission: a no-op FastAPI route serves 21 600 requests/s on this
-    machine where a bare ASGI app serves 51 000 (bench/api.py's load). The lane answers the common submission
-    itself, with the handlers the app registered for its errors; anything it declines goes on to the route, with
-    the body it read replayed. Installed inside `BodyLimit`, and only for a request with a Content-Length (a
-    chunked body goes on unread, to be counted)."""
-
-    def __init__(self, app: ASGIApp, handlers: Mapping[Any, Callable[..., Any]]) -> None:
+    def __init__(self, app: ASGIApp, handlers: Mapping[Any, Callable[..., Any]], *, max_bytes: int) -> None:
         self.app = app
         #: The app's exception handlers (`app.exception_handlers`: the same mapping, so later additions count).
         self.handlers = handlers
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["path"] != SUBMIT_PATH
-            or scope["method"] != "POST"
-            or not any(name == b"content-length" for name, _ in scope["headers"])
-        ):
+        headers = _headers(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is None:
             await self.app(scope, receive, send)
+            return
+        if not declared.isdigit() or int(declared) > self.max_bytes:
+            await too_large(send, self.max_bytes)
             return
         recorded = _Recorded(receive)
         http = Request(scope, recorded)
         try:
-            answer = await direct_submit(http)
+            answer = await direct_submit(http, headers)
         except Exception as exc:  # answered by the app's handler for it, as the route would be
             answer = await self._answer(http, exc)
         if answer is None:
@@ -84,7 +87,7 @@ class SubmitLane:
     async def _answer(self, http: Request, exc: Exception) -> Response:
         handler = next((self.handlers[cls] for cls in type(exc).__mro__ if cls in self.handlers), None)
         if handler is None:
-            raise exc
+            handler = self.handlers[Exception]  # what the server-error middleware the lane runs ahead of answers
         try:
             response: Response = await handler(http, exc)
         except Exception:  # the handler passed it on (a bug, not a client's condition): the server-error answer
@@ -113,16 +116,16 @@ class _Recorded:
         return receive
 
 
-async def direct_submit(http: Request) -> Response | None:
-    """The answer to a common submission, or None for the general path to answer."""
+async def direct_submit(http: Request, headers: Mapping[bytes, bytes]) -> Response | None:
+    """The answer to a common submission, or None for the general path to answer; `headers`: `_headers`'."""
     state = http.app.state
     auth: Authenticator = state.auth
     service: JobService = Deps.of(http).service
     scripts, keyed = state.scripts, state.keyed_submit
-    headers = _headers(http.scope["headers"])
-    if scripts is None or not service.one_redis or headers.get(b"content-type") != "application/json":
+    if scripts is None or not service.one_redis or headers.get(b"content-type") != b"application/json":
         return None
-    scheme, credentials = get_authorization_scheme_param(headers.get(b"authorization"))
+    authorization = headers.get(b"authorization")
+    scheme, credentials = get_authorization_scheme_param(authorization.decode("latin-1") if authorization else None)
     token = credentials if scheme.lower() == "bearer" and credentials else None  # as `HTTPBearer` reads it
     key_id = None
     if auth.keys is not None:
@@ -133,7 +136,8 @@ async def direct_submit(http: Request) -> Response | None:
         key_id = token_key_id(token)
         if key_id is None:
             raise AuthenticationError("invalid or revoked API key")
-    idempotency_key = headers.get(b"idempotency-key")
+    raw_key = headers.get(b"idempotency-key")
+    idempotency_key = raw_key.decode("latin-1") if raw_key is not None else None
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         return None
     try:
@@ -161,12 +165,12 @@ async def direct_submit(http: Request) -> Response | None:
     return accepted(created)
 
 
-def _headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, str]:
-    """The first value of each header the direct path reads (one pass; the server lower-cases names)."""
-    found: dict[bytes, str] = {}
+def _headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """The first value of each header the lane reads (one pass; the server lower-cases names)."""
+    found: dict[bytes, bytes] = {}
     for name, value in raw:
         if name in _READ and name not in found:
-            found[name] = value.decode("latin-1")
+            found[name] = value
     return found
 
 

@@ -179,3 +179,59 @@ def test_a_fault_in_the_direct_path_is_an_incident_and_enqueues_nothing(
     assert answer.status_code == 500 and answer.json()["error"]["code"] == "internal"
     assert "incident" in answer.json()["error"]["message"]
     assert redis_client.llen("dramatiq:sdq-generate") == 0 and not list(redis_client.scan_iter("sdq:job:*"))
+
+
+def test_the_lane_refuses_an_oversized_declared_body_and_a_chunked_one_is_still_counted(
+    api: TestClient, redis_client: redis.Redis
+) -> None:
+    """The lane runs in front of `BodyLimit` now: it answers a declared body over the route's limit with the same
+    413, unread; a chunked body (no Content-Length) goes the whole way, where `BodyLimit` counts it."""
+    _, token = KeyStore(redis_client).create("acme")
+    huge = b'{"prompt": "' + b"x" * (2 << 20) + b'"}'
+    declared = api.post("/v1/jobs", content=huge, headers=_auth(token, **{"Content-Type": "application/json"}))
+    assert declared.status_code == 413 and declared.json()["error"]["code"] == "payload_too_large"
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(huge), 65536):
+            yield huge[start : start + 65536]
+
+    chunked = api.post("/v1/jobs", content=chunks(), headers=_auth(token, **{"Content-Type": "application/json"}))
+    assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "payload_too_large"
+    assert not list(redis_client.scan_iter("sdq:job:*"))
+
+
+def test_with_fastapis_telemetry_on_a_submission_takes_the_whole_stack(
+    api: TestClient, redis_server: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While an OpenTelemetry provider is configured, submissions go through FastAPI's telemetry and the general
+    route (two round trips: the key check, then the create), not around them. Telemetry itself is not set up here
+    (a global provider would reach every later test of this process): its switch is, on the app's own check."""
+    from producer.api.app import _Telemetry
+
+    _, token = KeyStore(redis_client).create("acme", max_queued_jobs=10)
+    app = api.app
+    switch = app._lane_telemetry  # type: ignore[attr-defined]
+    assert isinstance(switch, _Telemetry)
+    monkeypatch.setattr(switch, "on", lambda: True)
+    api.post("/v1/jobs", json=JOB, headers=_auth(token)).raise_for_status()  # the route's scripts load
+    sent = _sent(redis_server, lambda: api.post("/v1/jobs", json=JOB, headers=_auth(token)).raise_for_status())
+    assert [command for command in sent if command != "HELLO"] == ["EVALSHA", "EVALSHA"]
+    monkeypatch.undo()
+    sent = _sent(redis_server, lambda: api.post("/v1/jobs", json=JOB, headers=_auth(token)).raise_for_status())
+    assert sent == ["EVALSHA"]
+
+
+def test_the_telemetry_switch_asks_fastapi_at_most_once_a_second() -> None:
+    from producer.api.app import _Telemetry
+
+    class Native:
+        asked = 0
+
+        def enabled(self) -> bool:
+            self.asked += 1
+            return True
+
+    native = Native()
+    switch = _Telemetry(native)
+    assert all(switch.on() for _ in range(1000)) and native.asked == 1
+    assert _Telemetry(None).on() is False  # a FastAPI without native telemetry: the lane always runs
