@@ -6,10 +6,10 @@ of a submission (bench/api.py, docs/submit-profile.md), and so do FastAPI's and 
 front of it. `SubmitLane`, which the app (`api.app.SdqApi`) hands the route's requests ahead of all of them,
 answers the common case itself: a text-only job as `application/json`, with a well-formed key or in open mode, body
 valid, model and webhook allowed. It validates the body exactly as FastAPI does (`json.loads`, then the model in
-Python mode), and makes one Redis call (api/keyed_submit.py: the key check and the create together). Everything else goes to the general path, which
-answers as it always has: an invalid body, header or model (there the key is checked first, so a bad key is a 401
-whatever the body), image inputs, a queue in another Redis. The general path reads the body the direct path read
-(replayed to it).
+Python mode), and makes one Redis call (api/keyed_submit.py: the key check and the create together). Everything
+else goes to the general path, which answers as it always has: an invalid body, header or model (there the key is
+checked first, so a bad key is a 401 whatever the body), image inputs, a queue in another Redis. The general path
+reads the body the direct path read (replayed to it).
 
 A request without a key, or with one that is not even shaped like a key, is answered 401 before its body is read.
 """
