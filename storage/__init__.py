@@ -5,7 +5,17 @@ and uploads).
 """
 
 from storage.azure import AzureBlobStore
-from storage.base import DEFAULT_EXPIRY, MAX_EXPIRY, Lister, ObjectInfo, ObjectStore, Presigner, PutData
+from storage.base import (
+    DEFAULT_EXPIRY,
+    MAX_EXPIRY,
+    BoundedReader,
+    Lister,
+    ObjectInfo,
+    ObjectStore,
+    Presigner,
+    PutData,
+    get_at_most,
+)
 from storage.credentials import StorageCredentials
 from storage.errors import (
     InvalidExpiryError,
@@ -14,6 +24,7 @@ from storage.errors import (
     InvalidSignatureError,
     NotSupportedError,
     ObjectNotFoundError,
+    ObjectTooLargeError,
     StorageConfigError,
     StorageError,
     StoragePermissionError,
@@ -32,6 +43,7 @@ from storage.uploads import DEFAULT_UPLOAD_EXPIRY, PresignedUpload, UploadSigner
 # Plain sorted(), as tests/test_imports.py pins it for every package, not ruff's constants-first order.
 __all__ = [  # noqa: RUF022
     "AzureBlobStore",
+    "BoundedReader",
     "DEFAULT_EXPIRY",
     "DEFAULT_UPLOAD_EXPIRY",
     "FullStore",
@@ -48,6 +60,7 @@ __all__ = [  # noqa: RUF022
     "ObjectInfo",
     "ObjectNotFoundError",
     "ObjectStore",
+    "ObjectTooLargeError",
     "PresignedUpload",
     "Presigner",
     "PresigningStore",
@@ -60,6 +73,7 @@ __all__ = [  # noqa: RUF022
     "UploadSigner",
     "check_expiry",
     "download_prefix",
+    "get_at_most",
     "open_store",
     "validate_key",
     "validate_metadata",

@@ -16,6 +16,7 @@ from storage.errors import (
     InvalidKeyError,
     NotSupportedError,
     ObjectNotFoundError,
+    ObjectTooLargeError,
     StorageConfigError,
     StorageError,
     StoragePermissionError,
@@ -149,6 +150,17 @@ class AzureBlobStore:
         blob = self._container.get_blob_client(self._full_key(key))
         with self._errors(key):
             return blob.download_blob(max_concurrency=self._max_concurrency).readall()
+
+    def get_at_most(self, key: str, max_bytes: int) -> bytes:
+        """`storage.base.BoundedReader`: the download's first request (at most the client's single-get size, 32 MiB
+        by default) learns the blob's size; a larger blob is read no further."""
+        blob = self._container.get_blob_client(self._full_key(key))
+        with self._errors(key):
+            download = blob.download_blob(max_concurrency=self._max_concurrency)
+            size = int(download.properties.size)
+            if size > max_bytes:
+                raise ObjectTooLargeError(key, size, max_bytes)
+            return download.readall()
 
     def get_into(self, key: str, file: BinaryIO) -> int:
         """Write the bytes of `key` into `file`, in parallel ranged reads when large; returns how many."""

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeAlias, runtime_checkable
 
+from storage.errors import ObjectTooLargeError
+
 #: Default lifetime of a presigned URL.
 DEFAULT_EXPIRY = timedelta(hours=1)
 #: Longest lifetime any backend may sign for (S3 SigV4, GCS V4 and Azure user-delegation keys cap at 7 days).
@@ -61,6 +63,31 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove `key`; deleting an absent key is not an error."""
         ...
+
+
+@runtime_checkable
+class BoundedReader(Protocol):
+    """A backend that reads an object only if it is small enough, in one request (see `get_at_most`)."""
+
+    def get_at_most(self, key: str, max_bytes: int) -> bytes:
+        """The bytes under `key` if there are at most `max_bytes`; else `ObjectTooLargeError` (with the object's
+        size), having read at most a bounded first part; `ObjectNotFoundError` when absent."""
+        ...
+
+
+def get_at_most(store: ObjectStore, key: str, max_bytes: int) -> bytes:
+    """The bytes under `key` if there are at most `max_bytes`, else `ObjectTooLargeError`: for objects nobody
+    bounded when they were written (an Azure SAS cannot cap an upload's size). One request on a `BoundedReader`
+    (S3, Azure, local files); a `head` first, then a `get`, on any other store."""
+    if isinstance(store, BoundedReader):
+        return store.get_at_most(key, max_bytes)
+    size = store.head(key).size
+    if size > max_bytes:
+        raise ObjectTooLargeError(key, size, max_bytes)
+    data = store.get(key)
+    if len(data) > max_bytes:  # replaced between the two requests
+        raise ObjectTooLargeError(key, len(data), max_bytes)
+    return data
 
 
 @runtime_checkable

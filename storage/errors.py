@@ -11,6 +11,14 @@ class ObjectNotFoundError(StorageError, FileNotFoundError):
     """No object under that key."""
 
 
+class ObjectTooLargeError(StorageError, ValueError):
+    """The object holds more bytes than the reader would take (`get_at_most`); nothing more was read."""
+
+    def __init__(self, key: str, size: int, limit: int) -> None:
+        super().__init__(f"{key!r} holds {size} bytes, over the limit of {limit}")
+        self.key, self.size, self.limit = key, size, limit
+
+
 class StoragePermissionError(StorageError, PermissionError):
     """The credentials may not do that."""
 

@@ -20,6 +20,7 @@ from storage.errors import (
     InvalidKeyError,
     NotSupportedError,
     ObjectNotFoundError,
+    ObjectTooLargeError,
     StorageConfigError,
     StorageError,
     StoragePermissionError,
@@ -113,6 +114,20 @@ class LocalStore:
                 return path.read_bytes()
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                 raise ObjectNotFoundError(f"no object {key!r} in {self.url}") from None
+
+    def get_at_most(self, key: str, max_bytes: int) -> bytes:
+        """`storage.base.BoundedReader`: the open file's size first; never more than `max_bytes` + 1 read."""
+        path = self._path(key)
+        with _os_errors(key):
+            try:
+                with path.open("rb") as file:
+                    size = os.fstat(file.fileno()).st_size
+                    data = file.read(max_bytes + 1) if size <= max_bytes else b""
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                raise ObjectNotFoundError(f"no object {key!r} in {self.url}") from None
+        if size > max_bytes or len(data) > max_bytes:  # grew while it was read
+            raise ObjectTooLargeError(key, max(size, len(data)), max_bytes)
+        return data
 
     def head(self, key: str) -> ObjectInfo:
         """Size, type, disposition and metadata of `key`; raises `ObjectNotFoundError` when absent."""

@@ -14,6 +14,7 @@ from storage.body import open_body
 from storage.errors import (
     InvalidKeyError,
     ObjectNotFoundError,
+    ObjectTooLargeError,
     StorageConfigError,
     StorageError,
     StoragePermissionError,
@@ -157,6 +158,20 @@ class S3Store:
         with self._errors(key):
             body = self._client.get_object(Bucket=self.bucket, Key=full_key)["Body"]
             try:
+                return body.read()
+            finally:
+                body.close()
+
+    def get_at_most(self, key: str, max_bytes: int) -> bytes:
+        """`storage.base.BoundedReader`: one GET, whose Content-Length is checked before the body is read."""
+        full_key = self._full_key(key)
+        with self._errors(key):
+            answer = self._client.get_object(Bucket=self.bucket, Key=full_key)
+            body = answer["Body"]
+            try:
+                size = int(answer["ContentLength"])
+                if size > max_bytes:
+                    raise ObjectTooLargeError(key, size, max_bytes)
                 return body.read()
             finally:
                 body.close()

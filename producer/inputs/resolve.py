@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from storage import ObjectNotFoundError, ObjectStore
+from storage import ObjectNotFoundError, ObjectStore, ObjectTooLargeError, get_at_most
 
 from ..errors import InvalidInputError
 from ..jobs import ImageRef, JobRequest, input_object_key, upload_object_key
@@ -111,13 +111,14 @@ def _original(path: str, ref: ImageRef, sources: InputSources) -> Image.Image:
 
 
 def _uploaded(where: str, upload_id: str, sources: InputSources) -> bytes:
-    key = upload_object_key(upload_id)
+    key, limit = upload_object_key(upload_id), sources.limits.max_upload_bytes
     try:
-        # The size first: a backend that cannot bound an upload (an Azure SAS) may hold anything.
-        size, limit = sources.store.head(key).size, sources.limits.max_upload_bytes
-        if size > limit:
-            raise InvalidInputError(where, f"upload {upload_id!r} holds {size} bytes, over the limit of {limit}")
-        return sources.store.get(key)
+        # Bounded: a backend that cannot cap an upload's size (an Azure SAS) may hold anything. One request where the
+        # backend can check the size as it reads (S3, Azure, local files), else a HEAD first.
+        return get_at_most(sources.store, key, limit)
+    except ObjectTooLargeError as exc:
+        reason = f"upload {upload_id!r} holds {exc.size} bytes, over the limit of {limit}"
+        raise InvalidInputError(where, reason) from None
     except ObjectNotFoundError:
         raise InvalidInputError(where, f"upload {upload_id!r} is gone (it expired before the job ran)") from None
 

@@ -133,3 +133,26 @@ def test_explicit_keys_and_a_session_are_exclusive(aws_session: boto3.session.Se
         S3Store("b-1", access_key_id="a")
     with pytest.raises(StorageConfigError, match="5 MiB"):
         S3Store("b-1", multipart_threshold_bytes=1024)
+
+
+def test_a_bounded_read_is_one_request_and_a_refused_one_reads_no_body(seaweedfs_store: S3Store) -> None:
+    """`get_at_most` (a job's upload, read by the worker): one GET whose Content-Length decides, not a HEAD and then
+    a GET; an object over the limit is refused without its body being read."""
+    from storage import ObjectTooLargeError, get_at_most
+
+    seaweedfs_store.put("uploads/big", b"x" * 100_000, content_type="image/png")
+    sent: list[str] = []
+    events = seaweedfs_store._client.meta.events
+
+    def record(request: Any, **_: Any) -> None:
+        sent.append(request.method)
+
+    events.register("before-send.s3", record)
+    try:
+        assert get_at_most(seaweedfs_store, "uploads/big", 100_000) == b"x" * 100_000
+        assert sent == ["GET"]
+        with pytest.raises(ObjectTooLargeError):
+            get_at_most(seaweedfs_store, "uploads/big", 99_999)
+        assert sent == ["GET", "GET"]
+    finally:
+        events.unregister("before-send.s3", record)

@@ -16,17 +16,21 @@ from cryptography.hazmat.primitives import serialization
 from storage import (
     MAX_EXPIRY,
     AzureBlobStore,
+    BoundedReader,
     FullStore,
     GcsStore,
     InvalidExpiryError,
     InvalidKeyError,
     InvalidMetadataError,
     LocalStore,
+    ObjectInfo,
     ObjectNotFoundError,
     ObjectStore,
+    ObjectTooLargeError,
     Presigner,
     PresigningStore,
     S3Store,
+    get_at_most,
 )
 from storage.base import MULTIPART_THRESHOLD_BYTES
 from tests.emulators import tamper_signature
@@ -221,3 +225,41 @@ def _secrets_of(store: FullStore) -> list[str]:
         )
         found.extend(line.decode() for line in pem.splitlines()[1:-1])
     return [secret for secret in found if secret]
+
+
+def test_get_at_most_reads_what_fits_and_refuses_what_does_not(store: FullStore) -> None:
+    """The bounded read of objects nobody bounded when they were written (an upload through an Azure SAS, which
+    cannot cap its size): every backend answers the same, one request where the backend can (`BoundedReader`)."""
+    store.put("uploads/u1", PNG, content_type="image/png")
+    store.put("uploads/empty", b"", content_type="image/png")
+    assert get_at_most(store, "uploads/u1", len(PNG)) == PNG
+    assert get_at_most(store, "uploads/empty", 0) == b""
+    with pytest.raises(ObjectTooLargeError) as refused:
+        get_at_most(store, "uploads/u1", len(PNG) - 1)
+    assert (refused.value.size, refused.value.limit) == (len(PNG), len(PNG) - 1)
+    with pytest.raises(ObjectNotFoundError):
+        get_at_most(store, "uploads/none", 1 << 20)
+
+
+def test_get_at_most_on_a_store_that_cannot_bound_a_read_asks_the_size_first(local_store: FullStore) -> None:
+    """A store of the user's own making (only `ObjectStore`'s methods) gets a HEAD, then the GET if it fits."""
+    calls: list[str] = []
+
+    class Plain:
+        url = local_store.url
+
+        def head(self, key: str) -> ObjectInfo:
+            calls.append("head")
+            return local_store.head(key)
+
+        def get(self, key: str) -> bytes:
+            calls.append("get")
+            return local_store.get(key)
+
+    local_store.put("uploads/u1", PNG, content_type="image/png")
+    plain = Plain()
+    assert not isinstance(plain, BoundedReader)
+    assert get_at_most(plain, "uploads/u1", len(PNG)) == PNG  # type: ignore[arg-type]
+    with pytest.raises(ObjectTooLargeError):
+        get_at_most(plain, "uploads/u1", 10)  # type: ignore[arg-type]
+    assert calls == ["head", "get", "head"]
