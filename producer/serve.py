@@ -91,16 +91,30 @@ class _ReusePortWorker(multiprocess.Process):
 def listeners(port: int) -> int | None:
     """How many sockets listen on TCP `port` on this machine (from /proc/net: every worker's, once each has
     bound); None where the platform does not say."""
-    count, seen = 0, False
+    found = tcp_sockets(port, LISTEN)
+    return None if found is None else len(found)
+
+
+#: /proc/net/tcp's socket states that `tcp_sockets` is asked about.
+LISTEN, ESTABLISHED = "0A", "01"
+
+
+def tcp_sockets(port: int, state: str) -> list[int] | None:
+    """The inodes of this machine's TCP sockets whose local port is `port`, in `state` (`LISTEN`,
+    `ESTABLISHED`), from /proc/net/tcp and tcp6; None where the platform has neither."""
+    found: list[int] = []
+    seen = False
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table, encoding="ascii") as rows:
                 next(rows)  # the header
                 seen = True
                 for row in rows:
-                    fields = row.split()  # sl, local address:port (hex), remote, state, ...
-                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
-                        count += 1
+                    fields = (
+                        row.split()
+                    )  # sl, local address:port (hex), remote, state, tx:rx, tr, retr, uid, timeout, inode
+                    if fields[3] == state and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        found.append(int(fields[9]))
         except OSError:
             continue
-    return count if seen else None
+    return found if seen else None

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from producer.localstack import free_port
-from producer.serve import listeners
+from producer.serve import ESTABLISHED, listeners, tcp_sockets
 from producer.settings import ApiSettings
 
 JOB = {"prompt": "a lighthouse at dusk", "width": 64, "height": 64, "steps": 2}
@@ -144,13 +144,7 @@ def _socket_inodes(pid: int) -> set[int]:
 
 def _served_connections(port: int) -> set[int]:
     """The socket inodes of server-side established TCP connections on `port`."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for row in Path(table).read_text().splitlines()[1:]:
-            fields = row.split()
-            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 01: ESTABLISHED
-                found.add(int(fields[9]))
-    return found
+    return set(tcp_sockets(port, ESTABLISHED) or ())
 
 
 @pytest.mark.redis
