@@ -181,13 +181,18 @@ def test_a_job_never_claimed_skips_the_look_for_stored_copies(store: LocalStore)
     request = _request(image={"upload": UPLOAD_ID})
     job_id = new_job_id()
     reads: list[str] = []
-    get = store.get
+    get, get_at_most = store.get, store.get_at_most
 
     def counted(key: str) -> bytes:
         reads.append(key)
         return get(key)
 
+    def counted_at_most(key: str, max_bytes: int) -> bytes:  # how an upload is read (`storage.get_at_most`)
+        reads.append(key)
+        return get_at_most(key, max_bytes)
+
     store.get = counted  # type: ignore[method-assign]
+    store.get_at_most = counted_at_most  # type: ignore[method-assign]
     first = resolve_inputs(job_id, request, _sources(store), never_claimed=True)
     assert first.fetched == {"image"} and reads == [upload_object_key(UPLOAD_ID)]  # the upload, nothing else
     assert store.head(input_object_key(job_id, "image")).size > 0  # stored for the attempts after
