@@ -147,18 +147,18 @@ class AzureBlobStore:
 
     def get(self, key: str) -> bytes:
         """The bytes stored under `key`; raises `ObjectNotFoundError` when there are none."""
-        blob = self._container.get_blob_client(self._full_key(key))
-        with self._errors(key):
-            return blob.download_blob(max_concurrency=self._max_concurrency).readall()
+        return self._read(key, None)
 
     def get_at_most(self, key: str, max_bytes: int) -> bytes:
         """`storage.base.BoundedReader`: the download's first request (at most the client's single-get size, 32 MiB
         by default) learns the blob's size; a larger blob is read no further."""
+        return self._read(key, max_bytes)
+
+    def _read(self, key: str, max_bytes: int | None) -> bytes:
         blob = self._container.get_blob_client(self._full_key(key))
         with self._errors(key):
             download = blob.download_blob(max_concurrency=self._max_concurrency)
-            size = int(download.properties.size)
-            if size > max_bytes:
+            if max_bytes is not None and (size := int(download.properties.size)) > max_bytes:
                 raise ObjectTooLargeError(key, size, max_bytes)
             return download.readall()
 

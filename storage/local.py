@@ -108,19 +108,19 @@ class LocalStore:
 
     def get(self, key: str) -> bytes:
         """The bytes stored under `key`; raises `ObjectNotFoundError` when there are none."""
-        path = self._path(key)
-        with _os_errors(key):
-            try:
-                return path.read_bytes()
-            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                raise ObjectNotFoundError(f"no object {key!r} in {self.url}") from None
+        return self._read(key, None)
 
     def get_at_most(self, key: str, max_bytes: int) -> bytes:
         """`storage.base.BoundedReader`: the open file's size first; never more than `max_bytes` + 1 read."""
+        return self._read(key, max_bytes)
+
+    def _read(self, key: str, max_bytes: int | None) -> bytes:
         path = self._path(key)
         with _os_errors(key):
             try:
                 with path.open("rb") as file:
+                    if max_bytes is None:
+                        return file.read()
                     size = os.fstat(file.fileno()).st_size
                     data = file.read(max_bytes + 1) if size <= max_bytes else b""
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):

@@ -154,23 +154,20 @@ class S3Store:
 
     def get(self, key: str) -> bytes:
         """The bytes stored under `key`; raises `ObjectNotFoundError` when there are none."""
-        full_key = self._full_key(key)
-        with self._errors(key):
-            body = self._client.get_object(Bucket=self.bucket, Key=full_key)["Body"]
-            try:
-                return body.read()
-            finally:
-                body.close()
+        return self._read(key, None)
 
     def get_at_most(self, key: str, max_bytes: int) -> bytes:
         """`storage.base.BoundedReader`: one GET, whose Content-Length is checked before the body is read."""
+        return self._read(key, max_bytes)
+
+    def _read(self, key: str, max_bytes: int | None) -> bytes:
         full_key = self._full_key(key)
         with self._errors(key):
             answer = self._client.get_object(Bucket=self.bucket, Key=full_key)
             body = answer["Body"]
             try:
                 size = int(answer["ContentLength"])
-                if size > max_bytes:
+                if max_bytes is not None and size > max_bytes:
                     raise ObjectTooLargeError(key, size, max_bytes)
                 return body.read()
             finally:

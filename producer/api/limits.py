@@ -45,7 +45,7 @@ class BodyLimit:
         limit = self._limit(scope["path"])
         declared = _content_length(scope["headers"])
         if declared is not None:
-            if not declared.isdigit() or int(declared) > limit:
+            if over_limit(declared, limit):
                 await too_large(send, limit)
                 return
             # The server reads exactly Content-Length bytes (HTTP/1.1 framing): nothing to count, nothing to wrap.
@@ -80,6 +80,11 @@ class BodyLimit:
         if path in self.per_path:
             return self.per_path[path]
         return next((limit for prefix, limit in self.per_prefix.items() if path.startswith(prefix)), self.max_bytes)
+
+
+def over_limit(content_length: bytes, limit: int) -> bool:
+    """Whether a declared Content-Length is refused: over `limit`, or not a plain decimal number."""
+    return not content_length.isdigit() or int(content_length) > limit
 
 
 async def too_large(send: Send, limit: int) -> None:

@@ -184,9 +184,8 @@ class _Link(asyncio.Protocol):
 
     def __init__(self, reply_timeout_s: float = REPLY_TIMEOUT_S) -> None:
         self.reader = hiredis.Reader(replyError=redis.ResponseError)
-        self.waiting: deque[asyncio.Future[Any]] = deque()
-        #: When each call in `waiting` was sent (the event loop's clock), in the same order.
-        self.sent_at: deque[float] = deque()
+        #: The calls waiting for their replies, oldest first: when each was sent (the event loop's clock), its future.
+        self.waiting: deque[tuple[float, asyncio.Future[Any]]] = deque()
         self.outgoing: list[bytes] = []
         self.transport: asyncio.Transport | None = None
         self.lost = False
@@ -201,9 +200,8 @@ class _Link(asyncio.Protocol):
             raise redis.ConnectionError("the connection to Redis was lost")
         loop = asyncio.get_running_loop()
         reply = loop.create_future()
-        self.waiting.append(reply)
         now = loop.time()
-        self.sent_at.append(now)
+        self.waiting.append((now, reply))
         if self._watch is None:
             self._watch = loop.call_at(now + self.reply_timeout_s, self._check_replies)
         if not self.outgoing:  # the first command of this turn: send them all at its end
@@ -222,18 +220,17 @@ class _Link(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
-            waiter = self.waiting.popleft()
-            self.sent_at.popleft()
+            _, waiter = self.waiting.popleft()
             if not waiter.done():  # a caller that gave up (cancelled) still had its reply in line
                 waiter.set_result(reply)
 
     def _check_replies(self) -> None:
         """The watch timer: fail everything in line if its oldest call is overdue, else look again when it will be."""
         self._watch = None
-        if not self.sent_at or self.lost:
+        if not self.waiting or self.lost:
             return
         loop = asyncio.get_running_loop()
-        due = self.sent_at[0] + self.reply_timeout_s
+        due = self.waiting[0][0] + self.reply_timeout_s
         if loop.time() < due:
             self._watch = loop.call_at(due, self._check_replies)
             return
@@ -249,9 +246,8 @@ class _Link(asyncio.Protocol):
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
-        self.sent_at.clear()
         while self.waiting:
-            waiter = self.waiting.popleft()
+            _, waiter = self.waiting.popleft()
             if not waiter.done():
                 waiter.set_exception(error)
 

@@ -35,7 +35,7 @@ from ..store import Created, Idempotency
 from .auth import Authenticator
 from .deps import Deps
 from .keyed_submit import KeyedSubmit
-from .limits import too_large
+from .limits import over_limit, too_large
 
 #: The `Idempotency-Key` header's pattern (api/jobs.py declares it; an invalid one is the general path's 422).
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -68,7 +68,7 @@ class SubmitLane:
         if declared is None:
             await self.app(scope, receive, send)
             return
-        if not declared.isdigit() or int(declared) > self.max_bytes:
+        if over_limit(declared, self.max_bytes):
             await too_large(send, self.max_bytes)
             return
         recorded = _Recorded(receive)
