@@ -110,9 +110,8 @@ def tcp_sockets(port: int, state: str) -> list[int] | None:
                 next(rows)  # the header
                 seen = True
                 for row in rows:
-                    fields = (
-                        row.split()
-                    )  # sl, local address:port (hex), remote, state, tx:rx, tr, retr, uid, timeout, inode
+                    # sl, local address:port (hex), remote, state, tx:rx, tr, retr, uid, timeout, inode
+                    fields = row.split()
                     if fields[3] == state and int(fields[1].rsplit(":", 1)[1], 16) == port:
                         found.append(int(fields[9]))
         except OSError:
