@@ -31,8 +31,8 @@ from .errors import (
     IdempotencyConflictError,
     ModelLimitError,
     ModelNotAllowedError,
-    QueueUnavailableError,
     QuotaExceededError,
+    write_failed,
 )
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .idempotency import TTL_S as IDEMPOTENCY_TTL_S
@@ -194,7 +194,7 @@ class BatchService:
         try:
             reply = self._script(keys=[queue_key, queue_key + ".msgs"], args=[to_json(document)])
         except redis.RedisError as exc:
-            raise QueueUnavailableError(f"the queue is unreachable; nothing was enqueued: {exc}") from exc
+            raise write_failed(exc, "the queue") from exc
         outcome, detail = (_text(x) for x in reply)
         if outcome == "quota":
             raise QuotaExceededError(

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 from dramatiq import Message
@@ -163,7 +163,7 @@ class _Listener(threading.Thread):
         down_since: float | None = None  # when Redis went away (the listener retries every second meanwhile)
         warned_at = 0.0
         while not self._stopping.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = cast(Any, self.client).pubsub(ignore_subscribe_messages=True)  # typed in some redis-py releases
             subscribed: set[str] = set()
             try:
                 while not self._stopping.is_set():

@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from typing import ClassVar
 
+import redis
+
 from .jobs.enums import ErrorCode
 
 
@@ -64,6 +66,33 @@ class QueueUnavailableError(ProducerError):
 
     def client_headers(self) -> dict[str, str]:
         return {"Retry-After": "5"}
+
+
+class OutcomeUnknownError(QueueUnavailableError):
+    """A write to Redis went out and no answer came back (a timeout, or the connection went down after it): Redis
+    may still have run it. A retry with the same Idempotency-Key returns the job if it was made; a retry without one
+    can make a second job."""
+
+    code = "outcome_unknown"
+
+    def client_message(self) -> str:
+        return (
+            "the job store did not answer in time, so the submission may have been enqueued: retry with the same"
+            " Idempotency-Key, which returns the job if it was (a retry without one can create a second job)"
+        )
+
+
+class ReplyLostError(redis.ConnectionError):
+    """The connection to Redis went down while a command sent on it waited for its reply: whether Redis ran the
+    command is unknown."""
+
+
+def write_failed(exc: redis.RedisError, what: str = "the job store") -> QueueUnavailableError:
+    """The error for a write to Redis that raised `exc`: `OutcomeUnknownError` where Redis may have run it (a
+    timeout, a reply lost with its connection), else `QueueUnavailableError` (nothing was written)."""
+    if isinstance(exc, (redis.TimeoutError, ReplyLostError)):
+        return OutcomeUnknownError(f"{what} did not answer; the write may have happened: {exc}")
+    return QueueUnavailableError(f"{what} is unreachable; nothing was enqueued: {exc}")
 
 
 class ModelNotAllowedError(ProducerError, ValueError):

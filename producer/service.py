@@ -12,7 +12,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from .broker import GENERATE_ACTOR, Encoded, encode, send
 from .catalog import Catalog, load_catalog
-from .errors import JobConflictError, JobNotFoundError, QueueUnavailableError
+from .errors import JobConflictError, JobNotFoundError, QueueUnavailableError, write_failed
 from .idempotency import body_hash
 from .jobhash import Pricer
 from .jobs import JobMessage, JobPage, JobRecord, JobRequest, JobStatus, new_job_id
@@ -107,7 +107,7 @@ class JobService:
                 message=new.message,
             )
         except redis.RedisError as exc:
-            raise QueueUnavailableError(f"the job store is unreachable; nothing was enqueued: {exc}") from exc
+            raise write_failed(exc) from exc
         if new.message is not None or not created.created:
             return created
         try:
@@ -142,7 +142,7 @@ class JobService:
                 message=new.message,
             )
         except redis.RedisError as exc:
-            raise QueueUnavailableError(f"the job store is unreachable; nothing was enqueued: {exc}") from exc
+            raise write_failed(exc) from exc
 
     def prepare(
         self,

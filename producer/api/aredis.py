@@ -7,7 +7,7 @@ serializer (what its sync connections use when hiredis is installed) produces th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
@@ -16,7 +16,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from ..runtime import POOL_SIZE, POOL_WAIT_S
 
-_SERIALIZER = HiredisRespSerializer()
+_SERIALIZER = cast(Any, HiredisRespSerializer)()  # typed in some redis-py releases, not in others
 
 
 class _HiredisPacking:

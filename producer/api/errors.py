@@ -58,7 +58,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         429: "Over the API key's request rate, queued-jobs quota or open event streams; retry after `Retry-After`"
         " seconds.",
         500: "An internal error: `error.message` holds an incident number for the server's log; nothing was enqueued.",
-        503: "Redis is unreachable; nothing was enqueued. Retry after `Retry-After` seconds.",
+        503: "Redis is unreachable (`error.code` `unavailable`: nothing was enqueued), or did not answer a write in"
+        " time (`outcome_unknown`: it may have been enqueued; retry with the same Idempotency-Key). Retry after"
+        " `Retry-After` seconds.",
     }.items()
 }
 

@@ -16,7 +16,7 @@ import redis
 
 from .. import jobhash, keys
 from ..apikeys import Role, token_digest
-from ..errors import AuthenticationError, QueueUnavailableError
+from ..errors import AuthenticationError, QueueUnavailableError, write_failed
 from ..ratelimit import ADMIT_LUA, GCRA_LUA, Limits, admitted
 from ..scripts import lua_script
 from ..service import NewJob
@@ -61,7 +61,7 @@ class KeyedSubmit:
         try:
             answer = await scripts.run(_SOURCE, [keys.api_key(key_id), keys.rate(key_id), job, queue, msgs], args)
         except redis.RedisError as exc:
-            raise QueueUnavailableError(f"the job store is unreachable; nothing was enqueued: {exc}") from exc
+            raise write_failed(exc) from exc
         if not answer:
             raise AuthenticationError("invalid or revoked API key")
         outcome = jobhash.text(answer[0])
@@ -77,7 +77,7 @@ class KeyedSubmit:
         try:
             answer = await scripts.run(_CREATE, call.keys, call.args)
         except redis.RedisError as exc:
-            raise QueueUnavailableError(f"the job store is unreachable; nothing was enqueued: {exc}") from exc
+            raise write_failed(exc) from exc
         return await _created(scripts, new, call.fields, [*answer, ""])
 
 

@@ -12,7 +12,10 @@ options in the query) get `RedisPyScripts`, the same calls through redis-py's as
 A Redis that stops answering (paused, a failover, a full network path) fails the calls waiting on it after
 `reply_timeout_s` (5 s, redis-py's default socket timeout, which every other client of the API has) with
 `redis.TimeoutError`, and the connection is dropped: replies still owed on it could no longer be matched to their
-callers. The next call connects again. One timer per connection watches the oldest call in line, not one per call.
+callers. The next call connects again. A connection that goes down fails its waiting calls with `ReplyLostError`.
+Either way Redis may have run the command (a paused server runs what it was sent once it resumes): callers that
+wrote answer `OutcomeUnknownError` (producer/errors.py), not "nothing was enqueued". One timer per connection
+watches the oldest call in line, not one per call.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import redis
 import redis.asyncio
 from redis.asyncio.connection import UnixDomainSocketConnection, parse_url
 from redis.commands.core import AsyncScript
+
+from ..errors import ReplyLostError
 
 _PLAIN = frozenset({"host", "port", "db", "username", "password", "path"})
 #: Seconds a call waits for its reply, and a connection attempt for the server: redis-py's defaults.
@@ -239,7 +244,7 @@ class _Link(asyncio.Protocol):
         self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail_all(redis.ConnectionError(f"the connection to Redis was lost: {exc or 'closed'}"))
+        self._fail_all(ReplyLostError(f"the connection to Redis was lost: {exc or 'closed'}"))
 
     def _fail_all(self, error: redis.RedisError) -> None:
         self.lost = True

@@ -4,6 +4,9 @@ command a client sent, and apart from those ("lua") the commands scripts ran."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from producer.apikeys import KeyStore, Role
+from producer.embedded import EmbeddedRedis
 from tests.support import make_app
 
 pytestmark = pytest.mark.redis
@@ -235,3 +239,46 @@ def test_the_telemetry_switch_asks_fastapi_at_most_once_a_second() -> None:
     switch = _Telemetry(native)
     assert all(switch.on() for _ in range(1000)) and native.asked == 1
     assert _Telemetry(None).on() is False  # a FastAPI without native telemetry: the lane always runs
+
+
+def test_a_submission_redis_took_but_did_not_answer_says_it_may_have_been_enqueued(tmp_path: Path) -> None:
+    # A paused redis-server (SIGSTOP) takes the script and runs it once it resumes: the 503 must not say that
+    # nothing was enqueued, and a retry with the same Idempotency-Key must find the one job that was.
+    with EmbeddedRedis(tmp_path / "redis") as embedded:
+        pid = int((tmp_path / "redis" / "redis.pid").read_text())
+        client = redis.Redis.from_url(embedded.url)
+        _, token = KeyStore(client).create("acme")
+        headers = _auth(token, **{"Idempotency-Key": "order-9"})
+        app = make_app(embedded.url, tmp_path)
+        with TestClient(app) as api:
+            assert api.post("/v1/jobs", json=JOB, headers=_auth(token)).status_code == 202  # connected, script loaded
+            app.state.scripts._link.reply_timeout_s = 0.5  # the link is made (5 s in service)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                lost = api.post("/v1/jobs", json=JOB, headers=headers)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert lost.status_code == 503 and lost.headers["retry-after"] == "5"
+            error = lost.json()["error"]
+            assert error["code"] == "outcome_unknown" and "Idempotency-Key" in error["message"]
+            assert client.zcard("sdq:jobs") == 2  # it was written after all
+            again = api.post("/v1/jobs", json=JOB, headers=headers)
+            assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+            assert client.zcard("sdq:jobs") == 2
+        client.close()
+
+
+def test_a_redis_that_is_down_still_says_nothing_was_enqueued(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "redis") as embedded:
+        pid = int((tmp_path / "redis" / "redis.pid").read_text())
+        client = redis.Redis.from_url(embedded.url)
+        _, token = KeyStore(client).create("acme")
+        client.close()
+        app = make_app(embedded.url, tmp_path)
+        with TestClient(app) as api:
+            assert api.post("/v1/jobs", json=JOB, headers=_auth(token)).status_code == 202
+            os.kill(pid, signal.SIGKILL)  # refused connections from now on: nothing can have been sent
+            while api.post("/v1/jobs", json=JOB, headers=_auth(token)).status_code == 202:
+                time.sleep(0.05)  # until the kill has landed
+            down = api.post("/v1/jobs", json=JOB, headers=_auth(token))
+    assert down.status_code == 503 and down.json()["error"]["code"] == "unavailable"
