@@ -15,6 +15,7 @@ EXPECTED = {
     errors.JobNotFoundError: (404, "not_found"),
     errors.BatchNotFoundError: (404, "not_found"),
     errors.QueueUnavailableError: (503, "unavailable"),
+    errors.OutcomeUnknownError: (503, "outcome_unknown"),  # sent, unanswered: retry with the same Idempotency-Key
     errors.ModelNotAllowedError: (422, "validation_error"),
     errors.SourceNotAllowedError: (422, "validation_error"),
     errors.ModelLimitError: (422, "validation_error"),
