@@ -22,6 +22,7 @@ low load; per-process sockets spread the load evenly, but a stalled process keep
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import socket
 import sys
@@ -40,12 +41,38 @@ def serve(app: str, *, workers: int, host: str, port: int, reuse_port: bool = Tr
     if workers <= 1 or not reuse_port or not hasattr(socket, "SO_REUSEPORT"):
         uvicorn.run(app, workers=workers, host=host, port=port, **options)
         return
+    worker = _reuse_port_worker()
+    if worker is None:
+        log.warning(
+            "uvicorn %s's supervisor is not the one sdqueue was built against: its workers share one socket",
+            uvicorn.__version__,
+        )
+        uvicorn.run(app, workers=workers, host=host, port=port, **options)
+        return
     config = uvicorn.Config(app, workers=workers, host=host, port=_claim(host, port), **options)
     # uvicorn's supervisor makes each worker with the module's `Process`: ours binds the worker's own socket. This
     # process only supervises (it serves nothing), so the substitution touches nothing else.
-    multiprocess.Process = _ReusePortWorker  # type: ignore[misc]
+    multiprocess.Process = worker  # type: ignore[misc]
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run
         multiprocess.Multiprocess(config, sockets=[]).run()
+
+
+def _reuse_port_worker() -> type[multiprocess.Process] | None:
+    """`_ReusePortWorker`, or None where uvicorn's supervisor lacks what it substitutes into (uvicorn's own
+    internals: `Multiprocess(config, sockets)` making its workers with the module's `Process`, whose `target`
+    takes the sockets to serve on; so from 0.30 to 0.55 at least). The caller then serves as plain uvicorn does."""
+    process = getattr(multiprocess, "Process", None)
+    supervisor = getattr(multiprocess, "Multiprocess", None)
+    if process is None or supervisor is None or not callable(getattr(process, "target", None)):
+        return None
+    try:
+        takes = inspect.signature(process.target).parameters
+        builds = inspect.signature(supervisor).parameters
+    except (TypeError, ValueError):
+        return None
+    if "sockets" not in takes or not {"config", "sockets"} <= set(builds):
+        return None
+    return _ReusePortWorker
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -76,16 +103,18 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _ReusePortWorker(multiprocess.Process):
-    """uvicorn's worker process, serving on a socket of its own instead of the supervisor's."""
+if hasattr(multiprocess, "Process"):  # uvicorn 0.30 and later; see `_reuse_port_worker`
 
-    def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover - in the worker
-        try:
-            sock = listening_socket(self.config.host, self.config.port)
-        except OSError as exc:
-            log.error("%s:%d: %s", self.config.host, self.config.port, exc)
-            sys.exit(STARTUP_FAILURE)  # the supervisor stops: every restart would fail the same way
-        super().target([sock])
+    class _ReusePortWorker(multiprocess.Process):
+        """uvicorn's worker process, serving on a socket of its own instead of the supervisor's."""
+
+        def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover - in the worker
+            try:
+                sock = listening_socket(self.config.host, self.config.port)
+            except OSError as exc:
+                log.error("%s:%d: %s", self.config.host, self.config.port, exc)
+                sys.exit(STARTUP_FAILURE)  # the supervisor stops: every restart would fail the same way
+            super().target([sock])
 
 
 def listeners(port: int) -> int | None:

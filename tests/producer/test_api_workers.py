@@ -17,7 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from uvicorn.supervisors import multiprocess
 
+from producer import serve
 from producer.localstack import free_port
 from producer.serve import ESTABLISHED, listeners, tcp_sockets
 from producer.settings import ApiSettings
@@ -228,3 +230,20 @@ def test_default_worker_count() -> None:
     served = ApiSettings(host="0.0.0.0", redis_url="redis://cache:6379/0")
     assert served.resolved_api_workers == len(os.sched_getaffinity(0))
     assert ApiSettings(host="0.0.0.0", api_workers=3).resolved_api_workers == 3
+
+
+def test_the_installed_uvicorn_has_the_supervisor_the_per_process_sockets_need() -> None:
+    # The other tests here run it; this one names the cause when a uvicorn release changes its internals.
+    assert serve._reuse_port_worker() is serve._ReusePortWorker
+
+
+def test_a_uvicorn_whose_supervisor_differs_gets_the_shared_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Patched: the uvicorn release that changes `Multiprocess` does not exist yet. `serve` then takes plain
+    # uvicorn's shared socket (and says so) rather than failing.
+    class Supervisor:
+        def __init__(self, config: object) -> None: ...
+
+    monkeypatch.setattr(multiprocess, "Multiprocess", Supervisor)
+    assert serve._reuse_port_worker() is None
+    monkeypatch.delattr(multiprocess, "Process")
+    assert serve._reuse_port_worker() is None
