@@ -11,6 +11,9 @@ TORCH_CPU_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 TORCH_SPEC := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo "torch==$(TORCH_CPU_VERSION)")
 PYTEST_ARGS ?=
+# A marker expression ANDed with each run's own (`-m` in PYTEST_ARGS would replace them), e.g. PYTEST_MARK=redis.
+PYTEST_MARK ?=
+_MARK := $(if $(strip $(PYTEST_MARK)), and ($(PYTEST_MARK)))
 # `make test` runs the suite on this many pytest-xdist processes, each with its own redis-server and emulators; a
 # file's tests stay together (`--dist loadfile`: module-scoped stacks are started once). PYTEST_WORKERS=0: one process.
 # Then the tests marked `serial` (they judge timing against the machine's own pace) run alone, in one process.
@@ -77,14 +80,14 @@ demo: install
 	SDQ_DATA_DIR=$${SDQ_DATA_DIR:-$(CURDIR)/.sdq} HF_HUB_OFFLINE=1 $(VENV)/bin/sdq demo --out demo-out
 
 test: install-test
-	@HF_HUB_OFFLINE=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not soak and not serial" $(PYTEST_ARGS); \
-	parallel=$$?; HF_HUB_OFFLINE=1 $(PY) -m pytest -m "serial and not soak" $(PYTEST_ARGS); alone=$$?; \
+	@HF_HUB_OFFLINE=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not soak and not serial$(_MARK)" $(PYTEST_ARGS); \
+	parallel=$$?; HF_HUB_OFFLINE=1 $(PY) -m pytest -m "serial and not soak$(_MARK)" $(PYTEST_ARGS); alone=$$?; \
 	if [ $$parallel -eq 5 ] && [ $$alone -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; \
 	for rc in $$parallel $$alone; do if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; done
 
 ## Minutes-long runs kept out of `make test` (marked `soak`): the real compiled-boot cache reuse.
 soak: install-test
-	@HF_HUB_OFFLINE=1 $(PY) -m pytest -m soak $(PYTEST_ARGS)
+	@HF_HUB_OFFLINE=1 $(PY) -m pytest -m "soak$(_MARK)" $(PYTEST_ARGS)
 
 lint: install-test
 	$(VENV)/bin/ruff check producer gpu_worker storage tests bench infra_templates/docker
