@@ -7,7 +7,10 @@ throw the weights (and the image encoder, 600 MB for ViT-H) away and reset every
 here the plain processor set and each adapter's set are kept, and switching is an assignment of processor objects.
 
 Reference images are encoded here, one per batch row, and handed to the pipeline as `ip_adapter_image_embeds`
-(negatives first under classifier-free guidance, zeros as diffusers' own `encode_image` makes them). diffusers has
+(negatives first under classifier-free guidance, as diffusers' own `encode_image` makes them: zeros for a plain
+IP-Adapter's image embeds; for IP-Adapter Plus and Full, whose resampler reads the encoder's penultimate hidden
+states, those states and an all-zero pixel tensor's). FaceID adapters need a face model's embeddings and are
+refused. diffusers has
 no per-row references: `ip_adapter_image` reads a list of images as several references for every prompt, and its
 `prepare_ip_adapter_image_embeds` repeats given embeddings once per row of the batch. `rows_as_given` replaces that
 method, on the pipelines sdqueue calls, by one that takes the embeddings as they are.
@@ -38,6 +41,8 @@ class _Loaded:
     encoder: Any
     image_processor: Any
     lease: CacheLease
+    #: Whether its projection reads the encoder's hidden states (IP-Adapter Plus, Full) instead of its image embeds.
+    hidden_states: bool
 
 
 class IpAdapters:
@@ -67,9 +72,10 @@ class IpAdapters:
         state = self._loaded[model]
         unet = self.pipe.unet
         if self.active != model:
-            unet.set_attn_processor(dict(state.processors))
+            # The projection first: a Plus resampler's own attention layers count among the UNet's processors.
             unet.encoder_hid_proj = state.projection
             unet.config.encoder_hid_dim_type = "ip_image_proj"
+            unet.set_attn_processor(dict(state.processors))
             self.active = model
         self.pipe.set_ip_adapter_scale(scale)
 
@@ -81,9 +87,16 @@ class IpAdapters:
         pixels = state.image_processor(list(images), return_tensors="pt").pixel_values
         pixels = pixels.to(device=state.encoder.device, dtype=state.encoder.dtype)
         with torch.no_grad():
-            embeds = state.encoder(pixels).image_embeds[:, None]  # (rows, 1 image, width)
+            if not state.hidden_states:
+                embeds = state.encoder(pixels).image_embeds[:, None]  # (rows, 1 image, width)
+                negatives = torch.zeros_like(embeds)
+            else:  # Plus and Full read the penultimate hidden states; the negative: zero pixels'
+                embeds = state.encoder(pixels, output_hidden_states=True).hidden_states[-2][:, None]
+                zero = torch.zeros_like(pixels[:1])
+                negatives = state.encoder(zero, output_hidden_states=True).hidden_states[-2][:, None]
+                negatives = negatives.expand_as(embeds)
         if guidance:
-            embeds = torch.cat([torch.zeros_like(embeds), embeds])
+            embeds = torch.cat([negatives, embeds])
         return [embeds]
 
     def close(self) -> None:
@@ -98,9 +111,9 @@ class IpAdapters:
             return
         unet = self.pipe.unet
         assert self._plain is not None
-        unet.set_attn_processor(dict(self._plain))
-        unet.encoder_hid_proj = None
+        unet.encoder_hid_proj = None  # first, as in `use`
         unet.config.encoder_hid_dim_type = None
+        unet.set_attn_processor(dict(self._plain))
         self.active = None
 
     def _load(self, model: str) -> None:
@@ -131,7 +144,9 @@ class IpAdapters:
                 encoder=encoder,
                 image_processor=CLIPImageProcessor(size=size, crop_size=size),
                 lease=lease,
+                hidden_states=_reads_hidden_states(unet.encoder_hid_proj, model),
             )
+            _check_widths(state, model)
         except BaseException:
             self._restore_plain()
             lease.release()
@@ -162,6 +177,41 @@ def rows_as_given(pipe: Any) -> None:
         return [embeds.to(device=device) for embeds in ip_adapter_image_embeds]
 
     pipe.prepare_ip_adapter_image_embeds = prepare_ip_adapter_image_embeds
+
+
+def _reads_hidden_states(projection: Any, model: str) -> bool:
+    """Whether the IP-Adapter whose image projection diffusers loaded as `projection` reads the encoder's hidden
+    states (Plus, Full) rather than its image embeds; FaceID adapters, which read face embeddings from a separate
+    face model (insightface), are refused."""
+    from diffusers.models.embeddings import (
+        ImageProjection,
+        IPAdapterFaceIDImageProjection,
+        IPAdapterFaceIDPlusImageProjection,
+    )
+
+    layers = list(getattr(projection, "image_projection_layers", [projection]))
+    if any(isinstance(layer, (IPAdapterFaceIDImageProjection, IPAdapterFaceIDPlusImageProjection)) for layer in layers):
+        raise InvalidInputError(
+            f"ip_adapter.model: {model} is a FaceID IP-Adapter, which needs face embeddings from a face recognition"
+            " model; sdqueue runs IP-Adapters that read a reference image (plain, Plus, Full)"
+        )
+    return not all(isinstance(layer, ImageProjection) for layer in layers)
+
+
+def _check_widths(state: _Loaded, model: str) -> None:
+    """Raise `ModelLoadError` unless the encoder's features are as wide as the projection reads: a Plus adapter
+    reads its hidden states, a plain one its image embeds. (h94's SDXL `*_vit-h` adapters take the ViT-H encoder
+    of models/image_encoder, not the ViT-bigG one beside them in sdxl_models/.)"""
+    config = state.encoder.config
+    given = int(config.hidden_size if state.hidden_states else config.projection_dim)
+    for layer in state.projection.image_projection_layers:
+        first = next(module for module in layer.modules() if isinstance(module, torch.nn.Linear))
+        if first.in_features != given:
+            what = "hidden states" if state.hidden_states else "image embeds"
+            raise ModelLoadError(
+                f"ip_adapter.model: {model} reads image features {first.in_features} wide, but the {what} of its"
+                f" {IMAGE_ENCODER_FOLDER}/ are {given} wide: it needs the image encoder it was trained with"
+            )
 
 
 def _weights_file(path: Any, model: str, preferred: str) -> str:

@@ -24,7 +24,14 @@ TINY_MODEL = "tiny"
 #: Every built-in tiny pipeline, one per model family (see `gpu_worker.tiny` and `gpu_worker.tiny_families`).
 TINY_MODELS = (TINY_MODEL, "tiny-sdxl", "tiny-sdxl-refiner", "tiny-sd3", "tiny-flux", "tiny-inpaint")
 #: The built-in tiny ControlNets and IP-Adapters, for `tiny` and `tiny-sdxl` (see `gpu_worker.tiny_adapters`).
-TINY_ADAPTERS = ("tiny-controlnet", "tiny-ip-adapter", "tiny-sdxl-controlnet", "tiny-sdxl-ip-adapter")
+TINY_ADAPTERS = (
+    "tiny-controlnet",
+    "tiny-ip-adapter",
+    "tiny-ip-adapter-plus",
+    "tiny-sdxl-controlnet",
+    "tiny-sdxl-ip-adapter",
+    "tiny-sdxl-ip-adapter-plus",
+)
 _BARE_NAME = re.compile(r"[A-Za-z0-9][\w.\-]{0,127}")  # fullmatch, not `$`
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

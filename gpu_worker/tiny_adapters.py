@@ -8,6 +8,8 @@
   ships it: `ip_adapter.safetensors` with `image_proj.*` keys (the image projection: CLIP image embedding → 4 extra
   cross-attention tokens) and `ip_adapter.<n>.to_k_ip/to_v_ip.weight` keys (one pair per cross-attention layer,
   numbered 1, 3, 5, … in the UNet's processor order), beside `image_encoder/`, a tiny CLIP vision encoder.
+- `tiny-ip-adapter-plus`, `tiny-sdxl-ip-adapter-plus`: the same with IP-Adapter Plus's image projection, a
+  resampler over the encoder's hidden states, keyed as h94/IP-Adapter's `ip-adapter-plus_*` files key it.
 
 The builders run inside `gpu_worker.tiny`'s seeded, forked RNG and write into the staging folder they are given.
 """
@@ -25,7 +27,9 @@ IP_ADAPTER_WEIGHTS = "ip_adapter.safetensors"
 #: The folder of an IP-Adapter's CLIP image encoder, beside its weights (h94/IP-Adapter's layout).
 IMAGE_ENCODER_FOLDER = "image_encoder"
 _IMAGE_EMBED_DIM = 32  # the tiny CLIP vision encoder's projection width
-_IP_TOKENS = 4  # image tokens per reference image, as in IP-Adapter (not Plus)
+_ENCODER_WIDTH = 32  # and its hidden states' (what IP-Adapter Plus reads)
+_IP_TOKENS = 4  # image tokens per reference image, as in IP-Adapter (Plus: `_PLUS_TOKENS`)
+_PLUS_TOKENS, _PLUS_WIDTH, _PLUS_DEPTH = 8, 64, 4  # the resampler's queries, width (one head) and blocks
 
 
 def _unet(family: str) -> Any:
@@ -57,8 +61,9 @@ def build_controlnet(directory: Path, family: str) -> None:
     controlnet.save_pretrained(directory, safe_serialization=True)
 
 
-def build_ip_adapter(directory: Path, family: str) -> None:
-    """An IP-Adapter (image projection + per-layer key/value projections) and its CLIP image encoder."""
+def build_ip_adapter(directory: Path, family: str, *, plus: bool = False) -> None:
+    """An IP-Adapter (image projection + per-layer key/value projections) and its CLIP image encoder; `plus`: an
+    IP-Adapter Plus, whose projection (a resampler) reads the encoder's penultimate hidden states."""
     from safetensors.torch import save_file
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -66,7 +71,7 @@ def build_ip_adapter(directory: Path, family: str) -> None:
     cross = int(unet.config.cross_attention_dim)
     encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(
-            hidden_size=32,
+            hidden_size=_ENCODER_WIDTH,
             intermediate_size=64,
             projection_dim=_IMAGE_EMBED_DIM,
             num_hidden_layers=2,
@@ -76,12 +81,7 @@ def build_ip_adapter(directory: Path, family: str) -> None:
             num_channels=3,
         )
     )
-    weights = {
-        "image_proj.proj.weight": torch.randn(cross * _IP_TOKENS, _IMAGE_EMBED_DIM) * 0.2,
-        "image_proj.proj.bias": torch.randn(cross * _IP_TOKENS) * 0.2,
-        "image_proj.norm.weight": torch.ones(cross),
-        "image_proj.norm.bias": torch.zeros(cross),
-    }
+    weights = _plus_projection(cross) if plus else _projection(cross)
     key_id = 1
     for name in unet.attn_processors:
         if name.endswith("attn1.processor"):
@@ -93,6 +93,46 @@ def build_ip_adapter(directory: Path, family: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     save_file({key: value.contiguous() for key, value in weights.items()}, str(directory / IP_ADAPTER_WEIGHTS))
     encoder.save_pretrained(directory / IMAGE_ENCODER_FOLDER, safe_serialization=True)
+
+
+def _projection(cross: int) -> dict[str, torch.Tensor]:
+    """IP-Adapter's image projection: the CLIP image embedding → `_IP_TOKENS` cross-attention tokens."""
+    return {
+        "image_proj.proj.weight": torch.randn(cross * _IP_TOKENS, _IMAGE_EMBED_DIM) * 0.2,
+        "image_proj.proj.bias": torch.randn(cross * _IP_TOKENS) * 0.2,
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+
+
+def _plus_projection(cross: int) -> dict[str, torch.Tensor]:
+    """IP-Adapter Plus's resampler, named as h94/IP-Adapter's `ip-adapter-plus_*.safetensors` name it (diffusers
+    renames them as it loads): learned queries that attend over the encoder's hidden states in `_PLUS_DEPTH`
+    blocks, then a projection to `_PLUS_TOKENS` cross-attention tokens."""
+    width, inner, embed = _PLUS_WIDTH, _PLUS_WIDTH, _ENCODER_WIDTH  # one head of 64 (diffusers reads heads = q/64)
+
+    def linear(rows: int, columns: int) -> torch.Tensor:
+        return torch.randn(rows, columns) / columns**0.5
+
+    weights = {
+        "image_proj.latents": torch.randn(1, _PLUS_TOKENS, width) / width**0.5,
+        "image_proj.proj_in.weight": linear(width, embed),
+        "image_proj.proj_in.bias": torch.zeros(width),
+        "image_proj.proj_out.weight": linear(cross, width) * 2,
+        "image_proj.proj_out.bias": torch.randn(cross) * 0.2,
+        "image_proj.norm_out.weight": torch.ones(cross),
+        "image_proj.norm_out.bias": torch.zeros(cross),
+    }
+    for layer in range(_PLUS_DEPTH):
+        block = f"image_proj.layers.{layer}"
+        for norm in (f"{block}.0.norm1", f"{block}.0.norm2", f"{block}.1.0"):
+            weights[f"{norm}.weight"], weights[f"{norm}.bias"] = torch.ones(width), torch.zeros(width)
+        weights[f"{block}.0.to_q.weight"] = linear(inner, width)
+        weights[f"{block}.0.to_kv.weight"] = linear(2 * inner, width)
+        weights[f"{block}.0.to_out.weight"] = linear(width, inner)
+        weights[f"{block}.1.1.weight"] = linear(4 * width, width)
+        weights[f"{block}.1.3.weight"] = linear(width, 4 * width)
+    return weights
 
 
 def _hidden_size(unet: Any, processor: str) -> int:
@@ -110,6 +150,8 @@ ADAPTER_BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny-ip-adapter": lambda directory: build_ip_adapter(directory, "sd"),
     "tiny-sdxl-controlnet": lambda directory: build_controlnet(directory, "sdxl"),
     "tiny-sdxl-ip-adapter": lambda directory: build_ip_adapter(directory, "sdxl"),
+    "tiny-ip-adapter-plus": lambda directory: build_ip_adapter(directory, "sd", plus=True),
+    "tiny-sdxl-ip-adapter-plus": lambda directory: build_ip_adapter(directory, "sdxl", plus=True),
 }
 #: The file whose presence marks a finished build of each tiny adapter (pipelines: `model_index.json`).
 ADAPTER_MARKERS = {
@@ -117,4 +159,6 @@ ADAPTER_MARKERS = {
     "tiny-ip-adapter": IP_ADAPTER_WEIGHTS,
     "tiny-sdxl-controlnet": "config.json",
     "tiny-sdxl-ip-adapter": IP_ADAPTER_WEIGHTS,
+    "tiny-ip-adapter-plus": IP_ADAPTER_WEIGHTS,
+    "tiny-sdxl-ip-adapter-plus": IP_ADAPTER_WEIGHTS,
 }

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from safetensors import safe_open
 
 from gpu_worker.conditioning import ControlUnit, InputSpec, IpAdapterUnit, Mode, PreparedInputs
 from gpu_worker.errors import InvalidInputError
@@ -76,9 +79,15 @@ def test_a_controlnet_of_another_family_is_refused_naming_the_field(tiny_pipe: A
         generate(tiny_pipe, job(), inputs=controlled("tiny-sdxl-controlnet", half_white(True)))
 
 
-@pytest.mark.parametrize("model", FAMILIES)
-def test_ip_adapter_scale_changes_the_output(family_pipes: Callable[[str], Any], job: MakeJob, model: str) -> None:
-    pipe, adapter = family_pipes(model), FAMILIES[model][1]
+@pytest.mark.parametrize(
+    ("model", "adapter"),
+    [(model, adapter) for model, (_, plain) in FAMILIES.items() for adapter in (plain, f"{plain}-plus")],
+)
+def test_ip_adapter_scale_changes_the_output(
+    family_pipes: Callable[[str], Any], job: MakeJob, model: str, adapter: str
+) -> None:
+    # Plain IP-Adapters read the encoder's image embeds; Plus reads its hidden states through a resampler.
+    pipe = family_pipes(model)
 
     def with_scale(scale: float, reference: Any = None) -> Any:
         spec = InputSpec(ip_adapter=IpAdapterUnit(adapter, scale))
@@ -113,3 +122,84 @@ def test_image_inputs_are_refused_for_families_without_image_pipelines_here(
             job(model="tiny-flux"),
             inputs=PreparedInputs(InputSpec(Mode.IMAGE, 0.5), photo()),
         )
+
+
+def test_plain_and_plus_ip_adapters_take_turns_on_one_pipeline(tiny_pipe: Any, job: MakeJob) -> None:
+    # A Plus resampler brings attention layers of its own into the UNet's processors: switching between the two
+    # kinds, and back to the plain UNet, must put each one's full set back.
+    def run(adapter: str | None) -> Any:
+        if adapter is None:
+            return generate(tiny_pipe, job())[0]
+        spec = InputSpec(ip_adapter=IpAdapterUnit(adapter, 1.0))
+        return generate(tiny_pipe, job(), inputs=PreparedInputs(spec, ip_adapter_image=photo()))[0]
+
+    plain, plus, bare = run("tiny-ip-adapter"), run("tiny-ip-adapter-plus"), run(None)
+    assert mean_difference(plain, plus) > 1 and mean_difference(plus, bare) > 1
+    for adapter, first in (("tiny-ip-adapter", plain), ("tiny-ip-adapter-plus", plus), (None, bare)):
+        assert np.array_equal(pixels(run(adapter)), pixels(first))
+
+
+def test_a_faceid_ip_adapter_is_refused_naming_the_field(
+    tiny_pipe: Any, job: MakeJob, model_cache: Path, tmp_path: Path
+) -> None:
+    # FaceID's projection reads a face recognition model's embedding (insightface), which sdqueue does not run:
+    # a FaceID file (h94/IP-Adapter-FaceID's keys, tiny) beside a tiny image encoder is refused, not run wrongly.
+    import torch
+    from safetensors.torch import save_file
+
+    from gpu_worker.cache import ModelCache
+    from gpu_worker.tiny_adapters import IMAGE_ENCODER_FOLDER, IP_ADAPTER_WEIGHTS
+
+    plain = ModelCache(model_cache).acquire_adapter("tiny-ip-adapter").path
+    folder = tmp_path / "faceid"
+    shutil.copytree(plain / IMAGE_ENCODER_FOLDER, folder / IMAGE_ENCODER_FOLDER)
+    cross, identity, tokens = 32, 16, 4
+    weights = {
+        "image_proj.proj.0.weight": torch.randn(2 * identity, identity),
+        "image_proj.proj.0.bias": torch.zeros(2 * identity),
+        "image_proj.proj.2.weight": torch.randn(cross * tokens, 2 * identity),
+        "image_proj.proj.2.bias": torch.zeros(cross * tokens),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    with safe_open(str(plain / IP_ADAPTER_WEIGHTS), "pt") as layers:  # the cross-attention keys, as any adapter's
+        weights |= {key: layers.get_tensor(key) for key in layers.keys() if key.startswith("ip_adapter.")}  # noqa: SIM118
+    save_file(weights, str(folder / IP_ADAPTER_WEIGHTS))
+    spec = InputSpec(ip_adapter=IpAdapterUnit(str(folder), 1.0))
+    with pytest.raises(InvalidInputError, match=r"ip_adapter\.model: .* is a FaceID IP-Adapter"):
+        generate(tiny_pipe, job(), inputs=PreparedInputs(spec, ip_adapter_image=photo()))
+    [after] = generate(tiny_pipe, job())
+    [before] = generate(tiny_pipe, job())
+    assert np.array_equal(pixels(after), pixels(before))  # the plain UNet is back
+
+
+def test_an_ip_adapter_beside_the_wrong_image_encoder_is_refused_naming_both_widths(
+    tiny_pipe: Any, job: MakeJob, model_cache: Path, tmp_path: Path
+) -> None:
+    # As h94's SDXL `*_vit-h` files beside sdxl_models/image_encoder (ViT-bigG, not the ViT-H they read) would be.
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from gpu_worker.cache import ModelCache
+    from gpu_worker.errors import ModelLoadError
+    from gpu_worker.tiny_adapters import IMAGE_ENCODER_FOLDER, IP_ADAPTER_WEIGHTS
+
+    plus = ModelCache(model_cache).acquire_adapter("tiny-ip-adapter-plus").path
+    folder = tmp_path / "mismatched"
+    folder.mkdir()
+    shutil.copy(plus / IP_ADAPTER_WEIGHTS, folder / IP_ADAPTER_WEIGHTS)
+    config = CLIPVisionConfig(
+        hidden_size=48,
+        intermediate_size=64,
+        projection_dim=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
+    CLIPVisionModelWithProjection(config).save_pretrained(folder / IMAGE_ENCODER_FOLDER, safe_serialization=True)
+    spec = InputSpec(ip_adapter=IpAdapterUnit(str(folder), 1.0))
+    with pytest.raises(ModelLoadError, match=r"reads image features 32 wide, but the hidden states .* are 48 wide"):
+        generate(tiny_pipe, job(), inputs=PreparedInputs(spec, ip_adapter_image=photo()))
+    [plain] = generate(tiny_pipe, job())
+    [again] = generate(tiny_pipe, job())
+    assert np.array_equal(pixels(plain), pixels(again))

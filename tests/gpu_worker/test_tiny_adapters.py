@@ -46,6 +46,17 @@ def test_tiny_ip_adapters_have_the_layout_load_ip_adapter_reads(model_cache: Pat
     ]
 
 
+@pytest.mark.parametrize("name", ["tiny-ip-adapter-plus", "tiny-sdxl-ip-adapter-plus"])
+def test_tiny_ip_adapter_plus_has_a_resampler_as_h94_keys_it(model_cache: Path, name: str) -> None:
+    path = ModelCache(model_cache).acquire_adapter(name).path
+    with safe_open(str(path / IP_ADAPTER_WEIGHTS), framework="pt") as weights:
+        keys = set(weights.keys())
+        tokens = weights.get_tensor("image_proj.latents").shape[1]
+    assert "image_proj.proj.weight" not in keys and "image_proj.norm.weight" not in keys  # what diffusers tells by
+    assert {"image_proj.proj_in.weight", "image_proj.layers.3.0.to_kv.weight", "image_proj.layers.3.1.3.weight"} <= keys
+    assert tokens == 8 and "ip_adapter.1.to_k_ip.weight" in keys
+
+
 def test_tiny_adapters_are_tiny_refs_built_once_and_deterministically(tmp_path: Path) -> None:
     for name in TINY_ADAPTERS:
         assert ModelRef.parse(name).source is ModelSource.TINY

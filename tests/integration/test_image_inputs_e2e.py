@@ -99,6 +99,9 @@ def test_controlnet_with_canny_on_the_worker_and_an_ip_adapter(stack: Stack) -> 
     assert np.abs(np.asarray(controlled, dtype=int) - np.asarray(other, dtype=int)).mean() > 0.2
     _, [referenced] = _run(stack, ip_adapter={"model": "tiny-ip-adapter", "image": _data_url(photo(5)), "scale": 1.0})
     assert np.abs(np.asarray(referenced, dtype=int) - np.asarray(plain, dtype=int)).mean() > 1
+    plus = {"model": "tiny-ip-adapter-plus", "image": _data_url(photo(5)), "scale": 1.0}  # reads hidden states
+    _, [resampled] = _run(stack, ip_adapter=plus)
+    assert np.abs(np.asarray(resampled, dtype=int) - np.asarray(referenced, dtype=int)).mean() > 1
 
 
 def test_a_catalog_controlnet_name_loads_its_source_on_the_worker(stack: Stack) -> None:

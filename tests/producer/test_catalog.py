@@ -134,7 +134,7 @@ def test_a_controlnet_or_ip_adapter_its_model_does_not_list_is_refused_naming_th
     fields = _fields(caught)
     said = "'tiny' takes the ControlNets tiny-controlnet, canny; 'depth' is not one of them"
     assert fields["controlnets.0.model"] == said
-    assert "'tiny' takes the IP-Adapters tiny-ip-adapter;" in fields["ip_adapter.model"]
+    assert "'tiny' takes the IP-Adapters tiny-ip-adapter, tiny-ip-adapter-plus;" in fields["ip_adapter.model"]
     # A model that lists no IP-Adapter takes none, not even a hub id (sd15 as a catalog without its list has it).
     bare = builtin.model_copy(
         update={"models": {**builtin.models, "sd15": builtin.models["sd15"].model_copy(update={"ip_adapters": {}})}}

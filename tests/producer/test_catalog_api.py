@@ -197,7 +197,7 @@ ADAPTER_REFUSED = {
         "sd15",
         {"ip_adapter": {"model": "h94/IP-Adapter", "image": "IMG"}},
         "ip_adapter.model",
-        "'sd15' takes the IP-Adapters ip-adapter; 'h94/IP-Adapter' is not one of them",
+        "'sd15' takes the IP-Adapters ip-adapter, ip-adapter-plus; 'h94/IP-Adapter' is not one of them",
     ),
 }
 
@@ -232,9 +232,15 @@ def test_the_models_list_shows_each_models_controlnets_and_ip_adapters(http: htt
     listed = {model["name"]: model for model in answer["models"]}
     assert listed["sdxl"]["controlnets"]["canny"] == "diffusers/controlnet-canny-sdxl-1.0"
     assert listed["tiny"]["controlnets"] == {"tiny-controlnet": "tiny-controlnet", "canny": "tiny-controlnet"}
-    assert listed["tiny-sdxl"]["ip_adapters"] == {"tiny-sdxl-ip-adapter": "tiny-sdxl-ip-adapter"}
+    assert listed["tiny-sdxl"]["ip_adapters"] == {
+        "tiny-sdxl-ip-adapter": "tiny-sdxl-ip-adapter",
+        "tiny-sdxl-ip-adapter-plus": "tiny-sdxl-ip-adapter-plus",
+    }
     assert listed["flux-dev"]["controlnets"] == {} and listed["flux-dev"]["ip_adapters"] == {}
-    assert listed["sd15"]["ip_adapters"] == {"ip-adapter": "h94/IP-Adapter/models/ip-adapter_sd15.safetensors"}
+    assert listed["sd15"]["ip_adapters"] == {
+        "ip-adapter": "h94/IP-Adapter/models/ip-adapter_sd15.safetensors",
+        "ip-adapter-plus": "h94/IP-Adapter/models/ip-adapter-plus_sd15.safetensors",
+    }
 
 
 def test_sdq_models_prints_each_models_controlnet_and_ip_adapter_names(stack: Stack) -> None:
@@ -249,6 +255,6 @@ def test_sdq_models_prints_each_models_controlnet_and_ip_adapter_names(stack: St
     header, *lines = printed.splitlines()
     assert header.split() == ["MODEL", "FAMILY", "HELD", "DEFAULTS", "CONTROLNETS", "IP-ADAPTERS", "SOURCE"]
     rows = {line.split()[0]: line.split() for line in lines}
-    assert rows["tiny"][-3:] == ["tiny-controlnet,canny", "tiny-ip-adapter", "tiny"]
-    assert rows["sd15"][-3:-1] == ["canny,depth,openpose,canny-v1", "ip-adapter"]
+    assert rows["tiny"][-3:] == ["tiny-controlnet,canny", "tiny-ip-adapter,tiny-ip-adapter-plus", "tiny"]
+    assert rows["sd15"][-3:-1] == ["canny,depth,openpose,canny-v1", "ip-adapter,ip-adapter-plus"]
     assert rows["flux-dev"][-3:-1] == ["-", "-"]

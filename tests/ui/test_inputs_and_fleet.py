@@ -138,7 +138,7 @@ def test_a_controlnet_job_from_the_form_uploads_its_control_image_and_succeeds(t
     picker = page.get_by_label("ControlNet", exact=True)
     assert picker.locator("option").all_inner_texts() == ["none", "tiny-controlnet", "canny"]
     adapters = page.get_by_label("IP-Adapter", exact=True).locator("option")
-    assert adapters.all_inner_texts() == ["none", "tiny-ip-adapter"]
+    assert adapters.all_inner_texts() == ["none", "tiny-ip-adapter", "tiny-ip-adapter-plus"]
     page.get_by_label("Prompt", exact=True).fill("edges of a sun")
     for label, value in (("Width", "64"), ("Height", "64"), ("Steps", "4")):
         page.get_by_label(label, exact=True).fill(value)
