@@ -281,9 +281,7 @@ class ModelCache:
         concurrency, cap = self.download_concurrency, self.max_download_bytes
         what = {LORAS_DIR: "lora", ADAPTERS_DIR: "adapter"}.get(kind, "model")
         if ref.source is ModelSource.HUB:
-            # ControlNets and IP-Adapters are not pipelines: fetched like LoRAs (their safetensors and configs).
-            adapter = kind in (LORAS_DIR, ADAPTERS_DIR)
-            sources.download_hub(ref, staging, fp16=fp16, lora=adapter, concurrency=concurrency, max_bytes=cap)
+            sources.download_hub(ref, staging, fp16=fp16, kind=what, concurrency=concurrency, max_bytes=cap)
         elif ref.source is ModelSource.STORAGE:
             credentials = self.storage_credentials
             sources.download_storage(

@@ -128,13 +128,15 @@ def weights_bytes(path: Path, *, fp16: bool) -> int:
 
 
 def download_hub(
-    ref: ModelRef, staging: Path, *, fp16: bool, lora: bool, concurrency: int, max_bytes: int | None = None
+    ref: ModelRef, staging: Path, *, fp16: bool, kind: str, concurrency: int, max_bytes: int | None = None
 ) -> None:
     """Download a Hub repository's loadable files into `staging` (huggingface_hub reads HF_TOKEN itself).
 
-    For a pipeline: the repository's file list and `model_index.json` first (pinned to one commit, so that a branch
-    moving meanwhile cannot mix two versions), then what `select_hub_files` picks from them, once their listed
-    sizes add up to at most `max_bytes` (`SDQ_MAX_DOWNLOAD_GB`)."""
+    For a pipeline (`kind` "model"): the repository's file list and `model_index.json` first (pinned to one
+    commit, so that a branch moving meanwhile cannot mix two versions), then what `select_hub_files` picks from
+    them; for a LoRA ("lora") or a ControlNet or IP-Adapter ("adapter"), what `lora_files` or `adapter_files`
+    pick from the list; in every case once their listed sizes add up to at most `max_bytes`
+    (`SDQ_MAX_DOWNLOAD_GB`)."""
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
     try:
@@ -142,7 +144,13 @@ def download_hub(
         files = [sibling.rfilename for sibling in info.siblings or ()]
         sizes = {sibling.rfilename: sibling.size or 0 for sibling in info.siblings or ()}
         commit = info.sha or ref.revision
-        if lora:
+        lora = kind == "lora"
+        if lora and ref.subpath is None:
+            try:
+                wanted = lora_files(files)
+            except ModelLoadError as exc:
+                raise ModelLoadError(f"LoRA {ref}: {exc}") from None
+        elif kind != "model":
             wanted = adapter_files(files, ref.subpath)
             if not wanted:
                 raise ModelNotFoundError(f"no {ref.subpath or 'safetensors'} file in the repository")
@@ -158,7 +166,7 @@ def download_hub(
         snapshot_download(
             ref.location, revision=commit, local_dir=staging, allow_patterns=wanted, max_workers=concurrency
         )
-        if lora and ref.subpath:
+        if kind != "model" and ref.subpath:
             _hoist(staging, _root_of(files, ref.subpath))
     except ModelNotFoundError as exc:
         raise ModelNotFoundError(f"{ref}: {exc}") from exc
@@ -166,6 +174,24 @@ def download_hub(
         raise
     except Exception as exc:
         raise translate_hub_error(ref, exc) from exc
+
+
+def lora_files(files: Iterable[str]) -> list[str]:
+    """What a LoRA named by its repository alone fetches from the repository's `files`: the one weights file the
+    loader would read (`lora_weights_file`: top level only, diffusers' `pytorch_lora_weights.safetensors` first,
+    else the only one) and the JSON beside it, never the training checkpoints and other LoRAs in its folders.
+    Raises `ModelNotFoundError` where there is none and `ModelLoadError` where the choice is the job's to make."""
+    top = [name for name in files if "/" not in name]
+    weights = sorted(name for name in top if name.endswith(".safetensors"))
+    if not weights:
+        raise ModelNotFoundError("no .safetensors weights at the top of the repository")
+    preferred = [name for name in weights if name.endswith("pytorch_lora_weights.safetensors")]
+    if not preferred and len(weights) > 1:
+        raise ModelLoadError(
+            f"{len(weights)} safetensors files at the top of the repository, none pytorch_lora_weights: name the one"
+            " to load as org/name/file.safetensors; nothing copied"
+        )
+    return [(preferred or weights)[0], *(name for name in top if name.endswith(".json"))]
 
 
 def adapter_files(files: Iterable[str], subpath: str | None) -> list[str]:

@@ -97,6 +97,14 @@ for adapter in ("sdq-tests/ip-adapters/models/ip-adapter_tiny.safetensors", "sdq
     with cache.acquire_adapter(adapter) as lease:
         files = sorted(p.relative_to(lease.path).as_posix() for p in lease.path.rglob("*") if p.is_file())
     print(json.dumps({"model": adapter, "files": files}))
+from gpu_worker.errors import ModelLoadError
+for lora in ("sdq-tests/lora-with-checkpoints", "sdq-tests/lora-one-file", "sdq-tests/two-loras"):
+    try:
+        with cache.acquire_lora(lora) as lease:
+            files = sorted(p.relative_to(lease.path).as_posix() for p in lease.path.rglob("*") if p.is_file())
+        print(json.dumps({"model": lora, "files": files}))
+    except ModelLoadError as exc:
+        print(json.dumps({"model": lora, "error": str(exc)}))
 adapters = IpAdapters(pipe, cache.acquire_adapter)  # the real loader, on what the hub install left
 adapters.use("sdq-tests/ip-adapters/models/ip-adapter_tiny.safetensors", 0.5)
 print(json.dumps({"model": "ip-adapter-loaded", "loaded": adapters.loaded, "active": adapters.active}))
@@ -130,6 +138,27 @@ def hub_shaped_adapters(root: Path) -> dict[str, Path]:
     return {"sdq-tests/ip-adapters": ipa, "sdq-tests/controlnet": controlnet}
 
 
+def hub_shaped_loras(root: Path) -> dict[str, Path]:
+    """LoRA repositories as trainers push them: the weights diffusers reads beside the run's checkpoints and
+    samples; one with a single weights file of its own name; one with two LoRAs and no default."""
+    trained = root / "lora-with-checkpoints"
+    for folder in ("", "checkpoint-500", "checkpoint-1000"):
+        (trained / folder).mkdir(parents=True, exist_ok=True)
+        (trained / folder / "pytorch_lora_weights.safetensors").write_bytes(os.urandom(2000))
+    (trained / "checkpoint-1000" / "optimizer.safetensors").write_bytes(os.urandom(4000))
+    (trained / "image_0.png").write_bytes(os.urandom(500))
+    (trained / "README.md").write_text("# a trained LoRA\n")
+    single = root / "lora-one-file"
+    single.mkdir()
+    (single / "pixel-art-xl.safetensors").write_bytes(os.urandom(2000))
+    (single / "adapter_config.json").write_text("{}")
+    two = root / "two-loras"
+    two.mkdir()
+    for name in ("style-a.safetensors", "style-b.safetensors"):
+        (two / name).write_bytes(os.urandom(2000))
+    return {"sdq-tests/lora-with-checkpoints": trained, "sdq-tests/lora-one-file": single, "sdq-tests/two-loras": two}
+
+
 @pytest.fixture(scope="module")
 def hub_run(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> tuple[HubServer, Path, dict[str, Any]]:
     """One subprocess that installs the repo in fp16 and fp32 (two repo ids, one folder) and loads each, and asks
@@ -140,7 +169,7 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> tuple[H
     lora_like.mkdir()
     (lora_like / "pytorch_lora_weights.safetensors").write_bytes(os.urandom(100))
     repos = {"sdq-tests/sd15-fp16": repo, "sdq-tests/sd15-fp32": repo, "sdq-tests/not-a-pipeline": lora_like}
-    repos |= hub_shaped_adapters(tmp)
+    repos |= hub_shaped_adapters(tmp) | hub_shaped_loras(tmp)
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "0",
@@ -218,3 +247,19 @@ def test_a_hub_controlnet_fetches_one_precision_of_its_weights(hub_run: tuple[Hu
     fetched = ["config.json", "diffusion_pytorch_model.safetensors"]  # not the fp16 copy, not the pickle
     assert sorted(hub.downloads("sdq-tests/controlnet")) == fetched
     assert printed["sdq-tests/controlnet"]["files"] == sorted([*fetched, META_FILE])
+
+
+def test_a_hub_lora_named_by_its_repository_fetches_only_the_file_the_loader_reads(
+    hub_run: tuple[HubServer, Path, dict[str, Any]],
+) -> None:
+    hub, _, printed = hub_run
+    # Not the training checkpoints, the optimizer state or the samples beside it.
+    assert sorted(hub.downloads("sdq-tests/lora-with-checkpoints")) == ["pytorch_lora_weights.safetensors"]
+    assert printed["sdq-tests/lora-with-checkpoints"]["files"] == sorted(
+        [META_FILE, "pytorch_lora_weights.safetensors"]
+    )
+    assert sorted(hub.downloads("sdq-tests/lora-one-file")) == ["adapter_config.json", "pixel-art-xl.safetensors"]
+    # Two LoRAs and no default: which one is the job's to say, and nothing is copied meanwhile.
+    assert not hub.downloads("sdq-tests/two-loras")
+    error = printed["sdq-tests/two-loras"]["error"]
+    assert error.startswith("LoRA sdq-tests/two-loras: 2 safetensors files") and "org/name/file.safetensors" in error
