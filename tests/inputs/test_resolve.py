@@ -219,3 +219,20 @@ def test_a_job_never_claimed_skips_the_look_for_stored_copies(store: LocalStore)
     again = resolve_inputs(job_id, request, _sources(store))  # an attempt has begun: the stored copy
     assert again.fetched == frozenset() and reads == [input_object_key(job_id, "image")]
     assert again["image"].tobytes() == first["image"].tobytes()
+
+
+def test_an_https_input_is_fetched_once_even_when_the_job_went_back_before_its_claim(
+    store: LocalStore, site: Origin
+) -> None:
+    """A spot notice or a stopping executor hands a prepared job's message back before its claim: the record still
+    counts no attempt, and the next preparation finds the fetched copy instead of asking the origin again."""
+    site.answers["/photo.png"] = Answer(gradient_png(64, 64))
+    request = _request(image=site.url("/photo.png"), mask_image=data_url(png(64, 64, color=(255,), mode="L")))
+    job_id = new_job_id()
+
+    first = resolve_inputs(job_id, request, _sources(store), never_claimed=True)
+    again = resolve_inputs(job_id, request, _sources(store), never_claimed=True)
+
+    assert first.fetched == {"image", "mask"} and again.fetched == {"mask"}  # the data URL is in the message
+    assert site.count("/photo.png") == 1
+    assert again["image"].tobytes() == first["image"].tobytes()
