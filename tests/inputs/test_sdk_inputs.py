@@ -15,7 +15,7 @@ import pytest
 import redis
 from rich.console import Console
 
-from producer import AsyncClient, Client
+from producer import AsyncClient, Client, keys
 from producer.apikeys import KeyStore
 from producer.batch_cli import BatchRun, read_lines
 from producer.errors import ProducerError
@@ -204,3 +204,39 @@ def test_batch_lines_name_image_files_relative_to_the_prompts_file(stack: Stack,
     )
     assert submit() == job_ids
     assert len(_storage_requests(stack)) - before == 1
+
+
+def test_a_batch_rerun_uploads_a_file_again_once_its_upload_expired(
+    stack: Stack, token: str, redis_server: str, tmp_path: Path
+) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(gradient_png(64, 64))
+    prompts = tmp_path / "in" / "prompts.jsonl"
+    state_file = tmp_path / "out" / ".sdq-batch" / "state.json"
+
+    def submit(*lines: dict[str, object]) -> BatchRun:
+        prompts.write_text("".join(json.dumps({**line, "image": "a.png", **SMALL}) + "\n" for line in lines))
+        with Client(stack.api_url, api_key=token) as client:
+            run = BatchRun(client, tmp_path / "out", {}, console=Console(quiet=True), files_dir=prompts.parent)
+            run._submit([line for line in read_lines(prompts) if line.key not in run.state.jobs])
+        return run
+
+    first = submit({"prompt": "monday"})
+    [(key, saved)] = first.state.uploads.items()
+    # A day later (SDQ_UPLOAD_TTL_S): the id serves no new job, and the state says when that was due.
+    redis.Redis.from_url(redis_server).delete(keys.upload(saved["id"]))
+    state_file.write_text(
+        json.dumps(
+            {
+                **json.loads(state_file.read_text()),
+                "uploads": {key: {**saved, "usable_until": "2000-01-01T00:00:00+00:00"}},
+            }
+        )
+    )
+
+    second = submit({"prompt": "monday"}, {"prompt": "tuesday"})
+
+    assert second.state.uploads[key]["id"] != saved["id"]
+    with Client(stack.api_url, api_key=token) as client:
+        tuesday = client.get(second.state.jobs[read_lines(prompts)[1].key]).request
+    assert tuesday.image is not None and tuesday.image.upload == second.state.uploads[key]["id"]
