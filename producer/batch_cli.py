@@ -201,7 +201,10 @@ class BatchRun:
     def _submit(self, lines: list[Line]) -> None:
         for start in range(0, len(lines), MAX_BATCH_ITEMS):
             chunk = lines[start : start + MAX_BATCH_ITEMS]
-            digest = hashlib.sha256(json.dumps([self.defaults, [line.key for line in chunk]]).encode()).hexdigest()
+            # The batches submitted before are part of the key: a run killed before saving sends the same key again
+            # (and gets its batch back), while lines that failed in a saved batch are submitted anew, not replayed.
+            keys = [self.defaults, [line.key for line in chunk], self.state.batches]
+            digest = hashlib.sha256(json.dumps(keys).encode()).hexdigest()
             items = [self._with_uploads(line) for line in chunk]
             created = self.client.submit_batch(
                 items,

@@ -19,7 +19,7 @@ from producer import AsyncClient, Client, keys
 from producer.apikeys import KeyStore
 from producer.batch_cli import BatchRun, read_lines
 from producer.errors import ProducerError
-from producer.jobs import JobRecord, UploadCreated
+from producer.jobs import JobRecord, JobStatus, UploadCreated
 from tests.inputs.images import data_url, gradient_png, png
 from tests.storage.flaky_proxy import flaky_proxy, proxy_url
 from tests.support import Stack
@@ -198,9 +198,12 @@ def test_batch_lines_name_image_files_relative_to_the_prompts_file(stack: Stack,
         requests = [client.get(job_id).request for job_id in job_ids]
     uploads = {r.image.upload for r in requests if r.image is not None}
     assert len(uploads) == 1 and requests[3].image is None
-    # The state keeps the upload id, so a second run re-sends the same batch (the server replays it: no new jobs).
+    # The state keeps the upload id, so a run killed before it saved its batch re-sends the same request (the server
+    # replays it: no new jobs).
     (tmp_path / "out" / ".sdq-batch" / "state.json").write_text(
-        json.dumps({**json.loads((tmp_path / "out" / ".sdq-batch" / "state.json").read_text()), "jobs": {}})
+        json.dumps(
+            {**json.loads((tmp_path / "out" / ".sdq-batch" / "state.json").read_text()), "jobs": {}, "batches": []}
+        )
     )
     assert submit() == job_ids
     assert len(_storage_requests(stack)) - before == 1
@@ -240,3 +243,24 @@ def test_a_batch_rerun_uploads_a_file_again_once_its_upload_expired(
     with Client(stack.api_url, api_key=token) as client:
         tuesday = client.get(second.state.jobs[read_lines(prompts)[1].key]).request
     assert tuesday.image is not None and tuesday.image.upload == second.state.uploads[key]["id"]
+
+
+def test_a_line_that_failed_is_submitted_anew_by_the_next_run(stack: Stack, token: str, photo: Path) -> None:
+    prompts = photo.parent / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "p", "image": photo.name, **SMALL}) + "\n")
+    lines, out = read_lines(prompts), photo.parent / "out"
+
+    with Client(stack.api_url, api_key=token) as client:
+        first = BatchRun(client, out, {}, console=Console(quiet=True), poll_interval_s=0.1, files_dir=photo.parent)
+        first._submit(lines)
+        failed_job = first.state.jobs[lines[0].key]
+        client.cancel(failed_job)  # no worker here: a job that ends without images, as a failed one does
+        assert first.run(lines) == 1 and first.state.jobs == {}
+
+        again = BatchRun(client, out, {}, console=Console(quiet=True), files_dir=photo.parent)
+        again._submit(lines)
+
+        assert again.state.batches[0] == first.state.batches[0] and len(again.state.batches) == 2
+        assert again.state.jobs[lines[0].key] != failed_job  # a new job, not the failed one replayed
+        assert client.get(again.state.jobs[lines[0].key]).status is JobStatus.QUEUED
+        client.cancel(again.state.jobs[lines[0].key])
