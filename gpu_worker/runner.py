@@ -321,7 +321,7 @@ class JobRunner:
 
     def _prepare_inputs(self, run: _Run, *, never_claimed: bool) -> PreparedInputs | None:
         """The job's image inputs: from their origin on its first attempt (`never_claimed`: no stored copy looked
-        for), from `inputs/<job>/` after; an unusable image claims the job, so its `invalid_input` is recorded."""
+        for but an https URL's), from `inputs/<job>/` after; an unusable image claims the job (`invalid_input`)."""
         job_id = run.message.job_id
         try:
             prepared = prepare_inputs(job_id, run.request, self.input_sources, never_claimed=never_claimed)

@@ -9,7 +9,8 @@ Resumable and duplicate-free, whatever kills it:
 * Images are written under names derived from the line key (atomically), then the line goes to the manifest in
   one append: a kill in between re-downloads over the same files.
 * Lines may name input images as files relative to the prompts file (`{"prompt": …, "image": "photos/a.png"}`):
-  each distinct file is uploaded once and its upload id saved with the state, so a re-run sends the same request.
+  each distinct file is uploaded once and its upload id saved with the state, so a re-run sends the same request;
+  a file is uploaded again once its id is about to stop serving new jobs (`usable_until`, SDQ_UPLOAD_TTL_S).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,8 @@ STATE_DIR = ".sdq-batch"
 _DOWNLOAD_THREADS = 8
 #: How often the progress bar asks the server when the batches should finish (`GET /v1/batches/{id}`: eta_s).
 _ETA_INTERVAL_S = 5.0
+#: An upload id with less time than this left to serve new jobs is not reused: the file is uploaded again.
+_UPLOAD_MARGIN = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -58,15 +62,27 @@ class State:
     path: Path
     batches: list[str] = field(default_factory=list)
     jobs: dict[str, str] = field(default_factory=dict)
-    #: Upload id of every input image file sent, by the SHA-256 of its bytes.
-    uploads: dict[str, str] = field(default_factory=dict)
+    #: Upload id of every input image file sent and until when it serves new jobs (`{"id", "usable_until"}`), by
+    #: the SHA-256 of its bytes.
+    uploads: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> State:
         if not path.exists():
             return cls(path)
         data = json.loads(path.read_text())
-        return cls(path, list(data.get("batches", [])), dict(data.get("jobs", {})), dict(data.get("uploads", {})))
+        # An upload saved as a bare id (before `usable_until` was kept) has no known end: it is uploaded again.
+        uploads = {key: value for key, value in data.get("uploads", {}).items() if isinstance(value, dict)}
+        return cls(path, list(data.get("batches", [])), dict(data.get("jobs", {})), uploads)
+
+    def upload_id(self, key: str) -> str | None:
+        """The saved upload of the file whose bytes hash to `key`, if it serves new jobs a while longer."""
+        saved = self.uploads.get(key)
+        if saved is None:
+            return None
+        if datetime.fromisoformat(saved["usable_until"]) - _UPLOAD_MARGIN < datetime.now(timezone.utc):
+            return None
+        return saved["id"]
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,7 +201,10 @@ class BatchRun:
     def _submit(self, lines: list[Line]) -> None:
         for start in range(0, len(lines), MAX_BATCH_ITEMS):
             chunk = lines[start : start + MAX_BATCH_ITEMS]
-            digest = hashlib.sha256(json.dumps([self.defaults, [line.key for line in chunk]]).encode()).hexdigest()
+            # The batches submitted before are part of the key: a run killed before saving sends the same key again
+            # (and gets its batch back), while lines that failed in a saved batch are submitted anew, not replayed.
+            keys = [self.defaults, [line.key for line in chunk], self.state.batches]
+            digest = hashlib.sha256(json.dumps(keys).encode()).hexdigest()
             items = [self._with_uploads(line) for line in chunk]
             created = self.client.submit_batch(
                 items,
@@ -207,10 +226,13 @@ class BatchRun:
         refs = {}
         for path, image in found.items():
             key = digest(image)
-            if key not in self.state.uploads:
-                self.state.uploads[key] = self.client.upload(image.data).id
+            upload_id = self.state.upload_id(key)
+            if upload_id is None:
+                created = self.client.upload(image.data)
+                upload_id = created.id
+                self.state.uploads[key] = {"id": upload_id, "usable_until": created.usable_until.isoformat()}
                 self.state.save()
-            refs[path] = ImageRef(upload=self.state.uploads[key])
+            refs[path] = ImageRef(upload=upload_id)
         return with_references(line.item, refs) if found else line.item
 
     def _server_eta(self, offsets: Mapping[str, int]) -> str:

@@ -75,7 +75,11 @@ def probe(data: bytes, *, field: str, max_pixels: int) -> Probe:
 def normalize(image: Image.Image, *, role: Role, width: int, height: int) -> Image.Image:
     """The image as a pipeline takes it: upright (EXIF), alpha flattened (RGB, or L for a mask), and for every role
     but `reference` scaled to cover `width` × `height` and center-cropped to exactly that size (a multiple of 8,
-    as every job size is), so that an image, its mask and its control maps stay aligned pixel for pixel."""
+    as every job size is), so that an image, its mask and its control maps stay aligned pixel for pixel.
+
+    A `reference` is cropped to its central square: all that the IP-Adapter's image encoder sees of it (CLIP's
+    processor scales the shorter side to its input size, then center-crops). Left whole, a 16384×1 reference (a
+    few hundred bytes, within the pixel limit) would be scaled to 3.7 million × 224 pixels there, some 10 GB."""
     from PIL import Image, ImageOps
 
     upright = ImageOps.exif_transpose(image)
@@ -85,7 +89,8 @@ def normalize(image: Image.Image, *, role: Role, width: int, height: int) -> Ima
     else:
         flat = _flatten(upright, background=(255, 255, 255))
     if role == "reference":
-        return flat
+        side = min(flat.size)
+        return ImageOps.fit(flat, (side, side), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
     return ImageOps.fit(flat, (width, height), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
 
 

@@ -60,12 +60,15 @@ def resolve_inputs(
     and `storage.StorageError` (a storage outage: worth a retry).
 
     `never_claimed`: no attempt of the job has begun (its record counts no attempts), so no image generated yet
-    came from a stored copy: the origin is asked without first looking for one (a storage round trip less on
-    nearly every job). What a preparation that never claimed the job may have stored is replaced."""
+    came from a stored copy: an upload or a data URL is read without first looking for one (a storage round trip
+    less on nearly every job), and what a preparation that never claimed the job may have stored is replaced. An
+    https URL is still looked for first: a preparation whose message went back before its claim (a spot notice, a
+    stopping executor, a storage error) has fetched it already, and a URL's origin is asked only once."""
     stored: dict[str, Image.Image] = {}
     originals: dict[str, tuple[str, Image.Image]] = {}
     for path, name, ref in request.input_images():
-        data = None if never_claimed else _stored(sources.store, input_object_key(job_id, name))
+        look = not never_claimed or ref.kind == "url"
+        data = _stored(sources.store, input_object_key(job_id, name)) if look else None
         if data is None:
             originals[name] = (path, _original(path, ref, sources))
         else:

@@ -64,7 +64,7 @@ def test_inputs_are_fetched_once_and_read_back_from_storage_ever_after(store: Lo
     assert (first["image"].size, first["image"].mode) == ((64, 64), "RGB")
     assert (first["mask"].size, first["mask"].mode) == ((64, 64), "L")
     assert first["controlnet-0"].size == (64, 64)
-    assert first["ip-adapter"].size == (32, 48) and first["ip-adapter"].getpixel((0, 0)) == (255, 255, 255)
+    assert first["ip-adapter"].size == (32, 32) and first["ip-adapter"].getpixel((0, 0)) == (255, 255, 255)
     assert (site.count("/photo.png"), site.count("/pose.jpg")) == (1, 1)
     assert site.requests[0][1]["host"] == f"127.0.0.1:{site.port}"
 
@@ -101,6 +101,24 @@ def test_normalizing_turns_upright_flattens_alpha_and_covers_the_job_size(store:
     red, _, blue = image.getpixel((120, 32))
     assert red > 200 and blue < 60  # the red half ended up on the right: the orientation was applied
     assert mask_out.getpixel((8, 32)) == 255 and mask_out.getpixel((120, 32)) == 0
+
+
+def test_a_reference_image_is_cropped_to_the_central_square_its_encoder_sees(store: LocalStore) -> None:
+    # CLIP's processor scales the shorter side to 224 and center-crops: a 16384×1 reference kept whole would be
+    # scaled to 3.7 million × 224 pixels there. Cropped here, the encoder gets exactly what it would have seen.
+    thirds = Image.new("RGB", (300, 100), (255, 0, 0))
+    thirds.paste((0, 255, 0), (100, 0, 200, 100))
+    thirds.paste((0, 0, 255), (200, 0, 300, 100))
+    line = png(16384, 1)
+    for reference, side, colors in ((_png(thirds), 100, [(100 * 100, (0, 255, 0))]), (line, 1, [(1, (200, 30, 30))])):
+        job_id = new_job_id()
+
+        resolved = resolve_inputs(
+            job_id, _request(ip_adapter={"model": "o/ipa", "image": data_url(reference)}), _sources(store)
+        )
+
+        assert resolved["ip-adapter"].size == (side, side) and resolved["ip-adapter"].getcolors() == colors
+        assert _stored(store, job_id, "ip-adapter").size == (side, side)
 
 
 BAD_ORIGINS = {
@@ -200,4 +218,21 @@ def test_a_job_never_claimed_skips_the_look_for_stored_copies(store: LocalStore)
     store.put(upload_object_key(UPLOAD_ID), png(64, 64, color=(200, 9, 9)), content_type="image/png")
     again = resolve_inputs(job_id, request, _sources(store))  # an attempt has begun: the stored copy
     assert again.fetched == frozenset() and reads == [input_object_key(job_id, "image")]
+    assert again["image"].tobytes() == first["image"].tobytes()
+
+
+def test_an_https_input_is_fetched_once_even_when_the_job_went_back_before_its_claim(
+    store: LocalStore, site: Origin
+) -> None:
+    """A spot notice or a stopping executor hands a prepared job's message back before its claim: the record still
+    counts no attempt, and the next preparation finds the fetched copy instead of asking the origin again."""
+    site.answers["/photo.png"] = Answer(gradient_png(64, 64))
+    request = _request(image=site.url("/photo.png"), mask_image=data_url(png(64, 64, color=(255,), mode="L")))
+    job_id = new_job_id()
+
+    first = resolve_inputs(job_id, request, _sources(store), never_claimed=True)
+    again = resolve_inputs(job_id, request, _sources(store), never_claimed=True)
+
+    assert first.fetched == {"image", "mask"} and again.fetched == {"mask"}  # the data URL is in the message
+    assert site.count("/photo.png") == 1
     assert again["image"].tobytes() == first["image"].tobytes()

@@ -15,11 +15,11 @@ import pytest
 import redis
 from rich.console import Console
 
-from producer import AsyncClient, Client
+from producer import AsyncClient, Client, keys
 from producer.apikeys import KeyStore
 from producer.batch_cli import BatchRun, read_lines
 from producer.errors import ProducerError
-from producer.jobs import JobRecord, UploadCreated
+from producer.jobs import JobRecord, JobStatus, UploadCreated
 from tests.inputs.images import data_url, gradient_png, png
 from tests.storage.flaky_proxy import flaky_proxy, proxy_url
 from tests.support import Stack
@@ -198,9 +198,69 @@ def test_batch_lines_name_image_files_relative_to_the_prompts_file(stack: Stack,
         requests = [client.get(job_id).request for job_id in job_ids]
     uploads = {r.image.upload for r in requests if r.image is not None}
     assert len(uploads) == 1 and requests[3].image is None
-    # The state keeps the upload id, so a second run re-sends the same batch (the server replays it: no new jobs).
+    # The state keeps the upload id, so a run killed before it saved its batch re-sends the same request (the server
+    # replays it: no new jobs).
     (tmp_path / "out" / ".sdq-batch" / "state.json").write_text(
-        json.dumps({**json.loads((tmp_path / "out" / ".sdq-batch" / "state.json").read_text()), "jobs": {}})
+        json.dumps(
+            {**json.loads((tmp_path / "out" / ".sdq-batch" / "state.json").read_text()), "jobs": {}, "batches": []}
+        )
     )
     assert submit() == job_ids
     assert len(_storage_requests(stack)) - before == 1
+
+
+def test_a_batch_rerun_uploads_a_file_again_once_its_upload_expired(
+    stack: Stack, token: str, redis_server: str, tmp_path: Path
+) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(gradient_png(64, 64))
+    prompts = tmp_path / "in" / "prompts.jsonl"
+    state_file = tmp_path / "out" / ".sdq-batch" / "state.json"
+
+    def submit(*lines: dict[str, object]) -> BatchRun:
+        prompts.write_text("".join(json.dumps({**line, "image": "a.png", **SMALL}) + "\n" for line in lines))
+        with Client(stack.api_url, api_key=token) as client:
+            run = BatchRun(client, tmp_path / "out", {}, console=Console(quiet=True), files_dir=prompts.parent)
+            run._submit([line for line in read_lines(prompts) if line.key not in run.state.jobs])
+        return run
+
+    first = submit({"prompt": "monday"})
+    [(key, saved)] = first.state.uploads.items()
+    # A day later (SDQ_UPLOAD_TTL_S): the id serves no new job, and the state says when that was due.
+    redis.Redis.from_url(redis_server).delete(keys.upload(saved["id"]))
+    state_file.write_text(
+        json.dumps(
+            {
+                **json.loads(state_file.read_text()),
+                "uploads": {key: {**saved, "usable_until": "2000-01-01T00:00:00+00:00"}},
+            }
+        )
+    )
+
+    second = submit({"prompt": "monday"}, {"prompt": "tuesday"})
+
+    assert second.state.uploads[key]["id"] != saved["id"]
+    with Client(stack.api_url, api_key=token) as client:
+        tuesday = client.get(second.state.jobs[read_lines(prompts)[1].key]).request
+    assert tuesday.image is not None and tuesday.image.upload == second.state.uploads[key]["id"]
+
+
+def test_a_line_that_failed_is_submitted_anew_by_the_next_run(stack: Stack, token: str, photo: Path) -> None:
+    prompts = photo.parent / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "p", "image": photo.name, **SMALL}) + "\n")
+    lines, out = read_lines(prompts), photo.parent / "out"
+
+    with Client(stack.api_url, api_key=token) as client:
+        first = BatchRun(client, out, {}, console=Console(quiet=True), poll_interval_s=0.1, files_dir=photo.parent)
+        first._submit(lines)
+        failed_job = first.state.jobs[lines[0].key]
+        client.cancel(failed_job)  # no worker here: a job that ends without images, as a failed one does
+        assert first.run(lines) == 1 and first.state.jobs == {}
+
+        again = BatchRun(client, out, {}, console=Console(quiet=True), files_dir=photo.parent)
+        again._submit(lines)
+
+        assert again.state.batches[0] == first.state.batches[0] and len(again.state.batches) == 2
+        assert again.state.jobs[lines[0].key] != failed_job  # a new job, not the failed one replayed
+        assert client.get(again.state.jobs[lines[0].key]).status is JobStatus.QUEUED
+        client.cancel(again.state.jobs[lines[0].key])

@@ -4,6 +4,7 @@ storage with its signed PUT route): tenants own their uploads, and bad images ar
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -230,3 +231,17 @@ def test_the_local_put_route_refuses_tampered_oversized_and_non_upload_writes(
 
 def test_uploads_need_an_api_key(api: TestClient) -> None:
     assert api.post("/v1/uploads").status_code == 401
+
+
+def test_the_readme_curl_that_starts_an_upload_works_as_written(api: TestClient, tokens: dict[str, str]) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text().replace("\\\n", " ")  # continued lines
+    [line] = [line for line in readme.splitlines() if line.startswith("curl") and "/v1/uploads" in line]
+    words = shlex.split(line)
+    headers = dict(words[i + 1].split(": ", 1) for i, word in enumerate(words) if word == "-H")
+    headers = {name.lower(): value for name, value in headers.items()}
+    headers["authorization"] = f"Bearer {tokens['acme']}"
+    headers.setdefault("content-type", "application/x-www-form-urlencoded")  # what curl's -d sends unless told
+
+    created = api.post("/v1/uploads", content=words[words.index("-d") + 1], headers=headers)
+
+    assert created.status_code == 201, created.text
