@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 #: 4096²: far more than any model renders (inputs are scaled to the job's size), far less than a bomb.
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+#: Pillow's own bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`, 9459²): Pillow refuses more as it opens a file, before
+#: sdqueue's check could say what the limit really is, so SDQ_MAX_IMAGE_PIXELS stays at or under it.
+PILLOW_MAX_IMAGE_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,9 @@ class InputSettings(BaseSettings):
     max_image_pixels: int = Field(
         default=DEFAULT_MAX_IMAGE_PIXELS,
         ge=64 * 64,
-        le=1 << 28,
-        description="SDQ_MAX_IMAGE_PIXELS: largest width × height of an input image (checked before decoding).",
+        le=PILLOW_MAX_IMAGE_PIXELS,
+        description="SDQ_MAX_IMAGE_PIXELS: largest width × height of an input image (checked before decoding; at"
+        " most 89478485, Pillow's own limit).",
     )
     upload_url_expiry_s: int = Field(
         default=15 * 60, ge=10, le=7 * 24 * 3600, description="SDQ_UPLOAD_URL_EXPIRY_S: lifetime of upload URLs."

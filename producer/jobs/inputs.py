@@ -29,7 +29,7 @@ MAX_IP_ADAPTER_SCALE = 4.0
 IMAGE_CONTENT_TYPES = ("image/png", "image/jpeg", "image/webp")
 
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
-_DATA_URL = re.compile(r"^data:(image/(?:png|jpeg|webp));base64,")
+_DATA_URL = re.compile(r"data:(image/(?:png|jpeg|webp));base64,", re.IGNORECASE)  # RFC 2397: any case
 _HTTP_URL = re.compile(r"^https?://\S{1,2040}$")
 _MODEL_REF = re.compile(r"^[A-Za-z0-9][\w.\-/:@+~=]{0,511}$|^/[\w.\-/@+~=]{1,511}$")
 
@@ -57,6 +57,10 @@ def upload_object_key(upload_id: str) -> str:
 def input_object_key(job_id: str, name: str) -> str:
     """Where a job's prepared (decoded, checked, normalized) input `name` lives: read by every attempt."""
     return f"inputs/{job_id}/{name}.png"
+
+
+def _is_data(url: str) -> bool:
+    return url[:5].lower() == "data:"
 
 
 class ImageRef(BaseModel):
@@ -87,7 +91,7 @@ class ImageRef(BaseModel):
             return None
         match = _DATA_URL.match(url)
         if match is None:
-            if url.startswith("data:"):
+            if _is_data(url):
                 raise ValueError("a data URL must be data:image/png|jpeg|webp;base64,<base64>")
             if not _HTTP_URL.match(url):
                 raise ValueError("must be an https:// URL (at most 2048 characters) or a data:image/…;base64, URL")
@@ -112,7 +116,7 @@ class ImageRef(BaseModel):
         """Where the bytes come from."""
         if self.upload is not None:
             return "upload"
-        return "data" if self.url is not None and self.url.startswith("data:") else "url"
+        return "data" if self.url is not None and _is_data(self.url) else "url"
 
     def inline(self) -> tuple[str, bytes] | None:
         """The content type and bytes of a data URL, or None for other kinds."""
@@ -121,7 +125,7 @@ class ImageRef(BaseModel):
         match = _DATA_URL.match(self.url)
         if match is None:
             return None
-        return match.group(1), base64.b64decode(self.url[match.end() :])
+        return match.group(1).lower(), base64.b64decode(self.url[match.end() :])
 
 
 def _model_ref(value: str) -> str:

@@ -72,6 +72,24 @@ def test_a_data_url_is_decoded_into_its_type_and_bytes() -> None:
     assert input_object_key("j" * 32, "mask") == f"inputs/{'j' * 32}/mask.png"
 
 
+def test_a_data_url_in_any_case_is_one_as_rfc_2397_reads_it() -> None:
+    shouted = "DATA:Image/PNG;BASE64," + data_url(png(), "image/png").split(",", 1)[1]
+    ref = ImageRef.model_validate(shouted)
+    assert ref.kind == "data" and ref.inline() == ("image/png", png())
+
+
+def test_the_pixel_limit_stays_within_pillows_own_which_refuses_first() -> None:
+    from PIL import Image
+    from pydantic import ValidationError
+
+    from producer.inputs.limits import PILLOW_MAX_IMAGE_PIXELS, InputSettings
+
+    assert PILLOW_MAX_IMAGE_PIXELS == Image.MAX_IMAGE_PIXELS
+    assert InputSettings(max_image_pixels=PILLOW_MAX_IMAGE_PIXELS).max_image_pixels == PILLOW_MAX_IMAGE_PIXELS
+    with pytest.raises(ValidationError, match="max_image_pixels"):
+        InputSettings(max_image_pixels=PILLOW_MAX_IMAGE_PIXELS + 1)
+
+
 BAD = {
     "strength without an image": ({"strength": 0.5}, "strength"),
     "strength above 1": ({"image": UPLOAD, "strength": 1.5}, "strength"),
