@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -125,6 +126,36 @@ def test_deeply_nested_json_is_a_422_on_every_json_route(served: Served, documen
 def test_a_signed_hook_that_is_not_utf8_is_a_422(served: Served) -> None:
     response = _signed_hook(served, NOT_UTF8)
     assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error"
+
+
+def _answer_to_headers_alone(served: Served, path: str, authorization: str | None) -> bytes:
+    """The status line the API sends to a POST whose headers came but whose (chunked) body never does; b"" if it
+    waits for the body instead."""
+    url = httpx.URL(served.stack.api_url)
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+    if authorization is not None:
+        head += f"Authorization: {authorization}\r\n"
+    with socket.create_connection((url.host, url.port or 80), timeout=5) as conn:
+        conn.sendall(f"{head}\r\n".encode())
+        try:
+            return conn.recv(4096).split(b"\r\n", 1)[0]
+        except TimeoutError:
+            return b""
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer not-a-key", "Bearer sdq_0123456789abcdef_" + "x" * 43])
+def test_a_request_without_a_valid_key_is_401_before_its_body_is_read(
+    served: Served, authorization: str | None
+) -> None:
+    # FastAPI reads a route's body before its dependencies: the key check came after the body (a 422 for a
+    # malformed one) on `POST /v1/jobs` (whatever the direct path declines) and `POST /v1/uploads`.
+    for path in ["/v1/jobs", "/v1/uploads", "/v1/batches", f"/v1/jobs/{'0' * 32}/cancel"]:
+        assert _answer_to_headers_alone(served, path, authorization) == b"HTTP/1.1 401 Unauthorized", path
+    with served.http() as http:
+        for path in ["/v1/jobs", "/v1/uploads"]:
+            headers = {"content-type": "application/json", "authorization": authorization or ""}
+            malformed = http.post(path, content=iter([b"{not json"]), headers=headers)
+            assert malformed.status_code == 401, (path, malformed.text)
 
 
 @pytest.mark.parametrize(
