@@ -158,6 +158,11 @@ def test_a_request_without_a_valid_key_is_401_before_its_body_is_read(
             assert malformed.status_code == 401, (path, malformed.text)
 
 
+def test_an_inbound_hook_naming_no_live_key_is_401_before_its_body_is_read(served: Served) -> None:
+    for query in ["", "?key_id=0123456789abcdef"]:
+        assert _answer_to_headers_alone(served, f"/v1/hooks/jobs{query}", None) == b"HTTP/1.1 401 Unauthorized"
+
+
 @pytest.mark.parametrize(
     ("path", "params", "field"),
     [
