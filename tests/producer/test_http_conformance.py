@@ -163,6 +163,24 @@ def test_an_inbound_hook_naming_no_live_key_is_401_before_its_body_is_read(serve
         assert _answer_to_headers_alone(served, f"/v1/hooks/jobs{query}", None) == b"HTTP/1.1 401 Unauthorized"
 
 
+def test_a_client_that_leaves_mid_body_is_no_incident(served: Served) -> None:
+    url = httpx.URL(served.stack.api_url)
+    log = served.stack.logs / "api.log"
+    logged = log.stat().st_size
+    for path in ["/v1/batches", f"/v1/hooks/jobs?key_id={served.key.id}", "/v1/jobs", "/v1/uploads"]:
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n"
+        with socket.create_connection((url.host, url.port or 80), timeout=5) as conn:
+            conn.sendall(f"{head}Authorization: Bearer {served.token}\r\n\r\n".encode() + b'{"items": [')
+            conn.shutdown(socket.SHUT_WR)  # 11 of the 100 bytes promised, then gone
+            conn.recv(4096)
+    with served.http() as http:
+        assert http.get("/healthz").status_code == 200
+    with log.open("rb") as handle:
+        handle.seek(logged)
+        written = handle.read().decode(errors="replace")
+    assert "Traceback" not in written and "incident" not in written, written[-2000:]
+
+
 @pytest.mark.parametrize(
     ("path", "params", "field"),
     [
