@@ -66,6 +66,15 @@ def _fail(field: str, message: str) -> BatchValidationError:
     return BatchValidationError([{"field": field, "message": message}])
 
 
+def _number_too_long(exc: ValueError | SystemError) -> BatchValidationError:
+    """The refusal of a number Python will not convert (an integer of more than 4 300 digits: `int()`'s limit),
+    which the parser raised; yajl's C backend raises that ValueError as a SystemError around it. Anything else
+    is raised again."""
+    if not isinstance(exc, ValueError) and not isinstance(exc.__context__, ValueError):
+        raise exc
+    return _fail("body", "holds a number with more digits than the server reads")
+
+
 def _too_many(where: str) -> BatchValidationError:
     return _fail("items", f"at most {MAX_BATCH_ITEMS} items per batch (more at {where}); split it")
 
@@ -113,6 +122,8 @@ def _events(read: ReadChunk) -> Iterator[tuple[str, Any]]:
                 parser.close()
         except ijson.JSONError:
             raise _fail("body", "request body is not valid JSON") from None
+        except (ValueError, SystemError) as exc:
+            raise _number_too_long(exc) from None
         yield from events
         del events[:]
         if not chunk:
@@ -188,6 +199,10 @@ def _line_value(line: bytes, number: int, index: int) -> Any:
             value.feed(event, data)
     except ijson.JSONError:
         raise _fail("body", f"line {number} is not valid JSON") from None
+    except BatchValidationError:  # the value's own refusal (a ValueError too)
+        raise
+    except (ValueError, SystemError) as exc:
+        raise _number_too_long(exc) from None
     return value.value
 
 

@@ -24,6 +24,7 @@ from storage import StorageConfigError, StorageError
 from .client_base import ApiError, DownloadError
 from .errors import CatalogError, ConfigurationError, ProducerError
 from .field_errors import field_path
+from .privatefs import UnsafePathError
 
 try:  # typer ≥ 0.24 carries its own copy of click, whose exceptions are not click's
     from typer._click import exceptions as click_exceptions
@@ -174,6 +175,10 @@ def _path(exc: OSError) -> Failure:
     return Failure(f"{named}{exc.strerror or exc} — check the path", CONFIG_EXIT)
 
 
+def _unsafe_path(exc: UnsafePathError) -> Failure:
+    return Failure(f"{exc} — set SDQ_DATA_DIR to a directory of your own", CONFIG_EXIT)
+
+
 def _os(exc: OSError) -> Failure:
     named = f"{exc.filename}: " if exc.filename else ""
     return Failure(f"{named}{exc.strerror or exc}", RUNTIME_EXIT)
@@ -195,6 +200,7 @@ _EXPLAINERS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], 
     (httpx.TransportError, _transport),
     (redis.AuthenticationError, _redis_auth),
     (redis.RedisError, _redis),
+    (UnsafePathError, _unsafe_path),
     ((FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError), _path),
     (OSError, _os),
 )

@@ -21,7 +21,7 @@ from types import TracebackType
 import redis
 from filelock import FileLock
 
-from .errors import QueueUnavailableError
+from .errors import ConfigurationError, QueueUnavailableError
 from .privatefs import UnsafePathError, private_dir, tighten_files, verified_private_dir
 
 _MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 108 bytes on Linux
@@ -76,7 +76,9 @@ class EmbeddedRedis:
             if self.socket.parent != self.data_dir:
                 verified_private_dir(self.socket.parent)
         except UnsafePathError as exc:
-            raise QueueUnavailableError(f"embedded Redis: {exc}") from None
+            raise ConfigurationError(
+                f"embedded Redis: {exc} (SDQ_DATA_DIR={self.data_dir}; set it to a directory of your own)"
+            ) from None
         with FileLock(str(self.data_dir / "redis.lock")):
             if self._users_fd is None:
                 self._users_fd = os.open(self.data_dir / "redis.users", os.O_RDWR | os.O_CREAT, 0o600)

@@ -10,13 +10,15 @@ and every view.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import redis
 import redis.asyncio
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
@@ -27,6 +29,8 @@ from ..settings import ApiSettings
 from ..store import Owner
 
 _BEARER = "An API key from `sdq keys create`: `sdq_<id>_<secret>`."
+#: Where `KeyFirstRoute` leaves the caller it authenticated, in the request's scope.
+_CALLER = "sdq.caller"
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,9 @@ class KeyCheck(HTTPBearer):
         self._names = " or ".join(f"`{role.value}`" for role in roles)
 
     async def __call__(self, request: Request) -> Caller:  # type: ignore[override]
-        caller = await current_caller(request, bearer_token(request))
+        caller = request.scope.get(_CALLER)  # already authenticated by `KeyFirstRoute`: one key check, one count
+        if not isinstance(caller, Caller):
+            caller = await current_caller(request, bearer_token(request))
         if caller.key is not None and caller.key.role not in self.roles:
             raise self.refused(caller.key.role)
         return caller
@@ -130,6 +136,24 @@ class KeyCheck(HTTPBearer):
 CALLERS = KeyCheck(Role.TENANT, Role.ADMIN)
 #: Use as a route parameter type: `caller: CallerDep` (a `tenant` or `admin` key: jobs, batches, their costs).
 CallerDep = Annotated[Caller, Depends(CALLERS)]
+
+
+class KeyFirstRoute(APIRoute):
+    """A route taking a body that FastAPI parses (`POST /v1/jobs`, `POST /v1/uploads`) whose `CALLERS` check runs
+    before the body is read. FastAPI reads and parses a declared body before it solves the route's dependencies,
+    so a request without a valid key had its body read (up to the route's limit) and a malformed one was a 422,
+    not a 401. The caller is left in the request's scope, where `CallerDep` finds it."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def key_first(request: Request) -> Response:
+            request.scope[_CALLER] = await CALLERS(request)
+            return await handler(request)
+
+        return key_first
+
+
 #: Fleet-wide views (every tenant's data): `admin` keys only.
 AdminDep = Annotated[Caller, Depends(KeyCheck(Role.ADMIN))]
 #: `GET /v1/scaling`: `admin`, or the read-only `scaling` key KEDA holds.

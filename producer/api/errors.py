@@ -9,9 +9,10 @@ from typing import Any
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from ..errors import ProducerError, QueueUnavailableError
@@ -138,6 +139,13 @@ async def _redis(request: Request, exc: redis.RedisError) -> JSONResponse:
     return await _producer(request, unavailable)
 
 
+async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+    # The client left before its body had all arrived (a route reading it itself: batches, inbound hooks). Its
+    # own doing, no incident; and the answer reaches no one.
+    log.info("%s %s: the client went away before its body arrived", request.method, request.url.path)
+    return Response(status_code=400)
+
+
 async def _internal(request: Request, exc: Exception) -> JSONResponse:
     incident = uuid.uuid4().hex[:12]
     log.exception("unhandled error (incident %s)", incident)
@@ -150,4 +158,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http)  # type: ignore[arg-type]
     app.add_exception_handler(ProducerError, _producer)  # type: ignore[arg-type]
     app.add_exception_handler(redis.RedisError, _redis)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientDisconnect, _gone)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal)

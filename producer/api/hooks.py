@@ -97,15 +97,18 @@ async def inbound(
 ) -> JSONResponse:
     """A job (or a list of up to 100) signed with the Standard Webhooks scheme. 401 on a bad, stale or missing
     signature, 409 when the `webhook-id` was already accepted; nothing is enqueued in either case."""
-    body = await http.body()
     try:
-        return await run_in_threadpool(_accept, http, key_id, body)
+        # The sender first: a message naming no live key (or sent while inbound webhooks are off) is refused
+        # before its body is read.
+        sender = await run_in_threadpool(_secrets_and_owner, http, key_id)
+        body = await http.body()
+        return await run_in_threadpool(_accept, http, sender, body)
     except _Refused as refused:
         return error_response(refused.status, refused.code, str(refused))
 
 
-def _accept(http: Request, key_id: str | None, body: bytes) -> JSONResponse:
-    secrets, owner, limit, refusal = _secrets_and_owner(http, key_id)
+def _accept(http: Request, sender: tuple[list[str], Owner, Any, _Refused | None], body: bytes) -> JSONResponse:
+    secrets, owner, limit, refusal = sender
     try:
         msg_id = verify(secrets, dict(http.headers), body)
     except SignatureError as exc:

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from ..errors import JobNotFoundError
 from ..jobs import JobPage, JobRecord, JobRequest, JobStatus, is_job_id
-from .auth import CallerDep
+from .auth import CallerDep, KeyFirstRoute
 from .deps import Deps
 from .errors import ERROR_RESPONSES
 from .params import QueryInt
@@ -65,6 +65,7 @@ def install_submit(app: FastAPI) -> None:
         summary="Submit a job",
         tags=list(router.tags),
         responses=ERROR_RESPONSES,
+        route_class_override=KeyFirstRoute,  # the key before the body
     )
 
 

@@ -6,10 +6,11 @@ from fastapi import APIRouter, Request
 
 from ..inputs.submission import InputGate
 from ..jobs import UploadCreated, UploadRequest
-from .auth import CallerDep
+from .auth import CallerDep, KeyFirstRoute
 from .errors import ERROR_RESPONSES
 
-router = APIRouter(prefix="/v1/uploads", tags=["uploads"], responses=ERROR_RESPONSES)
+#: `KeyFirstRoute`: the key is checked before the body is read.
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"], responses=ERROR_RESPONSES, route_class=KeyFirstRoute)
 
 
 def gate_of(http: Request) -> InputGate:

@@ -28,6 +28,8 @@ MAX_IP_ADAPTER_SCALE = 4.0
 #: Image types an upload, a URL or a data URL may hold.
 IMAGE_CONTENT_TYPES = ("image/png", "image/jpeg", "image/webp")
 
+# Anchored for pydantic's `pattern=` (Rust regex: `$` is the end); Python code uses fullmatch, since its `$` also
+# matches before a final newline.
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 _DATA_URL = re.compile(r"data:(image/(?:png|jpeg|webp));base64,", re.IGNORECASE)  # RFC 2397: any case
 _HTTP_URL = re.compile(r"^https?://\S{1,2040}$")
@@ -46,7 +48,7 @@ def is_empty(value: object) -> bool:
 
 def is_upload_id(value: str) -> bool:
     """Whether `value` has the shape of an upload id (32 lowercase hex characters: safe in keys)."""
-    return bool(_UPLOAD_ID.match(value))
+    return bool(_UPLOAD_ID.fullmatch(value))
 
 
 def upload_object_key(upload_id: str) -> str:
@@ -93,7 +95,7 @@ class ImageRef(BaseModel):
         if match is None:
             if _is_data(url):
                 raise ValueError("a data URL must be data:image/png|jpeg|webp;base64,<base64>")
-            if not _HTTP_URL.match(url):
+            if not _HTTP_URL.fullmatch(url):
                 raise ValueError("must be an https:// URL (at most 2048 characters) or a data:image/…;base64, URL")
             return url
         payload = url[match.end() :]
@@ -129,7 +131,7 @@ class ImageRef(BaseModel):
 
 
 def _model_ref(value: str) -> str:
-    if not _MODEL_REF.match(value) or ".." in value.split("/"):
+    if not _MODEL_REF.fullmatch(value) or ".." in value.split("/"):
         raise ValueError("must be a model name, a hub id like 'org/name', an absolute path or a storage URL")
     return value
 

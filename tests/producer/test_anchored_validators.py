@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from producer.apikeys import token_key_id, valid_tenant
-from producer.jobs import BatchRequest, JobRequest, is_job_id
+from producer.jobs import BatchRequest, ImageRef, JobRequest, is_job_id, is_upload_id
 from producer.webhooks.ssrf import literal_address
 from tests.support import make_app
 
@@ -37,6 +37,23 @@ def test_model_and_lora_names_refuse_a_trailing_newline(field: str) -> None:
     for bad in ("org/name\n", "tiny\n", "/models/x\n"):
         with pytest.raises(ValidationError):
             request(bad)
+
+
+def test_image_inputs_and_adapter_models_refuse_a_trailing_newline() -> None:
+    assert is_upload_id("0" * 32) and not is_upload_id("0" * 32 + "\n")
+    assert ImageRef.model_validate("https://example.com/a.png")
+    with pytest.raises(ValidationError):
+        ImageRef.model_validate("https://example.com/a.png\n")
+    image = "data:image/png;base64,AAAA"
+
+    def job(field: str, model: str) -> JobRequest:
+        unit = {"model": model, "image": image}
+        return JobRequest.model_validate({"prompt": "x", field: [unit] if field == "controlnets" else unit})
+
+    for field in ("controlnets", "ip_adapter"):
+        assert job(field, "org/name")
+        with pytest.raises(ValidationError):
+            job(field, "org/name\n")
 
 
 def test_pydantic_patterns_refuse_a_trailing_newline() -> None:

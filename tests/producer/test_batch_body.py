@@ -71,3 +71,15 @@ def test_bad_json_and_bad_shapes_name_the_body() -> None:
 def test_a_key_given_twice_counts_once_the_last_time() -> None:
     batch = parse_body(b'{"items": [{"prompt": "a"}], "items": [{"prompt": "b"}, {"prompt": "c"}]}', "")
     assert [i["prompt"] for i in batch.items] == ["b", "c"]
+
+
+def test_a_number_too_long_to_read_is_refused_naming_the_body_not_a_500() -> None:
+    # Python refuses int() of more than 4 300 digits; yajl's C backend met that as a SystemError (a 500).
+    digits = b"9" * 5000
+    for content_type, body in [
+        ("application/json", b'{"items": [{"prompt": "a", "seed": ' + digits + b"}]}"),
+        ("application/json", b"[{}, " + digits + b"]"),
+        ("application/x-ndjson", b'{"prompt": "a", "seed": -' + digits + b"}\n"),
+    ]:
+        (error,) = _fields(body, content_type)
+        assert error["field"] == "body" and "digits" in error["message"], (content_type, error)

@@ -78,6 +78,16 @@ def test_a_configuration_error_is_one_line_naming_the_setting(
     assert all(name in line for name in names), line
 
 
+@pytest.mark.parametrize("args", [["keys", "list"], ["api"]], ids=["keys", "api"])
+def test_a_data_dir_that_is_a_file_names_the_setting(tmp_path: Path, args: list[str]) -> None:
+    taken = tmp_path / "data"
+    taken.write_text("not a directory")
+    result = _sdq(*args, env={"SDQ_DATA_DIR": str(taken)})
+    line = _one_line(result)
+    assert result.returncode == CONFIG, line
+    assert "SDQ_DATA_DIR" in line and str(taken) in line and "directory" in line, line
+
+
 def test_a_missing_prompts_file_names_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "prompts.jsonl"
     result = _sdq("batch", str(missing), "--out", str(tmp_path / "out"), env={"SDQ_DATA_DIR": str(tmp_path)})

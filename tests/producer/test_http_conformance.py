@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -125,6 +126,59 @@ def test_deeply_nested_json_is_a_422_on_every_json_route(served: Served, documen
 def test_a_signed_hook_that_is_not_utf8_is_a_422(served: Served) -> None:
     response = _signed_hook(served, NOT_UTF8)
     assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error"
+
+
+def _answer_to_headers_alone(served: Served, path: str, authorization: str | None) -> bytes:
+    """The status line the API sends to a POST whose headers came but whose (chunked) body never does; b"" if it
+    waits for the body instead."""
+    url = httpx.URL(served.stack.api_url)
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+    if authorization is not None:
+        head += f"Authorization: {authorization}\r\n"
+    with socket.create_connection((url.host, url.port or 80), timeout=5) as conn:
+        conn.sendall(f"{head}\r\n".encode())
+        try:
+            return conn.recv(4096).split(b"\r\n", 1)[0]
+        except TimeoutError:
+            return b""
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer not-a-key", "Bearer sdq_0123456789abcdef_" + "x" * 43])
+def test_a_request_without_a_valid_key_is_401_before_its_body_is_read(
+    served: Served, authorization: str | None
+) -> None:
+    # FastAPI reads a route's body before its dependencies: the key check came after the body (a 422 for a
+    # malformed one) on `POST /v1/jobs` (whatever the direct path declines) and `POST /v1/uploads`.
+    for path in ["/v1/jobs", "/v1/uploads", "/v1/batches", f"/v1/jobs/{'0' * 32}/cancel"]:
+        assert _answer_to_headers_alone(served, path, authorization) == b"HTTP/1.1 401 Unauthorized", path
+    with served.http() as http:
+        for path in ["/v1/jobs", "/v1/uploads"]:
+            headers = {"content-type": "application/json", "authorization": authorization or ""}
+            malformed = http.post(path, content=iter([b"{not json"]), headers=headers)
+            assert malformed.status_code == 401, (path, malformed.text)
+
+
+def test_an_inbound_hook_naming_no_live_key_is_401_before_its_body_is_read(served: Served) -> None:
+    for query in ["", "?key_id=0123456789abcdef"]:
+        assert _answer_to_headers_alone(served, f"/v1/hooks/jobs{query}", None) == b"HTTP/1.1 401 Unauthorized"
+
+
+def test_a_client_that_leaves_mid_body_is_no_incident(served: Served) -> None:
+    url = httpx.URL(served.stack.api_url)
+    log = served.stack.logs / "api.log"
+    logged = log.stat().st_size
+    for path in ["/v1/batches", f"/v1/hooks/jobs?key_id={served.key.id}", "/v1/jobs", "/v1/uploads"]:
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n"
+        with socket.create_connection((url.host, url.port or 80), timeout=5) as conn:
+            conn.sendall(f"{head}Authorization: Bearer {served.token}\r\n\r\n".encode() + b'{"items": [')
+            conn.shutdown(socket.SHUT_WR)  # 11 of the 100 bytes promised, then gone
+            conn.recv(4096)
+    with served.http() as http:
+        assert http.get("/healthz").status_code == 200
+    with log.open("rb") as handle:
+        handle.seek(logged)
+        written = handle.read().decode(errors="replace")
+    assert "Traceback" not in written and "incident" not in written, written[-2000:]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from producer.embedded import EmbeddedRedis
-from producer.errors import QueueUnavailableError
+from producer.errors import ConfigurationError
 from producer.runtime import signing_secret
 from producer.settings import CommonSettings
 from producer.webhooks.keyring import server_secrets
@@ -92,7 +92,7 @@ def test_a_socket_directory_someone_planted_is_refused_not_trusted(tmp_path: Pat
                 pytest.skip("needs root to make a directory owned by another user")
             os.chown(where, 65534, 65534)
     try:
-        with pytest.raises(QueueUnavailableError, match=str(where)):
+        with pytest.raises(ConfigurationError, match=str(where)):
             server.start()
         assert not (elsewhere / "redis.sock").exists() and not (where / "redis.sock").exists()
     finally:
