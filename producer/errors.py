@@ -44,6 +44,12 @@ class ConfigurationError(ProducerError, ValueError):
     that met one mid-request would have a bug)."""
 
 
+def _shown(given: str, limit: int = 64) -> str:
+    """`given` (an id from a request path) as an error message echoes it: quoted, and cut short past `limit`
+    characters (an id is 32; a 10 KB "id" does not come back as a 10 KB message)."""
+    return repr(given) if len(given) <= limit else f"{given[:limit]!r}… ({len(given)} characters)"
+
+
 class JobNotFoundError(ProducerError, LookupError):
     """No job with that id (or it belongs to someone else, or its record expired)."""
 
@@ -51,7 +57,7 @@ class JobNotFoundError(ProducerError, LookupError):
     code = "not_found"
 
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"no job {job_id!r}")
+        super().__init__(f"no job {_shown(job_id)}")
         self.job_id = job_id
 
 
@@ -172,7 +178,7 @@ class BatchNotFoundError(ProducerError, LookupError):
     code = "not_found"
 
     def __init__(self, batch_id: str) -> None:
-        super().__init__(f"no batch {batch_id!r}")
+        super().__init__(f"no batch {_shown(batch_id)}")
         self.batch_id = batch_id
 
 

@@ -67,3 +67,9 @@ def test_the_queue_error_keeps_its_cause_out_of_the_message() -> None:
     error = errors.QueueUnavailableError("redis://10.0.0.5:6379 refused")
     assert "10.0.0.5" not in error.client_message()
     assert error.client_headers() == {"Retry-After": "5"}
+
+
+def test_a_not_found_message_echoes_a_long_id_cut_short() -> None:
+    assert str(errors.JobNotFoundError("a" * 32)) == f"no job {'a' * 32!r}"
+    long = str(errors.BatchNotFoundError("b" * 10_000))
+    assert len(long) < 120 and long.endswith("… (10000 characters)")
