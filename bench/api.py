@@ -1,16 +1,21 @@
 """The HTTP API under load: `POST /v1/jobs` from 32 concurrent clients, and bulk enqueue through `/v1/batches`.
 
-    python -m bench.api [--seconds 5] [--clients 32] [--workers 2] [--batch-items 10000] [--batches 3]
+    python -m bench.api [--seconds 5] [--rounds 3] [--clients 32] [--workers 2] [--batch-items 10000] [--batches 3]
 
 Runs a real redis-server and a real `sdq api` (API keys required, a key whose rate limit and quota are checked on
 every request but set high enough not to refuse) with `--workers` server processes (`SDQ_API_WORKERS`, default one
 per CPU) on this machine. The load generator is one asyncio process (uvloop) speaking raw HTTP/1.1 over keep-alive
 connections, so it spends as little of the shared CPU as possible; it reports the CPU it used itself
 (`client_cpu_cores`: cores' worth, out of `cpus`), since on a small machine it competes with the server.
-Prints one JSON line: requests_per_s, p50_ms, p99_ms (POST /v1/jobs), batch_jobs_per_s, and the baselines measured
-in the same run: a no-op FastAPI endpoint under uvicorn with the same workers and load (the framework's ceiling on
-this machine), `GET /healthz` (one Redis PING per request), the same submit load on a single-process API, and
-single-job submission for batches.
+Prints one JSON line: requests_per_s, p50_ms, p99_ms (POST /v1/jobs, over all its rounds), batch_jobs_per_s, and
+the baselines measured in the same run: a no-op FastAPI endpoint under uvicorn with the same workers and load (the
+framework's ceiling on this machine), `GET /healthz` (one Redis PING per request), the same submit load on a
+single-process API, and single-job submission for batches.
+
+The machine's pace drifts by tens of percent within a minute, so the submit load runs `--rounds` times, each round
+between two rounds of the no-op route (noop, submit, noop, ..., noop; both servers up throughout): `submit_vs_noop`
+is the median over rounds of a round's requests/s ÷ the mean of the two no-op rounds around it
+(`submit_vs_noop_rounds`: each round's; `submit_vs_noop_total`: all submit rounds ÷ all no-op rounds).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import logging
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -210,7 +216,18 @@ def _noop_server(workers: int, logs: Path) -> Iterator[int]:
         process.wait(timeout=30)
 
 
-def run(seconds: float, clients: int, workers: int, batch_items: int, batches: int) -> dict[str, float]:
+def _pooled(loads: list[Load]) -> Load:
+    """Several phases of one load as one: their requests over their time, and every latency."""
+    seconds = [len(load.latencies_s) / load.requests_per_s for load in loads]
+    requests = sum(len(load.latencies_s) for load in loads)
+    latencies = [latency for load in loads for latency in load.latencies_s]
+    cores = sum(load.client_cpu_cores * s for load, s in zip(loads, seconds, strict=True)) / sum(seconds)
+    return Load(requests / sum(seconds), latencies, cores)
+
+
+def run(
+    seconds: float, clients: int, workers: int, batch_items: int, batches: int, rounds: int = 3
+) -> dict[str, object]:
     try:
         import uvloop
 
@@ -222,21 +239,37 @@ def run(seconds: float, clients: int, workers: int, batch_items: int, batches: i
         client = redis.Redis.from_url(redis_url)
         _, token = KeyStore(client).create("bench", rate_per_s=1e6, burst=1_000_000, max_queued_jobs=100_000_000)
         submit = _request("POST", "/v1/jobs", token, body)
-        with _noop_server(workers, Path(tmp) / "noop.log") as port:
-            noop = _measure(port, submit, 202, clients, seconds)
-        log.info("no-op FastAPI, %d workers: %.0f/s", workers, noop.requests_per_s)
         env = {**os.environ, "SDQ_REDIS_URL": redis_url, "SDQ_DATA_DIR": tmp, "SDQ_AUTH": "required"}
         if workers > 1:  # the same load on one server process, for the scaling ratio
             with LocalStack({**env, "SDQ_API_WORKERS": "1"}, Path(tmp) / "logs-1") as stack:
                 single = _measure(stack.port, submit, 202, clients, seconds)
             log.info("POST /v1/jobs, 1 worker: %.0f/s", single.requests_per_s)
-        with LocalStack({**env, "SDQ_API_WORKERS": str(workers)}, Path(tmp) / "logs") as stack:
+        with (
+            _noop_server(workers, Path(tmp) / "noop.log") as noop_port,
+            LocalStack({**env, "SDQ_API_WORKERS": str(workers)}, Path(tmp) / "logs") as stack,
+        ):
             health = _measure(stack.port, _request("GET", "/healthz", token), 200, clients, seconds / 2)
             log.info("GET /healthz: %.0f/s", health.requests_per_s)
-            jobs = _measure(stack.port, submit, 202, clients, seconds)
-            log.info("POST /v1/jobs, %d workers: %.0f/s", workers, jobs.requests_per_s)
+            # The machine's pace drifts by tens of percent within a minute: each submit round is compared with the
+            # no-op rounds right before and after it (noop, submit, noop, ..., noop), as bench.worker does.
+            noops = [_measure(noop_port, submit, 202, clients, seconds)]
+            submits: list[Load] = []
+            ratios = []
+            for _ in range(rounds):
+                submits.append(_measure(stack.port, submit, 202, clients, seconds))
+                noops.append(_measure(noop_port, submit, 202, clients, seconds))
+                around = (noops[-2].requests_per_s + noops[-1].requests_per_s) / 2
+                ratios.append(submits[-1].requests_per_s / around)
+                log.info(
+                    "POST /v1/jobs, %d workers: %.0f/s; no-op FastAPI around it: %.0f/s (%.3f)",
+                    workers,
+                    submits[-1].requests_per_s,
+                    around,
+                    ratios[-1],
+                )
             batch_rate = asyncio.run(_batches(stack.port, token, batch_items, batches))
             log.info("POST /v1/batches: %.0f jobs/s", batch_rate)
+        jobs, noop = _pooled(submits), _pooled(noops)
         if workers == 1:
             single = jobs
         queued = int(client.llen("dramatiq:sdq-generate")) + int(client.llen("dramatiq:sdq-batch"))
@@ -247,13 +280,16 @@ def run(seconds: float, clients: int, workers: int, batch_items: int, batches: i
         "workers": workers,
         "client_cpu_cores": round(jobs.client_cpu_cores, 2),
         **noop.figures("noop_"),
-        "submit_vs_noop": round(jobs.requests_per_s / noop.requests_per_s, 3),
+        "submit_vs_noop": round(statistics.median(ratios), 3),
+        "submit_vs_noop_rounds": [round(ratio, 3) for ratio in ratios],
+        "submit_vs_noop_total": round(jobs.requests_per_s / noop.requests_per_s, 3),
         "healthz_per_s": round(health.requests_per_s, 1),
         "submit_vs_healthz": round(jobs.requests_per_s / health.requests_per_s, 3),
         **single.figures("one_worker_"),
         "workers_vs_one": round(jobs.requests_per_s / single.requests_per_s, 3),
         "batch_vs_single_submit": round(batch_rate / jobs.requests_per_s, 2),
         "clients": clients,
+        "rounds": rounds,
         "jobs_enqueued": queued,
         "cpus": os.cpu_count() or 0,
     }
@@ -261,14 +297,15 @@ def run(seconds: float, clients: int, workers: int, batch_items: int, batches: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="of each load phase")
+    parser.add_argument("--rounds", type=int, default=3, help="submit rounds, each between two no-op rounds")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="API server processes")
     parser.add_argument("--batch-items", type=int, default=10_000)
     parser.add_argument("--batches", type=int, default=3)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
-    figures = run(args.seconds, args.clients, args.workers, args.batch_items, args.batches)
+    figures = run(args.seconds, args.clients, args.workers, args.batch_items, args.batches, args.rounds)
     sys.stdout.write(json.dumps(figures) + "\n")
 
 
