@@ -43,6 +43,8 @@ class _Loaded:
     lease: CacheLease
     #: Whether its projection reads the encoder's hidden states (IP-Adapter Plus, Full) instead of its image embeds.
     hidden_states: bool
+    #: Their negative under guidance, the hidden states of zero pixels: the same every call, made on first use.
+    zero_states: torch.Tensor | None = None
 
 
 class IpAdapters:
@@ -89,15 +91,22 @@ class IpAdapters:
         with torch.no_grad():
             if not state.hidden_states:
                 embeds = state.encoder(pixels).image_embeds[:, None]  # (rows, 1 image, width)
-                negatives = torch.zeros_like(embeds)
-            else:  # Plus and Full read the penultimate hidden states; the negative: zero pixels'
+            else:  # Plus and Full read the penultimate hidden states
                 embeds = state.encoder(pixels, output_hidden_states=True).hidden_states[-2][:, None]
-                zero = torch.zeros_like(pixels[:1])
-                negatives = state.encoder(zero, output_hidden_states=True).hidden_states[-2][:, None]
-                negatives = negatives.expand_as(embeds)
-        if guidance:
-            embeds = torch.cat([negatives, embeds])
+            if guidance:
+                embeds = torch.cat([self._negatives(state, pixels, embeds).expand_as(embeds), embeds])
         return [embeds]
+
+    @staticmethod
+    def _negatives(state: _Loaded, pixels: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """The negative of one row under guidance: zeros for image embeds; for hidden states, those of zero pixels
+        (computed once per adapter: they do not change)."""
+        if not state.hidden_states:
+            return torch.zeros_like(embeds[:1])
+        if state.zero_states is None:
+            zero = torch.zeros_like(pixels[:1])
+            state.zero_states = state.encoder(zero, output_hidden_states=True).hidden_states[-2][:, None]
+        return state.zero_states
 
     def close(self) -> None:
         """Put the plain UNet back and release every adapter (the pipeline is parked or dropped)."""
@@ -179,6 +188,11 @@ def rows_as_given(pipe: Any) -> None:
     pipe.prepare_ip_adapter_image_embeds = prepare_ip_adapter_image_embeds
 
 
+def _layers(projection: Any) -> list[Any]:
+    """The image projection of each IP-Adapter in the UNet's `encoder_hid_proj` (diffusers wraps even one)."""
+    return list(getattr(projection, "image_projection_layers", [projection]))
+
+
 def _reads_hidden_states(projection: Any, model: str) -> bool:
     """Whether the IP-Adapter whose image projection diffusers loaded as `projection` reads the encoder's hidden
     states (Plus, Full) rather than its image embeds; FaceID adapters, which read face embeddings from a separate
@@ -189,7 +203,7 @@ def _reads_hidden_states(projection: Any, model: str) -> bool:
         IPAdapterFaceIDPlusImageProjection,
     )
 
-    layers = list(getattr(projection, "image_projection_layers", [projection]))
+    layers = _layers(projection)
     if any(isinstance(layer, (IPAdapterFaceIDImageProjection, IPAdapterFaceIDPlusImageProjection)) for layer in layers):
         raise InvalidInputError(
             f"ip_adapter.model: {model} is a FaceID IP-Adapter, which needs face embeddings from a face recognition"
@@ -204,7 +218,7 @@ def _check_widths(state: _Loaded, model: str) -> None:
     of models/image_encoder, not the ViT-bigG one beside them in sdxl_models/.)"""
     config = state.encoder.config
     given = int(config.hidden_size if state.hidden_states else config.projection_dim)
-    for layer in state.projection.image_projection_layers:
+    for layer in _layers(state.projection):
         first = next(module for module in layer.modules() if isinstance(module, torch.nn.Linear))
         if first.in_features != given:
             what = "hidden states" if state.hidden_states else "image embeds"

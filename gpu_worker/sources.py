@@ -144,8 +144,7 @@ def download_hub(
         files = [sibling.rfilename for sibling in info.siblings or ()]
         sizes = {sibling.rfilename: sibling.size or 0 for sibling in info.siblings or ()}
         commit = info.sha or ref.revision
-        lora = kind == "lora"
-        if lora and ref.subpath is None:
+        if kind == "lora" and ref.subpath is None:
             try:
                 wanted = lora_files(files)
             except ModelLoadError as exc:

@@ -65,22 +65,10 @@ def build_ip_adapter(directory: Path, family: str, *, plus: bool = False) -> Non
     """An IP-Adapter (image projection + per-layer key/value projections) and its CLIP image encoder; `plus`: an
     IP-Adapter Plus, whose projection (a resampler) reads the encoder's penultimate hidden states."""
     from safetensors.torch import save_file
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     unet = _unet(family)
     cross = int(unet.config.cross_attention_dim)
-    encoder = CLIPVisionModelWithProjection(
-        CLIPVisionConfig(
-            hidden_size=_ENCODER_WIDTH,
-            intermediate_size=64,
-            projection_dim=_IMAGE_EMBED_DIM,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-            num_channels=3,
-        )
-    )
+    encoder = image_encoder()
     weights = _plus_projection(cross) if plus else _projection(cross)
     key_id = 1
     for name in unet.attn_processors:
@@ -93,6 +81,23 @@ def build_ip_adapter(directory: Path, family: str, *, plus: bool = False) -> Non
     directory.mkdir(parents=True, exist_ok=True)
     save_file({key: value.contiguous() for key, value in weights.items()}, str(directory / IP_ADAPTER_WEIGHTS))
     encoder.save_pretrained(directory / IMAGE_ENCODER_FOLDER, safe_serialization=True)
+
+
+def image_encoder(width: int = _ENCODER_WIDTH) -> Any:
+    """The tiny CLIP vision encoder of the tiny IP-Adapters, its hidden states `width` wide (random weights)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(
+        hidden_size=width,
+        intermediate_size=64,
+        projection_dim=_IMAGE_EMBED_DIM,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        num_channels=3,
+    )
+    return CLIPVisionModelWithProjection(config)
 
 
 def _projection(cross: int) -> dict[str, torch.Tensor]:

@@ -25,10 +25,8 @@ def private_dir(path: Path) -> Path:
     """Create `path` (and missing parents) as a 0700 directory, or tighten an existing one of ours to 0700.
 
     Raises `UnsafePathError` when it exists but is a symlink, not a directory, or owned by another user."""
-    try:
+    with contextlib.suppress(FileExistsError):  # `exist_ok` covers directories only: a file in the way is told below
         path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-    except FileExistsError:  # `exist_ok` covers directories only: a file is in the way
-        raise UnsafePathError(f"{path} must be a directory, not a link or a file") from None
     info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode):
         raise UnsafePathError(f"{path} must be a directory, not a link or a file")

@@ -177,26 +177,15 @@ def test_an_ip_adapter_beside_the_wrong_image_encoder_is_refused_naming_both_wid
     tiny_pipe: Any, job: MakeJob, model_cache: Path, tmp_path: Path
 ) -> None:
     # As h94's SDXL `*_vit-h` files beside sdxl_models/image_encoder (ViT-bigG, not the ViT-H they read) would be.
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
     from gpu_worker.cache import ModelCache
     from gpu_worker.errors import ModelLoadError
-    from gpu_worker.tiny_adapters import IMAGE_ENCODER_FOLDER, IP_ADAPTER_WEIGHTS
+    from gpu_worker.tiny_adapters import IMAGE_ENCODER_FOLDER, IP_ADAPTER_WEIGHTS, image_encoder
 
     plus = ModelCache(model_cache).acquire_adapter("tiny-ip-adapter-plus").path
     folder = tmp_path / "mismatched"
     folder.mkdir()
     shutil.copy(plus / IP_ADAPTER_WEIGHTS, folder / IP_ADAPTER_WEIGHTS)
-    config = CLIPVisionConfig(
-        hidden_size=48,
-        intermediate_size=64,
-        projection_dim=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-    )
-    CLIPVisionModelWithProjection(config).save_pretrained(folder / IMAGE_ENCODER_FOLDER, safe_serialization=True)
+    image_encoder(width=48).save_pretrained(folder / IMAGE_ENCODER_FOLDER, safe_serialization=True)
     spec = InputSpec(ip_adapter=IpAdapterUnit(str(folder), 1.0))
     with pytest.raises(ModelLoadError, match=r"reads image features 32 wide, but the hidden states .* are 48 wide"):
         generate(tiny_pipe, job(), inputs=PreparedInputs(spec, ip_adapter_image=photo()))
